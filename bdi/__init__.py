@@ -1,0 +1,1 @@
+"""BDI: the Optiflux exchange hub."""

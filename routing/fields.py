@@ -1,0 +1,239 @@
+"""Field codecs: validate, decode and encode fixed-width fields as the layout describes them.
+
+Validation must be fast (the hub checks every field of every record), so each record spec is
+compiled into one regular expression over the whole 640 characters; only a record that fails
+it is re-checked field by field to say which fields are wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, time
+from decimal import Decimal
+from functools import lru_cache
+
+from bdi.routing.layout import FieldSpec, RecordSpec
+
+Value = str | int | Decimal | date | time | None
+
+_PRINTABLE = r"[\x20-\x7e\xa0-\xff]"
+_PRINTABLE_NOT_SPACE = r"[\x21-\x7e\xa0-\xff]"
+_NUMERIC_KINDS = frozenset({"numeric", "amount", "rate", "signed_amount"})
+_DECIMAL_KINDS = frozenset({"amount", "rate", "signed_amount"})
+_STAR_CLASS = re.compile(r"^\^(\[[^\]]*\])\*\$$")
+_DATE_RX = r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+_TIME_RX = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+
+
+def _atom_width(body: str, i: int) -> tuple[int | None, int]:
+    """Width of the regex atom starting at body[i] and the index after it."""
+    c = body[i]
+    if c == "[":
+        j = body.index("]", i + 2 if body[i + 1] == "^" else i + 1)
+        return 1, j + 1
+    if c == "\\":
+        return 1, i + 2
+    if c == "(":
+        depth, j = 0, i
+        while True:
+            depth += {"(": 1, ")": -1}.get(body[j], 0)
+            if depth == 0:
+                break
+            j += 1
+        inner = body[i + 1 : j]
+        widths = {_fixed_width(alt) for alt in _split_alternatives(inner)}
+        return (widths.pop() if len(widths) == 1 else None), j + 1
+    if c in ".*+?{}|^$":
+        return (1 if c == "." else None), i + 1
+    return 1, i + 1
+
+
+def _split_alternatives(body: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(body):
+        depth += {"(": 1, ")": -1}.get(c, 0)
+        if c == "|" and depth == 0:
+            parts.append(body[start:i])
+            start = i + 1
+    parts.append(body[start:])
+    return parts
+
+
+def _fixed_width(body: str) -> int | None:
+    """Width of a regex that always matches the same number of characters, else None."""
+    width, i = 0, 0
+    while i < len(body):
+        w, i = _atom_width(body, i)
+        if w is None:
+            return None
+        quant = re.match(r"\{(\d+)\}", body[i:])
+        if quant:
+            w *= int(quant.group(1))
+            i += quant.end()
+        elif i < len(body) and body[i] in "*+?{":
+            return None
+        width += w
+    return width
+
+
+def _pattern_regex(pattern: str, length: int) -> str | None:
+    """A regex matching exactly `length` characters whose stripped value fits `pattern`."""
+    star = _STAR_CLASS.match(pattern)
+    if star:
+        return f"{star.group(1)}{{{length}}}"
+    body = pattern.removeprefix("^").removesuffix("$")
+    width = _fixed_width(body)
+    if width is None or width > length:
+        return None
+    return f"(?:{body}){' ' * (length - width)}"
+
+
+def _left_aligned(length: int) -> str:
+    return f"{_PRINTABLE_NOT_SPACE}{_PRINTABLE}{{{length - 1}}}"
+
+
+def _value_regex(spec: FieldSpec) -> str:
+    """Regex for a present (non-blank) value of the field, exactly `length` wide."""
+    n = spec.length
+    if spec.value is not None:
+        return re.escape(spec.value)
+    if spec.values:
+        pad = "0" if spec.kind in _NUMERIC_KINDS else " "
+        padded = (v.rjust(n, pad) if pad == "0" else v.ljust(n, pad) for v in spec.values)
+        return "(?:" + "|".join(re.escape(v) for v in padded) + ")"
+    if spec.kind in ("numeric", "amount", "rate"):
+        base = f"[0-9]{{{n}}}"
+    elif spec.kind == "signed_amount":
+        base = f"[+-][0-9]{{{n - 1}}}"
+    elif spec.kind == "date":
+        base = _DATE_RX
+    elif spec.kind == "time":
+        base = _TIME_RX
+    else:
+        base = _left_aligned(n)
+    if spec.pattern:
+        pattern = _pattern_regex(spec.pattern, n)
+        if pattern is None:
+            raise ValueError(f"layout: pattern of {spec.name} is not fixed-width: {spec.pattern}")
+        base = f"(?={pattern}){base}"
+    return base
+
+
+def field_regex(spec: FieldSpec) -> str:
+    """Regex matching every valid content of the field (exactly `length` characters)."""
+    blank = " " * spec.length
+    if spec.name == "filler":
+        return blank
+    value = _value_regex(spec)
+    numeric_present = spec.kind in _NUMERIC_KINDS or spec.kind == "marker"
+    if spec.required or numeric_present:
+        return value
+    return f"(?:{value}|{blank})"
+
+
+@lru_cache(maxsize=65536)
+def _real_date(text: str) -> bool:
+    if text.isspace():
+        return True
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class RecordCodec:
+    """Validator, decoder and encoder of one record type."""
+
+    spec: RecordSpec
+    whole: re.Pattern[str]
+    per_field: tuple[tuple[FieldSpec, re.Pattern[str]], ...]
+    dates: tuple[FieldSpec, ...]
+    amounts: tuple[tuple[int, int], ...]  # digit slices of amount fields (sign excluded)
+
+    def bad_fields(self, text: str) -> list[FieldSpec]:
+        """Fields of a 640-character record that break their kind, values, pattern or filler."""
+        if self.whole.fullmatch(text) and all(
+            _real_date(text[f.start : f.end]) for f in self.dates
+        ):
+            return []
+        return [
+            spec
+            for spec, rx in self.per_field
+            if rx.fullmatch(text, spec.start, spec.end) is None
+            or (spec.kind == "date" and not _real_date(text[spec.start : spec.end]))
+        ]
+
+    def amount_total(self, text: str) -> int:
+        """Sum of the digits of every amount field, read as integers in minor units."""
+        total = 0
+        for start, end in self.amounts:
+            digits = text[start:end]
+            if digits.isdigit():
+                total += int(digits)
+        return total
+
+    def decode(self, text: str) -> dict[str, Value]:
+        return {spec.name: decode_field(spec, text[spec.start : spec.end]) for spec in self.spec.fields}
+
+    def encode(self, values: Mapping[str, Value]) -> str:
+        return "".join(encode_field(spec, values.get(spec.name)) for spec in self.spec.fields)
+
+
+def compile_record(spec: RecordSpec) -> RecordCodec:
+    per_field = tuple((f, re.compile(field_regex(f))) for f in spec.fields)
+    whole = re.compile("".join(f"(?:{field_regex(f)})" for f in spec.fields))
+    amounts = tuple(
+        (f.start + (1 if f.kind == "signed_amount" else 0), f.end)
+        for f in spec.fields
+        if f.kind in ("amount", "signed_amount")
+    )
+    dates = tuple(f for f in spec.fields if f.kind == "date")
+    return RecordCodec(spec, whole, per_field, dates, amounts)
+
+
+def decode_field(spec: FieldSpec, raw: str) -> Value:
+    """Typed value of a valid field: text is right-stripped, blank dates/times are None."""
+    kind = spec.kind
+    if kind == "numeric":
+        return int(raw) if raw.strip() else 0
+    if kind in _DECIMAL_KINDS:
+        if not raw.strip():
+            return Decimal(0).scaleb(-spec.decimals)
+        return Decimal(int(raw)).scaleb(-spec.decimals)
+    if kind == "date":
+        return date.fromisoformat(raw) if raw.strip() else None
+    if kind == "time":
+        return time.fromisoformat(raw) if raw.strip() else None
+    return raw.rstrip(" ")
+
+
+def _digits(spec: FieldSpec, value: Decimal | int, width: int) -> str:
+    scaled = Decimal(value).scaleb(spec.decimals)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{spec.name}: {value} has more than {spec.decimals} decimals")
+    text = str(abs(int(scaled))).rjust(width, "0")
+    if len(text) > width:
+        raise ValueError(f"{spec.name}: {value} does not fit in {width} digits")
+    return text
+
+
+def encode_field(spec: FieldSpec, value: Value) -> str:
+    """Fixed-width text of a typed value (None = absent: blanks, or zeros for numbers)."""
+    n, kind = spec.length, spec.kind
+    if kind == "marker":
+        return spec.value or ""
+    if kind in _NUMERIC_KINDS:
+        number = value if isinstance(value, int | Decimal) else 0
+        if kind == "signed_amount":
+            return ("-" if number < 0 else "+") + _digits(spec, number, n - 1)
+        return _digits(spec, number, n)
+    if kind in ("date", "time"):
+        return value.isoformat() if isinstance(value, date | time) else " " * n
+    text = "" if value is None else str(value)
+    if len(text) > n:
+        raise ValueError(f"{spec.name}: {text!r} is longer than {n}")
+    return text.ljust(n)

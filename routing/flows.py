@@ -1,0 +1,118 @@
+"""Cut a section's records into flows (`[layouts.*]`) and extract what the Suivi needs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from bdi.routing.fields import RecordCodec, Value
+from bdi.routing.layout import FlowLayout
+from bdi.routing.model import Flow, FlowLine
+
+REJECTED_STATES = frozenset({"R", "C"})
+
+
+def aggregate_control(states: str) -> str:
+    """Rejeté if any record is R or C, Validé if all are V, Suspens otherwise (§8.2)."""
+    if any(s in REJECTED_STATES for s in states):
+        return "R"
+    return "V" if states and all(s == "V" for s in states) else "S"
+
+
+def flow_key(parts: tuple[str, ...], values: Mapping[str, Value]) -> str:
+    """Join the `flow_key` fields; `a|b` takes b when a is blank."""
+    out = []
+    for part in parts:
+        choice = ""
+        for name in part.split("|"):
+            choice = str(values.get(name) or "").strip()
+            if choice:
+                break
+        out.append(choice)
+    return "|".join(out)
+
+
+class FlowBuilder:
+    """Accumulates the records of the current flow of one section; bounded by one flow."""
+
+    def __init__(
+        self, flow_layout: FlowLayout, flow_code: str, section: int, codecs: Mapping[str, RecordCodec]
+    ) -> None:
+        self.layout = flow_layout
+        self.flow_code = flow_code
+        self.section = section
+        self.codecs = codecs
+        self._reset()
+
+    def _reset(self) -> None:
+        self.head: dict[str, Value] | None = None
+        self.head_line = 0
+        self.states: list[str] = []
+        self.lines: list[FlowLine] = []
+        self.grid: list[dict[str, Value]] = []
+        self.reject_message: str | None = None
+
+    def record(self, line: int, marker: str, text: str) -> Flow | None:
+        """Take a functional record; return the flow it completes, if any."""
+        done = None
+        starts = marker == self.layout.flow_starts_with
+        if self.layout.flow_ends_with is None:
+            if starts:
+                done = self._complete()
+            if starts or self.head is not None:
+                self._add(line, marker, text)
+            return done
+        return self._add_account(line, marker, text)
+
+    def _add(self, line: int, marker: str, text: str) -> None:
+        codec = self.codecs[self.layout.records[marker]]
+        if self.head is None:
+            self.head, self.head_line = codec.decode(text), line
+        elif marker == "4444444444" and self.layout.name == "allocation":
+            self.grid.append(codec.decode(text))
+        self.states.append(text[10])
+
+    def _add_account(self, line: int, marker: str, text: str) -> Flow | None:
+        codec = self.codecs[self.layout.records[marker]]
+        if not self.states:
+            self.head_line = line
+        self.states.append(text[10])
+        if marker == self.layout.flow_starts_with:
+            self.lines.append(FlowLine(line, aggregate_control(text[10]), codec.decode(text)))
+        if marker == self.layout.flow_ends_with:
+            self.head = codec.decode(text)
+            self.states = [text[10]]
+            return self._complete()
+        return None
+
+    def reject(self, reject_message: str) -> None:
+        if self.reject_message is None and (self.head is not None or self.states):
+            self.reject_message = reject_message.rstrip() or None
+
+    def _complete(self) -> Flow | None:
+        if self.head is None:
+            return None
+        head = self.head
+        optiflux_key = str(head.get("optiflux_key") or "")
+        if not optiflux_key and self.lines:
+            optiflux_key = str(self.lines[0].fields.get("optiflux_key") or "")
+        flow = Flow(
+            section=self.section,
+            layout=self.layout.name,
+            flow_code=self.flow_code,
+            line=self.head_line,
+            key=flow_key(self.layout.flow_key, head),
+            optiflux_key=optiflux_key,
+            control=aggregate_control("".join(self.states)),
+            fields=head,
+            reject_message=self.reject_message,
+            lines=tuple(self.lines),
+            grid=tuple(self.grid),
+        )
+        self._reset()
+        return flow
+
+    def finish(self) -> Flow | None:
+        """The last flow of the section (an unclosed compte financier account is dropped)."""
+        if self.layout.flow_ends_with is not None:
+            return None
+        return self._complete()

@@ -1,0 +1,329 @@
+"""Check a plain Optiflux file in one streaming pass (OPTIFLUX.md §7.1-§7.3).
+
+The file is read line by line and each section is checked as its records go by, so memory
+is bounded by one flow, whatever the size of the file. Every check of a section runs in the
+same pass; the stop rule (a structural problem hides the others) is applied when the
+section closes.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+
+from bdi.routing.errors import Code, Problem
+from bdi.routing.fields import RecordCodec, compile_record
+from bdi.routing.flows import REJECTED_STATES, FlowBuilder
+from bdi.routing.layout import FlowLayout, Layout, RecordSpec, default_layout
+from bdi.routing.model import FileReport, Flow, SectionReport
+
+HEADER, FOOTER, REJECT = "1111111111", "9999999999", "7777777777"
+STRUCTURAL = (Code.LONGUEUR, Code.FIN_MANQUANTE, Code.ENTETE, Code.TYPE_ENREG)
+FOOTER_REPEATS = ("file_type", "flow_code", "sender_id", "recipient_id", "section_number")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckContext:
+    """What the checks need beyond the file: who uploaded it and who may receive."""
+
+    upload_name: str
+    uploader: str | None = None
+    recipient_active: Callable[[str], bool] | None = None
+    layout: Layout = field(default_factory=default_layout)
+    collect_flows: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SectionChecked:
+    report: SectionReport
+    flows: tuple[Flow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FileChecked:
+    report: FileReport
+
+
+Event = SectionChecked | FileChecked
+
+
+@cache
+def codecs_for(layout: Layout) -> Mapping[str, RecordCodec]:
+    """Compiled codecs of every record type of a layout (compiled once per layout)."""
+    return {name: compile_record(spec) for name, spec in layout.records.items()}
+
+
+def strip_upload_suffix(file_name: str, layout: Layout) -> str:
+    """The upload name: the file name without an added .pgp/.gpg/.asc (HUB.md)."""
+    for suffix in layout.name_suffixes_ignored:
+        if file_name.lower().endswith(suffix):
+            return file_name[: -len(suffix)]
+    return file_name
+
+
+def name_problems(upload_name: str, layout: Layout) -> list[Problem]:
+    """NOM and TYPE_FICHIER: the upload name's syntax and its type letter (rule n°5)."""
+    problems = []
+    if not re.fullmatch(layout.formats["file_name"], upload_name):
+        problems.append(Problem(Code.NOM, 0, upload_name))
+    letter = upload_name[:1]
+    if letter not in layout.file_types:
+        problems.append(Problem(Code.TYPE_FICHIER, 0, letter))
+    return problems
+
+
+def _slice(text: str, spec: RecordSpec, name: str) -> str:
+    f = spec.field(name)
+    return text[f.start : f.end]
+
+
+def _length_problem(line: int, text: str, length: int) -> Problem | None:
+    if len(text) == length:
+        return None
+    return Problem(Code.LONGUEUR, line, f"{len(text)} au lieu de {length}")
+
+
+def _runs(sequence: str, limit: int = 60) -> str:
+    """'2 3 4×3 5' for the record types of a section, cut to `limit` characters."""
+    parts = [m.group(0)[0] + (f"×{len(m.group(0))}" if len(m.group(0)) > 1 else "")
+             for m in re.finditer(r"(.)\1*", sequence)]
+    text = " ".join(parts)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class _Section:
+    """The running state of one section while its lines go by."""
+
+    def __init__(self, ctx: CheckContext, number: int, line: int, offset: int, text: str) -> None:
+        self.ctx, self.layout, self.header_text = ctx, ctx.layout, text
+        self.codecs = codecs_for(ctx.layout)
+        header = self.layout.header
+        self.report = SectionReport(
+            number=number, first_line=line, last_line=line, start=offset, end=offset,
+            file_type=_slice(text, header, "file_type").strip(),
+            flow_code=_slice(text, header, "flow_code").strip(),
+            sender_id=_slice(text, header, "sender_id").strip(),
+            recipient_id=_slice(text, header, "recipient_id").strip(),
+        )
+        self.problems: dict[Code, list[Problem]] = defaultdict(list)
+        self.order: list[str] = []
+        self.functional = self.rejects = self.total = 0
+        self.first_functional: int | None = None
+        self.pending_reject: int | None = None
+        self.footer_seen = False
+        self.flows: list[Flow] = []
+        self.flow_starts = 0
+        self.flow_layout = self._header(line, text)
+        self.builder = (
+            FlowBuilder(self.flow_layout, self.report.flow_code, number, self.codecs)
+            if self.flow_layout and ctx.collect_flows
+            else None
+        )
+
+    def _add(self, problem: Problem | None) -> None:
+        if problem is not None:
+            self.problems[problem.code].append(problem)
+
+    def _header(self, line: int, text: str) -> FlowLayout | None:
+        """Structural header checks (ENTETE); the flow layout the section's records follow."""
+        length = self.layout.record_length
+        self._add(_length_problem(line, text, length))
+        bad = [f.name for f in self.codecs[self.layout.header.name].bad_fields(text)] if (
+            len(text) == length) else []
+        number = _slice(text, self.layout.header, "section_number")
+        if "section_number" not in bad and number.isdigit() and int(number) != self.report.number:
+            bad.append("section_number")
+        file_type = self.layout.file_types.get(self.report.file_type)
+        code = self.report.flow_code
+        if file_type and code in self.layout.flow_layouts_by_code and code not in file_type.flow_codes:
+            bad.append("flow_code")
+        for name in bad:
+            self._add(Problem(Code.ENTETE, line, name))
+        if code in self.layout.flow_layouts_by_code:
+            return self.layout.flow_layout(code)
+        return None
+
+    def line(self, line: int, offset_end: int, text: str) -> None:
+        self.report.last_line, self.report.end = line, offset_end
+        if text[:10] == FOOTER:
+            self._footer(line, text)
+            return
+        problem = _length_problem(line, text, self.layout.record_length)
+        if problem:
+            self._add(problem)
+            return
+        marker = text[:10]
+        if marker == REJECT:
+            self._reject(line, text)
+        elif self.flow_layout is not None and marker in self.flow_layout.records:
+            self._functional(line, marker, text)
+        else:
+            self._add(Problem(Code.TYPE_ENREG, line, marker))
+
+    def _format(self, line: int, codec: RecordCodec, text: str) -> None:
+        for spec in codec.bad_fields(text):
+            self._add(Problem(Code.FORMAT, line, f"{codec.spec.name}.{spec.name}"))
+
+    def _reject(self, line: int, text: str) -> None:
+        self.rejects += 1
+        if self.pending_reject is None:
+            self._add(Problem(Code.ORDRE, line, "7777777777 sans enregistrement rejeté avant lui"))
+        self.pending_reject = None
+        codec = self.codecs[self.layout.reject.name]
+        self._format(line, codec, text)
+        if self.builder is not None:
+            self.builder.reject(_slice(text, self.layout.reject, "reject_message"))
+
+    def _unanswered_reject(self) -> None:
+        if self.pending_reject is not None:
+            self._add(Problem(Code.ORDRE, self.pending_reject, "enregistrement rejeté sans 7777777777"))
+            self.pending_reject = None
+
+    def _functional(self, line: int, marker: str, text: str) -> None:
+        assert self.flow_layout is not None
+        self._unanswered_reject()
+        self.functional += 1
+        if self.first_functional is None:
+            self.first_functional = line
+        self.order.append(marker[0])
+        codec = self.codecs[self.flow_layout.records[marker]]
+        self.total += codec.amount_total(text)
+        self._format(line, codec, text)
+        if text[10] in REJECTED_STATES:
+            self.pending_reject = line
+        ends = self.flow_layout.flow_ends_with or self.flow_layout.flow_starts_with
+        self.flow_starts += marker == ends
+        if self.builder is not None:
+            flow = self.builder.record(line, marker, text)
+            if flow is not None:
+                self.flows.append(flow)
+
+    def _footer(self, line: int, text: str) -> None:
+        self.footer_seen = True
+        self._unanswered_reject()
+        problem = _length_problem(line, text, self.layout.record_length)
+        if problem:
+            self._add(problem)
+            return
+        footer, header = self.layout.footer, self.layout.header
+        bad = [f.name for f in self.codecs[footer.name].bad_fields(text)]
+        bad += [
+            name for name in FOOTER_REPEATS
+            if name not in bad and _slice(text, footer, name) != _slice(self.header_text, header, name)
+        ]
+        if bad:
+            self._add(Problem(Code.FIN, line, ", ".join(bad)))
+            return
+        self._count(Code.NOMBRE, line, _slice(text, footer, "functional_record_count"), self.functional)
+        self._count(Code.NOMBRE_REJETS, line, _slice(text, footer, "reject_record_count"), self.rejects)
+        announced, computed = int(_slice(text, footer, "control_total")), self.total % 10**18
+        if announced != computed:
+            self._add(Problem(Code.TOTAL, line, f"annoncé {announced}, calculé {computed}"))
+
+    def _count(self, code: Code, line: int, announced_text: str, found: int) -> None:
+        announced = int(announced_text)
+        if announced != found:
+            self._add(Problem(code, line, f"annoncé {announced}, trouvé {found}"))
+
+    def close(self) -> SectionChecked:
+        """Apply the end-of-section checks and the stop rule."""
+        report = self.report
+        if not self.footer_seen:
+            self._add(Problem(Code.FIN_MANQUANTE, report.last_line))
+        self._unanswered_reject()
+        if self.flow_layout is not None and not self.flow_layout.order_regex.fullmatch("".join(self.order)):
+            at = self.first_functional or report.first_line
+            self._add(Problem(Code.ORDRE, at, f"types {_runs(''.join(self.order)) or 'aucun'}"))
+        self._header_checks()
+        report.problems = self._reported()
+        if self.flow_layout is not None:
+            report.flow_counts = {self.flow_layout.fr: self.flow_starts}
+        if self.builder is not None:
+            last = self.builder.finish()
+            if last is not None:
+                self.flows.append(last)
+        return SectionChecked(report, tuple(self.flows) if report.accepted else ())
+
+    def _header_checks(self) -> None:
+        """REGLE5, SIGNATURE, DESTINATAIRE, EMETTEUR: who sends what to whom."""
+        r, line, ctx = self.report, self.report.first_line, self.ctx
+        letter = ctx.upload_name[:1]
+        if r.file_type != letter:
+            self._add(Problem(Code.REGLE5, line, f"{r.file_type} / {letter}"))
+        if ctx.uploader is not None and r.sender_id != ctx.uploader:
+            self._add(Problem(Code.SIGNATURE, line, f"{r.sender_id} / {ctx.uploader}"))
+        if ctx.recipient_active is not None and not ctx.recipient_active(r.recipient_id):
+            self._add(Problem(Code.DESTINATAIRE, line, r.recipient_id))
+            return
+        if not self.layout.route_allowed(r.sender_id, r.recipient_id, r.file_type, r.flow_code):
+            self._add(Problem(Code.EMETTEUR, line, r.recipient_id))
+
+    def _reported(self) -> list[Problem]:
+        for code in STRUCTURAL:
+            if self.problems.get(code):
+                return sorted(self.problems[code], key=lambda p: p.line)
+        out: list[Problem] = []
+        for code in self.layout.check_order:
+            if code not in STRUCTURAL:
+                out += sorted(self.problems.get(code, ()), key=lambda p: p.line)
+        return out
+
+
+def _decode_line(raw: bytes, encoding: str) -> str:
+    if raw.endswith(b"\n"):
+        raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+    return raw.decode(encoding)
+
+
+def check_lines(lines: Iterable[bytes], ctx: CheckContext) -> Iterator[Event]:
+    """Check a file given as its raw lines (terminators kept); one event per section, then
+    one `FileChecked` with the file problems and every section report."""
+    layout = ctx.layout
+    report = FileReport(upload_name=ctx.upload_name, problems=name_problems(ctx.upload_name, layout))
+    orphans: list[Problem] = []
+    section: _Section | None = None
+    number = offset = 0
+    for line_no, raw in enumerate(lines, start=1):
+        end = offset + len(raw)
+        text = _decode_line(raw, layout.encoding)
+        marker = text[:10]
+        if marker == HEADER:
+            if section is not None:
+                yield _closed(section, report)
+            number += 1
+            section = _Section(ctx, number, line_no, offset, text)
+            section.report.end = end
+        elif section is not None:
+            section.line(line_no, end, text)
+            if section.footer_seen:
+                yield _closed(section, report)
+                section = None
+        elif text.strip(" "):
+            orphans.append(Problem(Code.HORS_SECTION, line_no))
+        offset = end
+    if section is not None:
+        yield _closed(section, report)
+    report.problems += [Problem(Code.VIDE)] if number == 0 else orphans
+    yield FileChecked(report)
+
+
+def _closed(section: _Section, report: FileReport) -> SectionChecked:
+    event = section.close()
+    report.sections.append(event.report)
+    return event
+
+
+def check_bytes(data: bytes, ctx: CheckContext) -> FileReport:
+    """Check an in-memory file (tests, small files)."""
+    return last_report(check_lines(io.BytesIO(data), ctx))
+
+
+def last_report(events: Iterable[Event]) -> FileReport:
+    for event in events:
+        if isinstance(event, FileChecked):
+            return event.report
+    raise RuntimeError("check_lines ended without a FileChecked event")
