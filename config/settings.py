@@ -1,0 +1,87 @@
+"""One typed settings object: defaults, then a TOML file, then `BDI_*` environment variables.
+
+The object is built once at the entry point and passed down; nothing reads it globally.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Embedded mode by default: SQLite and files under `./bdi-data`, loopback ports."""
+
+    model_config = SettingsConfigDict(env_prefix="BDI_", extra="forbid", frozen=True)
+
+    data: Path = Field(default=Path("bdi-data"), description="data folder")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy async URL; default: SQLite file in the data folder"
+    )
+    host: str = "127.0.0.1"
+    sftp_port: int = 2222
+    web_port: int = 8080
+    max_upload_bytes: int = 512 * MiB
+    max_decrypted_bytes: int = 1024 * MiB
+    workers: int = Field(default=2, ge=1, description="OpenPGP worker processes")
+    timezone: str = "Europe/Paris"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data / 'bdi.sqlite3'}"
+
+    @property
+    def gnupg_home(self) -> Path:
+        return self.data / "gnupg"
+
+    @property
+    def mailboxes(self) -> Path:
+        return self.data / "mailboxes"
+
+    @property
+    def spool(self) -> Path:
+        return self.data / "spool"
+
+    @property
+    def host_key(self) -> Path:
+        return self.data / "ssh_host_ed25519_key"
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from `config` (TOML) if given, `BDI_*` variables and explicit overrides.
+
+    Precedence: explicit overrides > environment > TOML file > defaults.
+    """
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if config is None:
+        return Settings(**values)
+    return _with_file(config)(**values)
+
+
+def _with_file(config: Path) -> type[Settings]:
+    class FileSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            toml = TomlConfigSettingsSource(settings_cls, toml_file=config)
+            return (init_settings, env_settings, toml)
+
+    return FileSettings
