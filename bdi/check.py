@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bdi.routing.errors import Problem
 from bdi.routing.layout import Layout
 from bdi.routing.logs import LogFile, log_files
 from bdi.routing.model import FileReport, SectionReport
@@ -41,8 +42,13 @@ def paris_now(timezone: str = "Europe/Paris") -> datetime:
     return datetime.now(ZoneInfo(timezone)).replace(microsecond=0, tzinfo=None)
 
 
-def _problem_json(p: Any, layout: Layout) -> dict[str, Any]:
-    return {"code": p.code.value, "line": p.line, "message": layout.message(p.code), "detail": p.detail}
+def _problem_json(p: Problem, layout: Layout) -> dict[str, Any]:
+    return {
+        "code": p.code.value,
+        "line": p.line,
+        "message": layout.message(p.code),
+        "detail": p.detail,
+    }
 
 
 def _section_json(s: SectionReport, refused_upload: bool, layout: Layout) -> dict[str, Any]:
@@ -75,8 +81,10 @@ def render_text(checked: Checked, layout: Layout) -> str:
     r = checked.report
     out = [f"{checked.path}: {'OK' if r.fully_accepted else 'REFUSÉ'} ({r.upload_name})"]
     for p in r.problems:
-        out.append(f"  fichier: line {p.line} {p.code.value} {layout.message(p.code)}"
-                   + (f" ({p.detail})" if p.detail else ""))
+        out.append(
+            f"  fichier: line {p.line} {p.code.value} {layout.message(p.code)}"
+            + (f" ({p.detail})" if p.detail else "")
+        )
     for s in r.sections:
         flows = ", ".join(f"{n} × {kind}" for kind, n in s.flow_counts.items()) or "aucun flux"
         outcome = "livrée" if s.accepted and r.accepted else "refusée"

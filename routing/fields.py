@@ -177,7 +177,9 @@ class RecordCodec:
         return total
 
     def decode(self, text: str) -> dict[str, Value]:
-        return {spec.name: decode_field(spec, text[spec.start : spec.end]) for spec in self.spec.fields}
+        return {
+            spec.name: decode_field(spec, text[spec.start : spec.end]) for spec in self.spec.fields
+        }
 
     def encode(self, values: Mapping[str, Value]) -> str:
         return "".join(encode_field(spec, values.get(spec.name)) for spec in self.spec.fields)

@@ -35,7 +35,11 @@ class FlowBuilder:
     """Accumulates the records of the current flow of one section; bounded by one flow."""
 
     def __init__(
-        self, flow_layout: FlowLayout, flow_code: str, section: int, codecs: Mapping[str, RecordCodec]
+        self,
+        flow_layout: FlowLayout,
+        flow_code: str,
+        section: int,
+        codecs: Mapping[str, RecordCodec],
     ) -> None:
         self.layout = flow_layout
         self.flow_code = flow_code

@@ -49,7 +49,12 @@ def log_line(
 
 
 def _log(
-    problems: Iterable[Problem], name: str, upload: str, section: int, when: datetime, layout: Layout
+    problems: Iterable[Problem],
+    name: str,
+    upload: str,
+    section: int,
+    when: datetime,
+    layout: Layout,
 ) -> LogFile:
     lines = tuple(log_line(p, upload, section, when, layout) for p in problems)
     return LogFile(name=name, section=section, lines=lines)
@@ -68,9 +73,7 @@ def log_files(report: FileReport, when: datetime, layout: Layout) -> list[LogFil
     ]
 
 
-def whole_upload_log(
-    upload_name: str, problem: Problem, when: datetime, layout: Layout
-) -> LogFile:
+def whole_upload_log(upload_name: str, problem: Problem, when: datetime, layout: Layout) -> LogFile:
     """The log of an upload refused before its text could be read (DECHIFFREMENT)."""
     unsafe = not re.fullmatch(layout.formats["file_name"], upload_name)
     return _log([problem], log_name(upload_name, 0, unsafe), upload_name, 0, when, layout)

@@ -59,7 +59,9 @@ def _participant(code: str, raw: Any, text: str, layout: Layout) -> Participant:
         raise ReferentialError(f"{where}: participant {code}: type {kind!r} not in A B C D G")
     if not isinstance(raw.get("name"), str) or not raw["name"].strip():
         raise ReferentialError(f"{where}: participant {code}: name missing")
-    if not isinstance(edi_id, str) or (edi_id and not re.fullmatch(layout.formats["edi_id"], edi_id)):
+    if not isinstance(edi_id, str) or (
+        edi_id and not re.fullmatch(layout.formats["edi_id"], edi_id)
+    ):
         raise ReferentialError(f"{where}: participant {code}: edi_id {edi_id!r} is not an EDI id")
     return Participant(code=code, type=kind, name=raw["name"], edi_id=edi_id)
 
@@ -82,7 +84,10 @@ def parse_referential(text: str, layout: Layout) -> Referential:
         participants=MappingProxyType(participants),
         companies=MappingProxyType({str(k): str(v) for k, v in companies.items()}),
         tables=MappingProxyType(
-            {k: MappingProxyType({str(c): str(lbl) for c, lbl in v.items()}) for k, v in tables.items()
-             if isinstance(v, dict)}
+            {
+                k: MappingProxyType({str(c): str(lbl) for c, lbl in v.items()})
+                for k, v in tables.items()
+                if isinstance(v, dict)
+            }
         ),
     )

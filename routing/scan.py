@@ -89,8 +89,10 @@ def _length_problem(line: int, text: str, length: int) -> Problem | None:
 
 def _runs(sequence: str, limit: int = 60) -> str:
     """'2 3 4×3 5' for the record types of a section, cut to `limit` characters."""
-    parts = [m.group(0)[0] + (f"×{len(m.group(0))}" if len(m.group(0)) > 1 else "")
-             for m in re.finditer(r"(.)\1*", sequence)]
+    parts = [
+        m.group(0)[0] + (f"×{len(m.group(0))}" if len(m.group(0)) > 1 else "")
+        for m in re.finditer(r"(.)\1*", sequence)
+    ]
     text = " ".join(parts)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -103,7 +105,11 @@ class _Section:
         self.codecs = codecs_for(ctx.layout)
         header = self.layout.header
         self.report = SectionReport(
-            number=number, first_line=line, last_line=line, start=offset, end=offset,
+            number=number,
+            first_line=line,
+            last_line=line,
+            start=offset,
+            end=offset,
             file_type=_slice(text, header, "file_type").strip(),
             flow_code=_slice(text, header, "flow_code").strip(),
             sender_id=_slice(text, header, "sender_id").strip(),
@@ -132,14 +138,21 @@ class _Section:
         """Structural header checks (ENTETE); the flow layout the section's records follow."""
         length = self.layout.record_length
         self._add(_length_problem(line, text, length))
-        bad = [f.name for f in self.codecs[self.layout.header.name].bad_fields(text)] if (
-            len(text) == length) else []
+        bad = (
+            [f.name for f in self.codecs[self.layout.header.name].bad_fields(text)]
+            if (len(text) == length)
+            else []
+        )
         number = _slice(text, self.layout.header, "section_number")
         if "section_number" not in bad and number.isdigit() and int(number) != self.report.number:
             bad.append("section_number")
         file_type = self.layout.file_types.get(self.report.file_type)
         code = self.report.flow_code
-        if file_type and code in self.layout.flow_layouts_by_code and code not in file_type.flow_codes:
+        if (
+            file_type
+            and code in self.layout.flow_layouts_by_code
+            and code not in file_type.flow_codes
+        ):
             bad.append("flow_code")
         for name in bad:
             self._add(Problem(Code.ENTETE, line, name))
@@ -180,7 +193,9 @@ class _Section:
 
     def _unanswered_reject(self) -> None:
         if self.pending_reject is not None:
-            self._add(Problem(Code.ORDRE, self.pending_reject, "enregistrement rejeté sans 7777777777"))
+            self._add(
+                Problem(Code.ORDRE, self.pending_reject, "enregistrement rejeté sans 7777777777")
+            )
             self.pending_reject = None
 
     def _functional(self, line: int, marker: str, text: str) -> None:
@@ -212,14 +227,20 @@ class _Section:
         footer, header = self.layout.footer, self.layout.header
         bad = [f.name for f in self.codecs[footer.name].bad_fields(text)]
         bad += [
-            name for name in FOOTER_REPEATS
-            if name not in bad and _slice(text, footer, name) != _slice(self.header_text, header, name)
+            name
+            for name in FOOTER_REPEATS
+            if name not in bad
+            and _slice(text, footer, name) != _slice(self.header_text, header, name)
         ]
         if bad:
             self._add(Problem(Code.FIN, line, ", ".join(bad)))
             return
-        self._count(Code.NOMBRE, line, _slice(text, footer, "functional_record_count"), self.functional)
-        self._count(Code.NOMBRE_REJETS, line, _slice(text, footer, "reject_record_count"), self.rejects)
+        self._count(
+            Code.NOMBRE, line, _slice(text, footer, "functional_record_count"), self.functional
+        )
+        self._count(
+            Code.NOMBRE_REJETS, line, _slice(text, footer, "reject_record_count"), self.rejects
+        )
         announced, computed = int(_slice(text, footer, "control_total")), self.total % 10**18
         if announced != computed:
             self._add(Problem(Code.TOTAL, line, f"annoncé {announced}, calculé {computed}"))
@@ -235,7 +256,9 @@ class _Section:
         if not self.footer_seen:
             self._add(Problem(Code.FIN_MANQUANTE, report.last_line))
         self._unanswered_reject()
-        if self.flow_layout is not None and not self.flow_layout.order_regex.fullmatch("".join(self.order)):
+        if self.flow_layout is not None and not self.flow_layout.order_regex.fullmatch(
+            "".join(self.order)
+        ):
             at = self.first_functional or report.first_line
             self._add(Problem(Code.ORDRE, at, f"types {_runs(''.join(self.order)) or 'aucun'}"))
         self._header_checks()
@@ -283,7 +306,9 @@ def check_lines(lines: Iterable[bytes], ctx: CheckContext) -> Iterator[Event]:
     """Check a file given as its raw lines (terminators kept); one event per section, then
     one `FileChecked` with the file problems and every section report."""
     layout = ctx.layout
-    report = FileReport(upload_name=ctx.upload_name, problems=name_problems(ctx.upload_name, layout))
+    report = FileReport(
+        upload_name=ctx.upload_name, problems=name_problems(ctx.upload_name, layout)
+    )
     orphans: list[Problem] = []
     section: _Section | None = None
     number = offset = 0

@@ -38,7 +38,9 @@ def write_record(record: Record, layout: Layout) -> str:
 def footer_values(section: Section, layout: Layout) -> dict[str, Value]:
     """Footer of a section: repeats the header, counts its records, sums its amounts."""
     codecs = codecs_for(layout)
-    functional = sum(1 for r in section.records if codecs[r.name].spec.marker in layout.functional_markers)
+    functional = sum(
+        1 for r in section.records if codecs[r.name].spec.marker in layout.functional_markers
+    )
     rejects = sum(1 for r in section.records if r.name == layout.reject.name)
     total = sum(
         codecs[r.name].amount_total(write_record(r, layout))

@@ -1,0 +1,36 @@
+# The two README commands are `make run` and `make test`; both install what they need.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install run test lint typecheck pytest bench clean
+
+$(BIN)/bdi: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/bdi
+
+run: install
+	$(BIN)/bdi check ../shared/spec/samples/*.edi
+
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: install
+	MYPY=$(BIN)/mypy scripts/typecheck
+
+pytest: install
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache
