@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bdi.check import check_path, paris_now, render_json, render_text
 from bdi.routing.layout import default_layout
 from bdi.routing.referential import ReferentialError, parse_referential
+
+if TYPE_CHECKING:
+    from bdi.config import Settings
 
 app = typer.Typer(
     name="bdi",
@@ -71,6 +74,70 @@ def check(
             typer.echo(render_text(checked, layout))
     refused = any(not c.report.fully_accepted for c in results)
     raise typer.Exit(EXIT_REFUSED if refused else EXIT_OK)
+
+
+DataOpt = Annotated[
+    Path | None, typer.Option("--data", envvar="BDI_DATA", help="data folder (default ./bdi-data)")
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", envvar="BDI_CONFIG", help="TOML configuration file")
+]
+
+
+def settings_from(config: Path | None, **overrides: object) -> Settings:
+    from bdi.config import load_settings
+
+    try:
+        return load_settings(config, **overrides)
+    except (OSError, ValueError) as exc:
+        raise fail(f"configuration: {exc}".splitlines()[0]) from exc
+
+
+@app.command()
+def init(data: DataOpt = None, config: ConfigOpt = None) -> None:
+    """Create the data folder: database, hub OpenPGP key, SSH host key, admin API token."""
+    import asyncio
+
+    from bdi.datadir import initialise
+
+    settings = settings_from(config, data=data)
+    try:
+        result = asyncio.run(initialise(settings))
+    except OSError as exc:
+        raise fail(f"init: {exc}") from exc
+    if not result.created:
+        typer.echo(
+            f"{settings.data} is already initialised "
+            f"(hub key {result.hub_fingerprint}); nothing changed"
+        )
+        return
+    typer.echo(f"initialised {settings.data}")
+    typer.echo(f"hub OpenPGP key: {result.hub_fingerprint}")
+    typer.echo(f"admin API token (shown once): {result.admin_token}")
+
+
+@app.command()
+def serve(
+    data: DataOpt = None,
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="address to bind")] = None,
+    sftp_port: Annotated[int | None, typer.Option(help="SFTP port")] = None,
+    web_port: Annotated[int | None, typer.Option(help="web port")] = None,
+) -> None:
+    """Run the hub until SIGTERM or SIGINT."""
+    import asyncio
+
+    from bdi.logsetup import configure_logging
+    from bdi.server import serve_forever
+
+    settings = settings_from(config, data=data, host=host, sftp_port=sftp_port, web_port=web_port)
+    configure_logging()
+    try:
+        asyncio.run(serve_forever(settings))
+    except FileNotFoundError as exc:
+        raise fail(str(exc)) from exc
+    except OSError as exc:
+        raise fail(f"serve: {exc}") from exc
 
 
 def main() -> None:
