@@ -1,1 +1,1 @@
-"""mailbox."""
+"""Storage of mailboxes and files."""

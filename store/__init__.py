@@ -1,1 +1,1 @@
-"""store."""
+"""The store: participants, jobs, outputs, movements, flows (sqlmodel + aiosqlite)."""

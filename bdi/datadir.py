@@ -1,0 +1,91 @@
+"""The data folder: created once by `bdi init` (never overwriting a key), opened by the rest."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+from bdi.config import Settings
+from bdi.crypto import OpenPGP
+from bdi.mailbox.storage import Mailboxes
+from bdi.pipeline import Hub
+from bdi.routing.layout import default_layout
+from bdi.store.db import create_schema, make_engine
+from bdi.store.repo import Store
+
+HUB_UID = "BDI hub <bdi@localhost>"
+
+
+@dataclass(frozen=True, slots=True)
+class InitResult:
+    created: bool
+    hub_fingerprint: str
+    admin_token: str | None  # shown once, only when created
+
+
+def fingerprint_file(settings: Settings) -> Path:
+    return settings.data / "hub-fingerprint"
+
+
+def hub_key_file(settings: Settings) -> Path:
+    return settings.data / "hub-public-key.asc"
+
+
+def token_hash_file(settings: Settings) -> Path:
+    return settings.data / "admin-token.sha256"
+
+
+def is_initialised(settings: Settings) -> bool:
+    return fingerprint_file(settings).exists()
+
+
+def write_admin_token(settings: Settings) -> str:
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    path = token_hash_file(settings)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(digest + "\n")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return token
+
+
+async def initialise(settings: Settings) -> InitResult:
+    """Create database, hub OpenPGP key, SSH host key and admin token; idempotent."""
+    if is_initialised(settings):
+        return InitResult(False, fingerprint_file(settings).read_text().strip(), None)
+    settings.data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for folder in (settings.spool, settings.mailboxes, settings.data / "contents"):
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = make_engine(settings.db_url)
+    await create_schema(engine)
+    await engine.dispose()
+    if not settings.host_key.exists():
+        asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(settings.host_key))
+        settings.host_key.chmod(0o600)
+    pgp = OpenPGP(settings.gnupg_home)
+    fingerprint = pgp.generate_key(HUB_UID)
+    hub_key_file(settings).write_text(pgp.export_public(fingerprint))
+    token = write_admin_token(settings)
+    fingerprint_file(settings).write_text(fingerprint + "\n")  # written last: marks success
+    return InitResult(True, fingerprint, token)
+
+
+async def open_hub(settings: Settings) -> Hub:
+    """The hub's components over an initialised data folder."""
+    if not is_initialised(settings):
+        raise FileNotFoundError(f"{settings.data} is not initialised: run `bdi init` first")
+    engine = make_engine(settings.db_url)
+    await create_schema(engine)
+    return Hub(
+        settings=settings,
+        layout=default_layout(),
+        store=Store(engine),
+        mailboxes=Mailboxes(settings.mailboxes),
+        pgp=OpenPGP(settings.gnupg_home),
+        hub_fingerprint=fingerprint_file(settings).read_text().strip(),
+    )

@@ -1,0 +1,197 @@
+"""What one participant sees over SFTP (HUB.md, "The mailbox, as seen over SFTP").
+
+```
+/                      read-only
+/hub-public-key.asc    the hub's OpenPGP public key
+/outbox/               upload here; files vanish from the listing once taken in
+/inbox/                deliveries, .log files; read and delete allowed, no upload
+```
+Every client path is resolved here to one of these places, and only these; the SFTP layer
+maps the exceptions below to SFTP status codes.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from bdi.mailbox.storage import Mailboxes
+from bdi.spool import Spool
+
+TEMP_SUFFIXES = (".part", ".tmp", ".filepart")
+ROOT, KEY, OUTBOX, INBOX = "", "hub-public-key.asc", "outbox", "inbox"
+
+
+class ViewError(Exception):
+    """Base of the errors a client can be told about."""
+
+
+class NotFound(ViewError):
+    pass
+
+
+class Denied(ViewError):
+    pass
+
+
+class TooLarge(ViewError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A resolved path: an area (root, key, outbox, inbox) and a file name in it, if any."""
+
+    area: str
+    name: str | None = None
+
+
+@dataclass(slots=True)
+class Entry:
+    name: str
+    is_dir: bool
+    size: int
+    mtime: int
+
+
+@dataclass(slots=True)
+class UploadHandle:
+    name: str
+    path: Path
+    fd: int
+    size: int = 0
+    failed: bool = False
+
+
+@dataclass(slots=True)
+class ReadHandle:
+    fd: int
+
+
+@dataclass
+class MailboxView:
+    participant: str
+    mailboxes: Mailboxes
+    spool: Spool
+    hub_key: Path
+    max_upload: int
+
+    # -- paths --------------------------------------------------------------------------
+    def resolve(self, raw: bytes) -> Place:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise NotFound("undecodable path") from exc
+        if "\x00" in text or "\\" in text:
+            raise NotFound("bad path")
+        parts = [p for p in posixpath.normpath("/" + text).split("/") if p]
+        if not parts:
+            return Place(ROOT)
+        if parts == [KEY]:
+            return Place(KEY)
+        if parts[0] not in (OUTBOX, INBOX) or len(parts) > 2:
+            raise NotFound(text)
+        name = parts[1] if len(parts) == 2 else None
+        if name is not None and name.startswith("."):
+            raise NotFound(text)
+        return Place(parts[0], name)
+
+    @staticmethod
+    def display(place: Place) -> bytes:
+        path = "/" + "/".join(p for p in (place.area, place.name) if p)
+        return path.encode()
+
+    def _file(self, place: Place) -> Path:
+        assert place.name is not None
+        folder = self.mailboxes.inbox if place.area == INBOX else self.mailboxes.outbox
+        return folder(self.participant) / place.name
+
+    # -- listing and attributes ---------------------------------------------------------
+    def entries(self, place: Place) -> list[Entry]:
+        if place.name is not None or place.area == KEY:
+            raise NotFound("not a folder")
+        if place.area == ROOT:
+            return [self.entry(Place(KEY)), self.entry(Place(OUTBOX)), self.entry(Place(INBOX))]
+        folder = self.mailboxes.inbox if place.area == INBOX else self.mailboxes.outbox
+        return [_entry(p) for p in sorted(folder(self.participant).iterdir()) if _visible(p)]
+
+    def entry(self, place: Place) -> Entry:
+        if place.area == ROOT:
+            return Entry("/", True, 0, 0)
+        if place.area == KEY:
+            return _entry(self.hub_key, KEY)
+        if place.name is None:
+            return Entry(place.area, True, 0, 0)
+        path = self._file(place)
+        if not _visible(path):
+            raise NotFound(place.name)
+        return _entry(path)
+
+    # -- reading ------------------------------------------------------------------------
+    def open_read(self, place: Place) -> ReadHandle:
+        if place.area == KEY:
+            return ReadHandle(os.open(self.hub_key, os.O_RDONLY))
+        if place.area != INBOX or place.name is None:
+            raise Denied("only /inbox/ files and the hub key can be read")
+        try:
+            return ReadHandle(os.open(self._file(place), os.O_RDONLY | os.O_NOFOLLOW))
+        except FileNotFoundError as exc:
+            raise NotFound(place.name) from exc
+
+    # -- uploading ----------------------------------------------------------------------
+    def open_write(self, place: Place) -> UploadHandle:
+        if place.area != OUTBOX or place.name is None:
+            raise Denied("upload into /outbox/ only")
+        path = self.mailboxes.outbox(self.participant) / f".up-{uuid.uuid4().hex}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        return UploadHandle(place.name, path, fd)
+
+    def write(self, handle: UploadHandle, offset: int, data: bytes) -> None:
+        end = offset + len(data)
+        if end > self.max_upload:
+            handle.failed = True
+            raise TooLarge(f"upload larger than the maximum of {self.max_upload} bytes")
+        os.pwrite(handle.fd, data, offset)
+        handle.size = max(handle.size, end)
+
+    async def close_upload(self, handle: UploadHandle) -> None:
+        os.close(handle.fd)
+        if handle.failed:
+            handle.path.unlink(missing_ok=True)
+            return
+        if handle.name.endswith(TEMP_SUFFIXES):
+            handle.path.replace(self.mailboxes.outbox(self.participant) / handle.name)
+            return
+        await self.spool.take_in(self.participant, handle.path, handle.name)
+
+    async def rename(self, old: Place, new: Place) -> None:
+        if old.area != OUTBOX or new.area != OUTBOX or not old.name or not new.name:
+            raise Denied("only uploads in /outbox/ can be renamed")
+        source = self._file(old)
+        if not source.is_file():
+            raise NotFound(old.name)
+        if new.name.endswith(TEMP_SUFFIXES):
+            source.replace(self._file(new))
+            return
+        await self.spool.take_in(self.participant, source, new.name)
+
+    def remove(self, place: Place) -> None:
+        if place.area not in (INBOX, OUTBOX) or place.name is None:
+            raise Denied("cannot remove this")
+        try:
+            self._file(place).unlink()
+        except FileNotFoundError as exc:
+            raise NotFound(place.name) from exc
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".") and path.is_file() and not path.is_symlink()
+
+
+def _entry(path: Path, name: str | None = None) -> Entry:
+    st = path.stat()
+    return Entry(name or path.name, stat.S_ISDIR(st.st_mode), st.st_size, int(st.st_mtime))

@@ -1,0 +1,345 @@
+"""The pipeline: a pool of workers that turn spooled uploads into deliveries and `.log` files.
+
+Every job is idempotent. Its outputs are planned (names reserved, movements and flows
+recorded) in one transaction; each output is then written to a staging file and renamed
+into the inbox; the job is closed in one last transaction. After a crash a planned output
+whose name is already in the inbox was placed before the crash; the others are written again.
+Jobs are resumed before the SFTP server accepts anyone, so no recipient can have deleted a
+file in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from bdi.config import Settings
+from bdi.crypto import OpenPGP
+from bdi.mailbox.storage import Mailboxes, fsync_file
+from bdi.plan import Upload, plan_outputs
+from bdi.routing.errors import Code, Problem
+from bdi.routing.layout import Layout
+from bdi.routing.logs import LogFile, log_files, whole_upload_log
+from bdi.routing.model import FileReport, Flow
+from bdi.routing.scan import CheckContext, FileChecked, SectionChecked, check_lines
+from bdi.store.models import Job, Output, Participant
+from bdi.store.repo import PlannedOutput, Store
+
+log = structlog.get_logger("bdi.pipeline")
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Hub:
+    """Everything the pipeline works with, built once at start-up and passed down."""
+
+    settings: Settings
+    layout: Layout
+    store: Store
+    mailboxes: Mailboxes
+    pgp: OpenPGP
+    hub_fingerprint: str
+
+    def spool_file(self, name: str) -> Path:
+        return self.settings.spool / name
+
+    def plain_file(self, name: str) -> Path:
+        return self.settings.spool / f"{name}.plain"
+
+    def contents(self) -> Path:
+        return self.settings.data / "contents"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def local_time(hub: Hub, at: datetime) -> datetime:
+    zone = ZoneInfo(hub.settings.timezone)
+    return at.replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None, microsecond=0)
+
+
+def check_plain(
+    hub: Hub, plain: Path, upload: Upload, keys: dict[str, str]
+) -> tuple[FileReport, dict[int, tuple[Flow, ...]]]:
+    """Blocking: read the plain text once, checking it and collecting its flows.
+
+    `keys` maps each active participant to its OpenPGP fingerprint."""
+    can_receive = partial(_can_receive, hub, keys, {})
+    ctx = CheckContext(
+        upload.upload_name, upload.sender, can_receive, hub.layout, collect_flows=True
+    )
+    flows: dict[int, tuple[Flow, ...]] = {}
+    with plain.open("rb") as stream:
+        for event in check_lines(stream, ctx):
+            if isinstance(event, SectionChecked):
+                flows[event.report.number] = event.flows
+            elif isinstance(event, FileChecked):
+                return event.report, flows
+    raise RuntimeError("check ended without a report")
+
+
+def _can_receive(hub: Hub, keys: dict[str, str], cache: dict[str, bool], recipient: str) -> bool:
+    """Registered, active, and with an OpenPGP key that can be encrypted to right now."""
+    if recipient not in cache:
+        fingerprint = keys.get(recipient)
+        cache[recipient] = fingerprint is not None and hub.pgp.can_encrypt_to(fingerprint)
+    return cache[recipient]
+
+
+class Pipeline:
+    """A pool of workers fed by a queue of job ids."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.queue: asyncio.Queue[int] = asyncio.Queue()
+        self.workers: list[asyncio.Task[None]] = []
+        self.plan_lock = asyncio.Lock()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self._busy = 0
+
+    def start(self) -> None:
+        for n in range(self.hub.settings.workers):
+            self.workers.append(asyncio.create_task(self._work(), name=f"worker-{n}"))
+
+    async def stop(self) -> None:
+        for task in self.workers:
+            task.cancel()
+        await asyncio.gather(*self.workers, return_exceptions=True)
+        self.workers.clear()
+
+    def submit(self, job_id: int) -> None:
+        self.idle.clear()
+        self.queue.put_nowait(job_id)
+
+    async def resume(self) -> int:
+        """Queue every job a previous run left unfinished."""
+        jobs = await self.hub.store.unfinished_jobs()
+        for job in jobs:
+            log.info("job.resumed", job=job.id, participant=job.participant_id, state=job.state)
+            assert job.id is not None
+            self.submit(job.id)
+        return len(jobs)
+
+    async def _work(self) -> None:
+        while True:
+            job_id = await self.queue.get()
+            self._busy += 1
+            try:
+                await process_job(self.hub, job_id, self.plan_lock)
+            except Exception:
+                log.exception("job.failed", job=job_id)
+            finally:
+                self._busy -= 1
+                self.queue.task_done()
+                if self.queue.empty() and self._busy == 0:
+                    self.idle.set()
+
+
+async def process_job(hub: Hub, job_id: int, plan_lock: asyncio.Lock) -> None:
+    started = time.monotonic()
+    job = await hub.store.job(job_id)
+    if job is None or job.state == "done":
+        return
+    sender = await hub.store.participant(job.participant_id)
+    assert sender is not None
+    if job.state == "received":
+        await _plan(hub, job, sender, plan_lock)
+    outputs = await hub.store.outputs(job_id)
+    await _write_outputs(hub, job, outputs)
+    outcome = _outcome(outputs, sender.id)
+    await hub.store.finish_job(job_id, outcome, utcnow())
+    for path in (hub.spool_file(job.spool_name), hub.plain_file(job.spool_name)):
+        path.unlink(missing_ok=True)
+    elapsed = int((time.monotonic() - started) * 1000)
+    log.info(
+        "job.done",
+        job=job_id,
+        participant=sender.id,
+        file=job.upload_name,
+        outcome=outcome,
+        outputs=len(outputs),
+        elapsed_ms=elapsed,
+    )
+
+
+def _outcome(outputs: Sequence[Output], sender: str) -> str:
+    deliveries = any(o.kind == "delivery" for o in outputs)
+    logs = any(o.kind == "log" for o in outputs)
+    return "partial" if deliveries and logs else "delivered" if deliveries else "refused"
+
+
+async def _decrypt(hub: Hub, job: Job, sender: Participant) -> bool:
+    result = await asyncio.to_thread(
+        hub.pgp.decrypt_verify,
+        hub.spool_file(job.spool_name),
+        hub.plain_file(job.spool_name),
+        hub.settings.max_decrypted_bytes,
+    )
+    if result.ok and result.signer == sender.pgp_fingerprint:
+        return True
+    log.info(
+        "upload.refused",
+        job=job.id,
+        participant=sender.id,
+        file=job.upload_name,
+        code=Code.DECHIFFREMENT.value,
+        reason=result.reason if not result.ok else "other signer",
+    )
+    hub.plain_file(job.spool_name).unlink(missing_ok=True)
+    return False
+
+
+async def _plan(hub: Hub, job: Job, sender: Participant, plan_lock: asyncio.Lock) -> None:
+    assert job.id is not None
+    upload = Upload(job.id, sender.id, job.upload_name, job.received_at)
+    now = local_time(hub, utcnow())
+    report: FileReport | None = None
+    flows: dict[int, tuple[Flow, ...]] = {}
+    if await _decrypt(hub, job, sender):
+        keys = {p.id: p.pgp_fingerprint for p in await hub.store.participants() if p.active}
+        report, flows = await asyncio.to_thread(
+            check_plain, hub, hub.plain_file(job.spool_name), upload, keys
+        )
+        logs = log_files(report, now, hub.layout)
+        _log_report(job, report)
+    else:
+        logs = [whole_upload_log(job.upload_name, Problem(Code.DECHIFFREMENT), now, hub.layout)]
+    async with plan_lock:
+        planned = await _reserve(hub, upload, report, flows, logs)
+        await asyncio.to_thread(_store_contents, hub, job, planned)
+        await hub.store.save_plan(job.id, planned)
+
+
+def _log_report(job: Job, report: FileReport) -> None:
+    if not report.accepted:
+        log.info(
+            "upload.refused",
+            job=job.id,
+            participant=job.participant_id,
+            file=job.upload_name,
+            codes=[p.code.value for p in report.problems],
+        )
+    for section in report.sections:
+        if section.problems and report.accepted:
+            log.info(
+                "section.refused",
+                job=job.id,
+                participant=job.participant_id,
+                file=job.upload_name,
+                section=section.number,
+                codes=[p.code.value for p in section.problems],
+            )
+
+
+async def _reserve(
+    hub: Hub,
+    upload: Upload,
+    report: FileReport | None,
+    flows: dict[int, tuple[Flow, ...]],
+    logs: list[LogFile],
+) -> list[PlannedOutput]:
+    """Plan the outputs, giving each a name free in its inbox and not promised elsewhere."""
+    wanted = {upload.sender} | (
+        {s.recipient_id for s in report.delivered_sections} if report else set()
+    )
+    reserved = {p: await hub.store.reserved_names(p) for p in wanted}
+
+    def name_for(participant: str, name: str) -> str:
+        chosen = hub.mailboxes.unique_name(participant, name, reserved[participant])
+        reserved[participant].add(chosen)
+        return chosen
+
+    def content_path(seq: int) -> str:
+        return f"{upload.job_id:08d}-{seq}-{uuid.uuid4().hex[:8]}.edi"
+
+    return plan_outputs(hub.layout, upload, report, flows, logs, name_for, content_path)
+
+
+def _ranges(text: str) -> list[tuple[int, int]]:
+    return [(int(a), int(b)) for a, b in (r.split("-") for r in text.split(",") if r)]
+
+
+def _copy_ranges(src: Path, ranges: list[tuple[int, int]], dst: Path) -> str:
+    """Copy byte ranges of `src` into `dst`, durably; return their sha256."""
+    digest = hashlib.sha256()
+    with src.open("rb") as inp, dst.open("wb") as out:
+        for start, end in ranges:
+            inp.seek(start)
+            left = end - start
+            while left > 0:
+                chunk = inp.read(min(CHUNK, left))
+                if not chunk:
+                    raise ValueError(f"{src} ends before byte {end}")
+                digest.update(chunk)
+                out.write(chunk)
+                left -= len(chunk)
+    fsync_file(dst)
+    return digest.hexdigest()
+
+
+def _store_contents(hub: Hub, job: Job, planned: list[PlannedOutput]) -> None:
+    """Blocking: keep each delivery's plain content for the Suivi, with its digest."""
+    hub.contents().mkdir(parents=True, exist_ok=True, mode=0o700)
+    for item in planned:
+        if item.movement is not None:
+            path = hub.contents() / item.movement.content_path
+            sha = _copy_ranges(hub.plain_file(job.spool_name), _ranges(item.output.ranges), path)
+            item.movement.sha256 = sha
+
+
+async def _write_outputs(hub: Hub, job: Job, outputs: Sequence[Output]) -> None:
+    for output in outputs:
+        if output.delivered_at is not None or hub.mailboxes.in_inbox(
+            output.participant_id, output.name
+        ):
+            continue
+        if output.kind == "log":
+            await asyncio.to_thread(_write_log, hub, output)
+            log.info("log.written", job=job.id, participant=output.participant_id, file=output.name)
+            continue
+        await _deliver(hub, job, output)
+
+
+def _write_log(hub: Hub, output: Output) -> None:
+    staged = hub.mailboxes.staged_path(output.participant_id, f"{output.job_id}-{output.seq}.log")
+    staged.write_text(output.text, encoding="utf-8")
+    hub.mailboxes.place(output.participant_id, staged, output.name)
+
+
+async def _deliver(hub: Hub, job: Job, output: Output) -> None:
+    recipient = await hub.store.participant(output.participant_id)
+    assert recipient is not None
+    plain = hub.plain_file(job.spool_name)
+    if not plain.exists():  # resumed after the plain text was lost: decrypt it again
+        sender = await hub.store.participant(job.participant_id)
+        assert sender is not None and await _decrypt(hub, job, sender)
+    mailbox = hub.mailboxes
+    part = mailbox.staged_path(output.participant_id, f"{output.job_id}-{output.seq}.plain")
+    staged = mailbox.staged_path(output.participant_id, f"{output.job_id}-{output.seq}.pgp")
+    await asyncio.to_thread(_copy_ranges, plain, _ranges(output.ranges), part)
+    await asyncio.to_thread(
+        hub.pgp.sign_encrypt, part, staged, recipient.pgp_fingerprint, hub.hub_fingerprint
+    )
+    part.unlink(missing_ok=True)
+    size = staged.stat().st_size
+    await asyncio.to_thread(mailbox.place, output.participant_id, staged, output.name)
+    log.info(
+        "delivery.done",
+        job=job.id,
+        sender=job.participant_id,
+        participant=recipient.id,
+        file=output.name,
+        size=size,
+    )

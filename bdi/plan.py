@@ -1,0 +1,160 @@
+"""Turn a checked upload into the outputs it owes: deliveries (with their movements and flow
+occurrences) and `.log` files. Pure: names are chosen by the caller-supplied `name_for`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
+
+from bdi.routing.fields import Value
+from bdi.routing.layout import Layout
+from bdi.routing.logs import LogFile
+from bdi.routing.model import FileReport, Flow, SectionReport
+from bdi.store.models import FlowOccurrence, Movement, Output
+from bdi.store.repo import PlannedOutput
+
+NameFor = Callable[[str, str], str]  # (participant, wanted name) -> free name
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    job_id: int
+    sender: str
+    upload_name: str
+    received_at: datetime
+
+
+def _json_value(value: Value) -> str | int | None:
+    if isinstance(value, Decimal | date | time):
+        return str(value)
+    return value
+
+
+def fields_json(fields: Mapping[str, Value]) -> str:
+    return json.dumps({k: _json_value(v) for k, v in fields.items() if k not in ("filler",)})
+
+
+def comment(layout: Layout, sender: str, recipient: str, flow: Flow) -> str:
+    """The interpretation label of §8.3, with the reject reason appended; none for accounts."""
+    if flow.layout == "financial_account":
+        return ""
+    states = {"R": {"R", "C"}}.get(flow.control, {flow.control})
+    label = next(
+        (
+            rule.label
+            for rule in layout.interpretations
+            if sender[:3] in rule.senders
+            and recipient[:3] in rule.recipients
+            and states & rule.states
+        ),
+        "",
+    )
+    if flow.control == "R" and flow.reject_message:
+        return f"{label} : {flow.reject_message}" if label else flow.reject_message
+    return label
+
+
+def occurrence(
+    layout: Layout, upload: Upload, recipient: str, flow: Flow, seq: int
+) -> tuple[str, str, FlowOccurrence]:
+    row = FlowOccurrence(
+        movement_id=0,
+        flow_id=0,
+        seq=seq,
+        layout=flow.layout,
+        flow_code=flow.flow_code,
+        optiflux_key=flow.optiflux_key,
+        control=flow.control,
+        comment=comment(layout, upload.sender, recipient, flow),
+        fields_json=fields_json(flow.fields),
+        lines_json=json.dumps(
+            [
+                {"control": line.control, **json.loads(fields_json(line.fields))}
+                for line in flow.lines
+            ]
+        ),
+        grid_json=json.dumps([json.loads(fields_json(g)) for g in flow.grid]),
+    )
+    return flow.layout, flow.key, row
+
+
+def group_by_recipient(sections: Sequence[SectionReport]) -> dict[str, list[SectionReport]]:
+    groups: dict[str, list[SectionReport]] = {}
+    for section in sections:
+        groups.setdefault(section.recipient_id, []).append(section)
+    return groups
+
+
+def delivery(
+    layout: Layout,
+    upload: Upload,
+    recipient: str,
+    sections: list[SectionReport],
+    flows: Mapping[int, Sequence[Flow]],
+    name: str,
+    seq: int,
+    content_path: str,
+) -> PlannedOutput:
+    output = Output(
+        job_id=upload.job_id,
+        seq=seq,
+        kind="delivery",
+        participant_id=recipient,
+        name=name,
+        ranges=",".join(f"{s.start}-{s.end}" for s in sections),
+    )
+    movement = Movement(
+        job_id=upload.job_id,
+        output_id=0,
+        created_at=upload.received_at,
+        sender_id=upload.sender,
+        recipient_id=recipient,
+        file_name=name,
+        file_type=sections[0].file_type,
+        size=sum(s.end - s.start for s in sections),
+        sha256="",
+        content_path=content_path,
+    )
+    group_flows = [f for s in sections for f in flows.get(s.number, ())]
+    occurrences = [occurrence(layout, upload, recipient, f, i) for i, f in enumerate(group_flows)]
+    return PlannedOutput(output, movement, occurrences)
+
+
+def log_output(upload: Upload, log: LogFile, name: str, seq: int) -> PlannedOutput:
+    output = Output(
+        job_id=upload.job_id,
+        seq=seq,
+        kind="log",
+        participant_id=upload.sender,
+        name=name,
+        text=log.text(),
+    )
+    return PlannedOutput(output)
+
+
+def plan_outputs(
+    layout: Layout,
+    upload: Upload,
+    report: FileReport | None,
+    flows: Mapping[int, Sequence[Flow]],
+    logs: Sequence[LogFile],
+    name_for: NameFor,
+    content_path_for: Callable[[int], str],
+) -> list[PlannedOutput]:
+    """Deliveries first (one per recipient, sections in file order), then the `.log` files."""
+    planned: list[PlannedOutput] = []
+    if report is not None:
+        for recipient, sections in group_by_recipient(report.delivered_sections).items():
+            seq = len(planned)
+            name = name_for(recipient, upload.upload_name)
+            planned.append(
+                delivery(
+                    layout, upload, recipient, sections, flows, name, seq, content_path_for(seq)
+                )
+            )
+    for log in logs:
+        planned.append(log_output(upload, log, name_for(upload.sender, log.name), len(planned)))
+    return planned

@@ -1,0 +1,70 @@
+"""Taking an upload in: make it durable in the spool and commit its job, then hand it on.
+
+The SFTP close (or rename) is acknowledged only after `take_in` returns, so from the
+client's point of view an acknowledged upload is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+
+from bdi.mailbox.storage import fsync_dir, fsync_file
+from bdi.store.models import Job
+from bdi.store.repo import Store
+
+log = structlog.get_logger("bdi.spool")
+
+
+class Spool:
+    def __init__(
+        self, folder: Path, store: Store, submit: Callable[[int], None], now: Callable[[], datetime]
+    ) -> None:
+        self.folder = folder
+        self.store = store
+        self.submit = submit
+        self.now = now
+
+    def prepare(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    async def take_in(self, participant: str, path: Path, upload_name: str) -> int:
+        """Move a complete upload into the spool, durably, and commit its job."""
+        name = f"{uuid.uuid4().hex}.pgp"
+        target = self.folder / name
+        size = await asyncio.to_thread(_move_durably, path, target)
+        job = Job(
+            participant_id=participant,
+            upload_name=upload_name,
+            spool_name=name,
+            size=size,
+            received_at=self.now(),
+        )
+        job_id = await self.store.add_job(job)
+        log.info(
+            "upload.accepted", participant=participant, file=upload_name, job=job_id, size=size
+        )
+        self.submit(job_id)
+        return job_id
+
+    async def sweep(self) -> int:
+        """Remove spool files no job owns: their upload was never acknowledged."""
+        owned = await self.store.spool_names()
+        removed = 0
+        for path in self.folder.glob("*.pgp"):
+            if path.name not in owned:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+def _move_durably(source: Path, target: Path) -> int:
+    fsync_file(source)
+    source.replace(target)
+    fsync_dir(target.parent)
+    return target.stat().st_size

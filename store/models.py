@@ -1,0 +1,116 @@
+"""Tables of the hub's store (OPTIFLUX.md §8.2; HUB.md).
+
+Portable SQL only: the same models run on SQLite (embedded default) and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class Participant(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=9)  # EDI identifier = SFTP user = Suivi login
+    name: str
+    email: str = ""
+    role: str
+    pgp_fingerprint: str = Field(index=True)
+    password_hash: str | None = None
+    active: bool = True
+    credentials_version: int = 0  # bumped to close open sessions
+    created_at: datetime
+    last_login: datetime | None = None
+
+
+class SshKey(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    participant_id: str = Field(foreign_key="participant.id", index=True)
+    public_key: str
+
+
+class Job(SQLModel, table=True):
+    """One upload taken in: durable from the moment the client's close is acknowledged."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    participant_id: str = Field(index=True)
+    upload_name: str
+    spool_name: str = Field(unique=True)
+    size: int
+    received_at: datetime
+    state: str = Field(default="received", index=True)  # received | planned | done
+    outcome: str | None = None  # delivered | partial | refused
+    finished_at: datetime | None = None
+
+
+class Output(SQLModel, table=True):
+    """A file a job puts into a mailbox, its final name reserved before it is written."""
+
+    __table_args__ = (UniqueConstraint("job_id", "seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    seq: int
+    kind: str  # delivery | log
+    participant_id: str = Field(index=True)
+    name: str
+    ranges: str = ""  # byte ranges of a delivery's sections in the plain text: "0-4487,9000-12000"
+    text: str = ""  # the content of a .log
+    delivered_at: datetime | None = None
+
+
+class Movement(SQLModel, table=True):
+    """One delivered file (OPTIFLUX.md §8.2)."""
+
+    __table_args__ = (Index("ix_movement_party_time", "sender_id", "recipient_id", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    output_id: int = Field(foreign_key="output.id", unique=True)
+    created_at: datetime = Field(index=True)
+    sender_id: str = Field(index=True)
+    recipient_id: str = Field(index=True)
+    file_name: str = Field(index=True)
+    file_type: str
+    size: int
+    sha256: str
+    content_path: str
+    delivered: bool = False
+
+
+class Flow(SQLModel, table=True):
+    """A flow followed across movements by its flow key (`layouts.*.flow_key`)."""
+
+    __table_args__ = (UniqueConstraint("layout", "flow_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    layout: str
+    flow_key: str
+    optiflux_key: str = Field(index=True)
+
+
+class FlowOccurrence(SQLModel, table=True):
+    """One flow inside one movement, with its Suivi fields (JSON), control and comment."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    movement_id: int = Field(foreign_key="movement.id", index=True)
+    flow_id: int = Field(foreign_key="flow.id", index=True)
+    seq: int
+    layout: str = Field(index=True)
+    flow_code: str
+    optiflux_key: str = Field(index=True)
+    control: str  # S | V | R
+    comment: str = ""
+    fields_json: str = "{}"
+    lines_json: str = "[]"
+    grid_json: str = "[]"
+
+
+class AuditEvent(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(index=True)
+    actor: str
+    action: str
+    target: str = ""
+    detail: str = ""

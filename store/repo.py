@@ -1,0 +1,197 @@
+"""The store's operations, each one transaction; a job's effects are written in one batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bdi.store.models import (
+    AuditEvent,
+    Flow,
+    FlowOccurrence,
+    Job,
+    Movement,
+    Output,
+    Participant,
+    SshKey,
+)
+
+
+@dataclass(slots=True)
+class PlannedOutput:
+    """An output with, for a delivery, its movement and flow occurrences."""
+
+    output: Output
+    movement: Movement | None = None
+    occurrences: list[tuple[str, str, FlowOccurrence]] = field(default_factory=list)
+    # (layout, flow_key, occurrence) — the flow row is found or created by the store
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+    def session(self) -> AsyncSession:
+        return self._sessions()
+
+    # participants -------------------------------------------------------------------
+    async def add_participant(self, participant: Participant, ssh_keys: Sequence[str] = ()) -> None:
+        async with self.session() as s:
+            s.add(participant)
+            await s.flush()
+            s.add_all(SshKey(participant_id=participant.id, public_key=k) for k in ssh_keys)
+            await s.commit()
+
+    async def participant(self, participant_id: str) -> Participant | None:
+        async with self.session() as s:
+            return await s.get(Participant, participant_id)
+
+    async def participants(self) -> list[Participant]:
+        async with self.session() as s:
+            return list((await s.exec(select(Participant).order_by(col(Participant.id)))).all())
+
+    async def active_ids(self) -> set[str]:
+        async with self.session() as s:
+            rows = await s.exec(select(Participant.id).where(col(Participant.active)))
+            return set(rows.all())
+
+    async def ssh_keys(self, participant_id: str) -> list[str]:
+        async with self.session() as s:
+            rows = await s.exec(
+                select(SshKey.public_key).where(SshKey.participant_id == participant_id)
+            )
+            return list(rows.all())
+
+    async def update_participant(self, participant_id: str, **values: object) -> Participant:
+        async with self.session() as s:
+            row = await s.get(Participant, participant_id)
+            if row is None:
+                raise KeyError(participant_id)
+            for name, value in values.items():
+                setattr(row, name, value)
+            await s.commit()
+            return row
+
+    async def audit(self, at: datetime, actor: str, action: str, target: str, detail: str) -> None:
+        async with self.session() as s:
+            s.add(AuditEvent(at=at, actor=actor, action=action, target=target, detail=detail))
+            await s.commit()
+
+    # jobs ---------------------------------------------------------------------------
+    async def add_job(self, job: Job) -> int:
+        async with self.session() as s:
+            s.add(job)
+            await s.commit()
+            assert job.id is not None
+            return job.id
+
+    async def job(self, job_id: int) -> Job | None:
+        async with self.session() as s:
+            return await s.get(Job, job_id)
+
+    async def unfinished_jobs(self) -> list[Job]:
+        async with self.session() as s:
+            rows = await s.exec(select(Job).where(Job.state != "done").order_by(col(Job.id)))
+            return list(rows.all())
+
+    async def spool_names(self) -> set[str]:
+        async with self.session() as s:
+            return set((await s.exec(select(Job.spool_name))).all())
+
+    async def reserved_names(self, participant_id: str) -> set[str]:
+        """Names promised to outputs not yet written, which no other output may take."""
+        async with self.session() as s:
+            rows = await s.exec(
+                select(Output.name).where(
+                    Output.participant_id == participant_id, col(Output.delivered_at).is_(None)
+                )
+            )
+            return set(rows.all())
+
+    async def outputs(self, job_id: int) -> list[Output]:
+        async with self.session() as s:
+            rows = await s.exec(
+                select(Output).where(Output.job_id == job_id).order_by(col(Output.seq))
+            )
+            return list(rows.all())
+
+    async def save_plan(self, job_id: int, planned: Sequence[PlannedOutput]) -> None:
+        """Outputs, movements, flows and occurrences of a job, in one transaction."""
+        async with self.session() as s:
+            for item in planned:
+                s.add(item.output)
+            await s.flush()
+            for item in planned:
+                if item.movement is None:
+                    continue
+                assert item.output.id is not None
+                item.movement.output_id = item.output.id
+                s.add(item.movement)
+            await s.flush()
+            await self._add_occurrences(s, planned)
+            job = await s.get(Job, job_id)
+            assert job is not None
+            job.state = "planned"
+            await s.commit()
+
+    async def _add_occurrences(self, s: AsyncSession, planned: Sequence[PlannedOutput]) -> None:
+        wanted = {(layout, key) for p in planned for layout, key, _ in p.occurrences}
+        flows: dict[tuple[str, str], int] = {}
+        for layout, key in wanted:
+            row = (
+                await s.exec(select(Flow).where(Flow.layout == layout, Flow.flow_key == key))
+            ).first()
+            if row is None:
+                occurrence = next(
+                    o for p in planned for lay, k, o in p.occurrences if (lay, k) == (layout, key)
+                )
+                row = Flow(layout=layout, flow_key=key, optiflux_key=occurrence.optiflux_key)
+                s.add(row)
+                await s.flush()
+            assert row.id is not None
+            flows[(layout, key)] = row.id
+        for item in planned:
+            for layout, key, occurrence in item.occurrences:
+                assert item.movement is not None and item.movement.id is not None
+                occurrence.movement_id = item.movement.id
+                occurrence.flow_id = flows[(layout, key)]
+                s.add(occurrence)
+
+    async def finish_job(self, job_id: int, outcome: str, at: datetime) -> None:
+        """Every output of the job is in place: record it, with the job's end, in one commit."""
+        async with self.session() as s:
+            job = await s.get(Job, job_id)
+            assert job is not None
+            job.state, job.outcome, job.finished_at = "done", outcome, at
+            outputs = (await s.exec(select(Output).where(Output.job_id == job_id))).all()
+            for output in outputs:
+                output.delivered_at = output.delivered_at or at
+            ids = [o.id for o in outputs]
+            movements = (
+                await s.exec(select(Movement).where(col(Movement.output_id).in_(ids)))
+            ).all()
+            for movement in movements:
+                movement.delivered = True
+            await s.commit()
+
+    async def movements(self, recipient_id: str | None = None) -> list[Movement]:
+        async with self.session() as s:
+            query = select(Movement).order_by(col(Movement.id))
+            if recipient_id is not None:
+                query = query.where(Movement.recipient_id == recipient_id)
+            return list((await s.exec(query)).all())
+
+    async def occurrences(self, movement_id: int) -> list[FlowOccurrence]:
+        async with self.session() as s:
+            rows = await s.exec(
+                select(FlowOccurrence)
+                .where(FlowOccurrence.movement_id == movement_id)
+                .order_by(col(FlowOccurrence.seq))
+            )
+            return list(rows.all())
