@@ -61,12 +61,13 @@ class Hub:
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return datetime.now(UTC)
 
 
 def local_time(hub: Hub, at: datetime) -> datetime:
+    """Wall-clock time in the hub's zone (Europe/Paris), as `.log` lines show it."""
     zone = ZoneInfo(hub.settings.timezone)
-    return at.replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None, microsecond=0)
+    return at.astimezone(zone).replace(tzinfo=None, microsecond=0)
 
 
 def check_plain(
@@ -209,11 +210,12 @@ async def _plan(hub: Hub, job: Job, sender: Participant, plan_lock: asyncio.Lock
     flows: dict[int, tuple[Flow, ...]] = {}
     if await _decrypt(hub, job, sender):
         keys = {p.id: p.pgp_fingerprint for p in await hub.store.participants() if p.active}
-        report, flows = await asyncio.to_thread(
+        checked, flows = await asyncio.to_thread(
             check_plain, hub, hub.plain_file(job.spool_name), upload, keys
         )
-        logs = log_files(report, now, hub.layout)
-        _log_report(job, report)
+        logs = log_files(checked, now, hub.layout)
+        _log_report(job, checked)
+        report = checked
     else:
         logs = [whole_upload_log(job.upload_name, Problem(Code.DECHIFFREMENT), now, hub.layout)]
     async with plan_lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import asyncssh
@@ -117,8 +117,12 @@ class RunningServer:
         return int(self.acceptor.get_port())
 
 
-def sftp_factory(hub: Hub, spool: Spool) -> asyncssh.misc.SFTPServerFactory:
-    def make(chan: asyncssh.SSHServerChannel) -> HubSFTPServer:
+def sftp_factory(
+    hub: Hub, spool: Spool
+) -> Callable[[asyncssh.SSHServerChannel[bytes]], HubSFTPServer]:
+    """The injected policy: each SFTP session gets a view of its participant's mailbox."""
+
+    def make(chan: asyncssh.SSHServerChannel[bytes]) -> HubSFTPServer:
         participant = chan.get_extra_info("username")
         view = MailboxView(
             participant,

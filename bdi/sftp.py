@@ -57,7 +57,7 @@ def _attrs(entry: Entry) -> SFTPAttrs:
 class HubSFTPServer(asyncssh.SFTPServer):
     """One SFTP session of one participant."""
 
-    def __init__(self, chan: asyncssh.SSHServerChannel, view: MailboxView) -> None:
+    def __init__(self, chan: asyncssh.SSHServerChannel[bytes], view: MailboxView) -> None:
         super().__init__(chan)
         self.view = view
 

@@ -1,0 +1,511 @@
+"""OpenPGP for the hub: keys, decrypt+verify of uploads, sign+encrypt of deliveries.
+
+GnuPG does the cryptography, one gpg process per call, so every method blocks and is meant
+to run in a worker thread. python-gnupg runs gpg for key handling and sign+encrypt; its
+untyped results are turned into small typed values here. decrypt_verify, the access
+decision, runs gpg itself: python-gnupg cannot kill gpg when a compression bomb goes past the
+size limit, its ``ok`` is set by DECRYPTION_OKAY (which gpg also emits after aborting the
+plaintext), and its status reader mixes gpg's log with status lines and splits at U+0085.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import gnupg
+
+__all__ = ["KeyInfo", "KeyProblem", "OpenPGP", "OpenPGPError", "Verified"]
+
+_FINGERPRINT = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")
+_SUN_PATH_MAX = 107  # a Unix socket path is 108 bytes including its final NUL
+# gpg writes plaintext in chunks of at most 32 KiB; --max-output stops it one chunk early,
+# so a limit one slack above ours makes our own byte count the one that decides.
+_SLACK = 64 * 1024
+_STATUS_MAX = 1024 * 1024  # status lines of a sane message are a few KiB
+_UNUSABLE = frozenset({"r", "e", "i", "d", "n"})  # revoked, expired, invalid, disabled, not valid
+_OPTIONS = [
+    "--trust-model", "always",  # we trust exactly the keys in the home; no trustdb churn or locks
+    "--no-auto-key-retrieve",  # a server must never fetch keys while verifying
+    "--pinentry-mode", "error",  # never wait for a passphrase prompt
+]  # fmt: skip
+_SIGNATURE_PROBLEMS = (
+    ("NO_PUBKEY", "unknown key"),
+    ("REVKEYSIG", "revoked key"),
+    ("EXPKEYSIG", "expired key"),
+    ("EXPSIG", "expired signature"),
+    ("BADSIG", "bad signature"),
+    ("ERRSIG", "bad signature"),
+)
+
+
+class KeyProblem(ValueError):
+    """A key file the hub cannot use; the message says why in one line."""
+
+
+class OpenPGPError(RuntimeError):
+    """gpg could not do what was asked (key generation, export, sign+encrypt)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """What the hub needs to know about one public key."""
+
+    fingerprint: str  # primary key fingerprint, upper-case hex
+    uids: tuple[str, ...]
+    can_sign: bool  # the key can make signatures now (primary or a signing subkey)
+    encryption_subkey: bool  # has a usable (not expired/revoked) encryption subkey
+    expires: datetime | None
+    revoked: bool
+    expired: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """The verdict on one upload; ``signer`` is set only when ``ok``."""
+
+    ok: bool
+    signer: str | None  # PRIMARY key fingerprint of the signer
+    reason: str  # short English reason when not ok, "" when ok
+    size: int  # plaintext bytes gpg produced (all of them are in dst when ok)
+
+
+class OpenPGP:
+    """One GnuPG home (e.g. the hub's, inside its data folder)."""
+
+    def __init__(self, home: Path) -> None:
+        """Create the home (0700) and start its agent, so concurrent calls find it running."""
+        self.home = home
+        self._check_socket_path()
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        home.chmod(0o700)  # gpg warns about, and may refuse, a home others can read
+        self._gpg = gnupg.GPG(gnupghome=str(home), options=list(_OPTIONS))
+        self._gpgconf("--launch", "gpg-agent")
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def generate_key(self, uid: str) -> str:
+        """An ed25519 signing key with a cv25519 encryption subkey, no passphrase, no expiry.
+
+        No passphrase because the hub signs unattended; the home's 0700 folder protects it.
+        """
+        if not uid.strip() or any(ord(c) < 32 or c == "\x7f" for c in uid):
+            raise ValueError(f"unusable user id {uid!r}")
+        params = (
+            "Key-Type: EDDSA\nKey-Curve: ed25519\nKey-Usage: sign\n"
+            "Subkey-Type: ECDH\nSubkey-Curve: cv25519\nSubkey-Usage: encrypt\n"
+            f"Name-Real: {uid}\nExpire-Date: 0\n%no-protection\n%commit\n"
+        )
+        result = self._gpg.gen_key(params)
+        fingerprint = str(result.fingerprint or "")
+        if not _FINGERPRINT.fullmatch(fingerprint):
+            raise OpenPGPError(f"key generation failed: {_last_line(result.stderr)}")
+        return fingerprint
+
+    def export_public(self, fingerprint: str) -> str:
+        """The public key, ASCII armoured, without third-party signatures."""
+        fingerprint = _fingerprint(fingerprint)
+        armoured = self._gpg.export_keys(fingerprint, armor=True, minimal=True)
+        if not isinstance(armoured, str) or "BEGIN PGP PUBLIC KEY BLOCK" not in armoured:
+            raise OpenPGPError(f"no public key {fingerprint} in {self.home}")
+        return armoured
+
+    def inspect(self, armoured: bytes | str) -> KeyInfo:
+        """Describe a public key file without importing it; raise KeyProblem if unusable."""
+        listing = _text(self._gpg.scan_keys_mem(_as_bytes(armoured)).data)  # --dry-run --import
+        keys = _parse_listing(listing)
+        if not keys:
+            raise KeyProblem("no OpenPGP public key found")
+        if re.search(r"^rvs:", listing, re.MULTILINE):  # importing it would revoke another key
+            raise KeyProblem("the file also holds a revocation certificate")
+        if any(key.secret for key in keys):
+            raise KeyProblem("the file holds a secret key: hand in the public key only")
+        if len(keys) > 1:
+            raise KeyProblem(f"the file holds {len(keys)} keys, exactly one is expected")
+        info = keys[0].info(_now())
+        _raise_if_unusable(info)
+        return info
+
+    def import_public(self, armoured: bytes | str) -> str:
+        """Import one usable public key and return its primary fingerprint.
+
+        The key is checked twice: as a file (inspect) and as merged into this home, because
+        the home may already hold a revocation for it.
+        """
+        data = _as_bytes(armoured)
+        wanted = self.inspect(data).fingerprint
+        result = self._gpg.import_keys(data, extra_args=["--import-options", "import-minimal"])
+        if wanted not in {str(f) for f in result.fingerprints}:
+            raise KeyProblem(f"gpg did not import key {wanted}: {_last_line(result.stderr)}")
+        merged = self.key_info(wanted)
+        if merged is None:  # pragma: no cover - gpg said it imported it
+            raise KeyProblem(f"key {wanted} is missing after import")
+        _raise_if_unusable(merged)
+        return wanted
+
+    def key_info(self, fingerprint: str) -> KeyInfo | None:
+        """The key as this home knows it now, or None if absent."""
+        fingerprint = _fingerprint(fingerprint)
+        listing = self._gpg.list_keys(keys=[fingerprint])
+        keys = [k for k in _parse_listing(_text(listing.data)) if k.fingerprint == fingerprint]
+        return keys[0].info(_now()) if keys else None
+
+    def can_encrypt_to(self, fingerprint: str) -> bool:
+        """Checked at delivery time: a registered key may have expired or been revoked since."""
+        info = self.key_info(fingerprint)
+        return bool(info and info.encryption_subkey and not (info.revoked or info.expired))
+
+    # -- messages -----------------------------------------------------------------------
+
+    def decrypt_verify(self, src: Path, dst: Path, max_bytes: int) -> Verified:
+        """Decrypt an upload into dst; ok only if encrypted to this home AND well signed.
+
+        The plaintext streams to dst and never exceeds max_bytes there: we stop writing at
+        the limit and kill gpg (which is also told to stop, --max-output, just above it). On
+        failure dst is removed. Errors writing dst (disk full) are raised, not a verdict.
+        """
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        with src.open("rb"):  # fail before creating dst if src is missing
+            pass
+        sink = _Sink(dst, max_bytes)
+        try:
+            result = self._decrypt(src, sink)
+        except BaseException:
+            sink.close()
+            dst.unlink(missing_ok=True)
+            raise
+        sink.close()
+        if sink.error is not None:
+            dst.unlink(missing_ok=True)
+            raise sink.error
+        verdict = _verdict(_Status.parse(result.status), result.returncode, sink)
+        if not verdict.ok:
+            dst.unlink(missing_ok=True)
+        return verdict
+
+    def sign_encrypt(self, src: Path, dst: Path, recipient: str, signer: str) -> None:
+        """Sign with `signer` (a secret key here) and encrypt to `recipient`, binary, file to file.
+
+        --local-user, unlike python-gnupg's --default-key, fails instead of silently signing
+        with another secret key when `signer` is missing.
+        """
+        recipient, signer = _fingerprint(recipient), _fingerprint(signer)
+        extra = ["--sign", "--local-user", signer, "--no-encrypt-to"]
+        with src.open("rb") as plain:
+            result = self._gpg.encrypt_file(
+                plain, [recipient], armor=False, output=str(dst), extra_args=extra
+            )
+        status = _Status.parse(_text(result.stderr))
+        signed = status.count("SIG_CREATED") == 1 and status.count("END_ENCRYPTION") == 1
+        if result.returncode == 0 and signed:
+            return
+        dst.unlink(missing_ok=True)
+        why = f"{result.status or ''} {result.status_detail or ''}".strip()
+        raise OpenPGPError(f"sign+encrypt to {recipient} failed: {why or 'gpg error'}")
+
+    def stop_agent(self) -> None:
+        """Stop this home's agent; needed before a temporary home is removed."""
+        self._gpgconf("--kill", "gpg-agent")
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _decrypt(self, src: Path, sink: _Sink) -> _GpgResult:
+        """Run gpg --decrypt on src, streaming its stdout into sink; kill it past the limit.
+
+        Not python-gnupg: it cannot kill gpg, and gpg, once past --max-output, still inflates
+        the rest of a compressed packet (~0.5 s per 200 MB of zeros, far more for bzip2).
+        Status lines get their own pipe, so nothing gpg logs can pass for one.
+        """
+        status_read, status_write = os.pipe()
+        args = [
+            "gpg", "--homedir", str(self.home), "--batch", "--no-tty", *_OPTIONS,
+            "--status-fd", str(status_write), "--max-output", str(sink.limit + _SLACK),
+            "--decrypt", "--", str(src),
+        ]  # fmt: skip
+        try:
+            with subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(status_write,),
+            ) as proc:
+                os.close(status_write)
+                status_write = -1
+                try:
+                    status = _pump(proc, status_read, sink)
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+            return _GpgResult(status, proc.returncode)
+        finally:
+            os.close(status_read)
+            if status_write >= 0:
+                os.close(status_write)
+
+    def _check_socket_path(self) -> None:
+        """Refuse a home whose agent socket path is too long: gpg would fail obscurely later."""
+        out = subprocess.run(
+            ["gpgconf", "--homedir", str(self.home), "--list-dirs", "agent-browser-socket"],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        if len(out.strip()) > _SUN_PATH_MAX:
+            raise ValueError(f"GnuPG home path too long for its agent socket: {self.home}")
+
+    def _gpgconf(self, *args: str) -> None:
+        subprocess.run(
+            ["gpgconf", "--homedir", str(self.home), *args],
+            capture_output=True,
+            check=False,
+            timeout=30,
+        )
+
+
+# -- decrypt+verify verdict -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _GpgResult:
+    status: str  # gpg's status lines
+    returncode: int  # negative when killed
+
+
+class _Sink:
+    """Receives gpg's plaintext and writes at most `limit` bytes of it to dst."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.error: OSError | None = None
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # plaintext: owner only
+        self._file = os.fdopen(fd, "wb")
+
+    def write(self, chunk: bytes) -> None:
+        """Count every chunk; write it only while the total stays within the limit."""
+        self.size += len(chunk)
+        if self.error is None and self.size <= self.limit:
+            try:
+                self._file.write(chunk)
+            except OSError as exc:
+                self.error = exc
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        except OSError as exc:
+            self.error = self.error or exc
+
+    @property
+    def too_large(self) -> bool:
+        return self.size > self.limit
+
+
+def _pump(proc: subprocess.Popen[bytes], status_fd: int, sink: _Sink) -> str:
+    """Read gpg's plaintext and status pipes until both close; kill gpg on excess."""
+    assert proc.stdout is not None
+    status = bytearray()
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout.fileno(), selectors.EVENT_READ, "plaintext")
+        selector.register(status_fd, selectors.EVENT_READ, "status")
+        while selector.get_map():
+            for key, _ in selector.select():
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    selector.unregister(key.fd)
+                elif key.data == "plaintext":
+                    sink.write(chunk)
+                else:
+                    status += chunk
+                if (sink.too_large or len(status) > _STATUS_MAX) and proc.poll() is None:
+                    proc.kill()  # stop now: the pipes then drain and close
+    proc.wait()
+    if len(status) > _STATUS_MAX:
+        return ""  # no status lines: refused as "not OpenPGP"
+    return status.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True, slots=True)
+class _Status:
+    """gpg's status lines, split on newline only (python-gnupg also splits on U+0085)."""
+
+    lines: tuple[tuple[str, tuple[str, ...]], ...]
+
+    @classmethod
+    def parse(cls, stderr: str) -> _Status:
+        lines = []
+        for line in stderr.split("\n"):
+            if line.startswith("[GNUPG:] "):
+                keyword, *args = line[9:].rstrip("\r").split(" ")
+                lines.append((keyword, tuple(args)))
+        return cls(tuple(lines))
+
+    def count(self, keyword: str) -> int:
+        return sum(1 for k, _ in self.lines if k == keyword)
+
+    def args(self, keyword: str) -> tuple[str, ...]:
+        return next((a for k, a in self.lines if k == keyword), ())
+
+
+def _verdict(status: _Status, returncode: int, sink: _Sink) -> Verified:
+    """Decide on one decryption; each refusal names the first thing wrong."""
+    if sink.too_large:
+        return Verified(False, None, "too large", sink.size)
+    reason = _refusal(status)
+    if reason is None and status.count("PLAINTEXT") != 1:
+        reason = "malformed message"
+    if reason is None and returncode != 0:
+        reason = f"gpg failed (exit {returncode})"
+    signer = _signer(status)
+    if reason is None and signer is None:
+        reason = "bad signature"
+    if reason is not None:
+        return Verified(False, None, reason, sink.size)
+    return Verified(True, signer, "", sink.size)
+
+
+def _refusal(status: _Status) -> str | None:
+    """Encrypted to this home, decrypted, then exactly one good signature by a known key."""
+    if not status.count("BEGIN_DECRYPTION"):
+        signed = status.count("PLAINTEXT") or status.count("NEWSIG")
+        return "not encrypted" if signed else "not OpenPGP"
+    if status.count("DECRYPTION_FAILED") or not status.count("DECRYPTION_OKAY"):
+        return "not decryptable"
+    signatures = status.count("NEWSIG")
+    if signatures != 1:
+        return "not signed" if signatures == 0 else "several signatures"
+    for keyword, reason in _SIGNATURE_PROBLEMS:
+        if status.count(keyword):
+            return reason
+    if status.count("GOODSIG") != 1 or status.count("VALIDSIG") != 1:
+        return "bad signature"
+    return None
+
+
+def _signer(status: _Status) -> str | None:
+    """VALIDSIG's 10th field is the primary key's fingerprint, even for a subkey signature."""
+    args = status.args("VALIDSIG")
+    primary = args[9] if len(args) >= 10 else ""
+    return primary if _FINGERPRINT.fullmatch(primary) else None
+
+
+# -- key listings -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Subkey:
+    validity: str
+    caps: str
+    expires: datetime | None
+
+    def usable(self, now: datetime) -> bool:
+        return self.validity not in _UNUSABLE and not _past(self.expires, now)
+
+
+@dataclass(slots=True)
+class _Key:
+    """One key of a `--with-colons` listing (gpg's doc/DETAILS)."""
+
+    secret: bool
+    validity: str
+    caps: str
+    expires: datetime | None
+    fingerprint: str = ""
+    uids: list[str] = field(default_factory=list)
+    subkeys: list[_Subkey] = field(default_factory=list)
+
+    def info(self, now: datetime) -> KeyInfo:
+        revoked = self.validity == "r"
+        expired = self.validity == "e" or _past(self.expires, now)
+        encrypts = any("e" in s.caps and s.usable(now) for s in self.subkeys)
+        return KeyInfo(
+            fingerprint=self.fingerprint,
+            uids=tuple(self.uids),
+            can_sign="S" in self.caps,  # upper case: usable by the key as a whole, now
+            encryption_subkey=encrypts and not (revoked or expired),
+            expires=self.expires,
+            revoked=revoked,
+            expired=expired,
+        )
+
+
+def _parse_listing(text: str) -> list[_Key]:
+    keys: list[_Key] = []
+    for line in text.split("\n"):
+        f = line.rstrip("\r").split(":") + [""] * 12
+        if f[0] in ("pub", "sec"):
+            keys.append(_Key(f[0] == "sec", f[1], f[11], _date(f[6])))
+        elif not keys:
+            continue
+        elif f[0] in ("sub", "ssb"):
+            keys[-1].secret |= f[0] == "ssb"
+            keys[-1].subkeys.append(_Subkey(f[1], f[11], _date(f[6])))
+        elif f[0] == "fpr" and not keys[-1].fingerprint and not keys[-1].subkeys:
+            keys[-1].fingerprint = f[9]
+        elif f[0] == "uid":
+            keys[-1].uids.append(_unescape(f[9]))
+    return keys
+
+
+def _raise_if_unusable(info: KeyInfo) -> None:
+    if info.revoked:
+        raise KeyProblem(f"key {info.fingerprint} is revoked")
+    if info.expired:
+        when = f" on {info.expires:%Y-%m-%d}" if info.expires else ""
+        raise KeyProblem(f"key {info.fingerprint} expired{when}")
+    if not info.can_sign:
+        raise KeyProblem(f"key {info.fingerprint} cannot sign")
+    if not info.encryption_subkey:
+        raise KeyProblem(f"key {info.fingerprint} has no usable encryption subkey")
+
+
+# -- small helpers ----------------------------------------------------------------------
+
+
+def _fingerprint(value: str) -> str:
+    """Only full fingerprints: a user id or short key id could name another key."""
+    fingerprint = value.replace(" ", "").upper()
+    if not _FINGERPRINT.fullmatch(fingerprint):
+        raise ValueError(f"not an OpenPGP fingerprint: {value!r}")
+    return fingerprint
+
+
+def _as_bytes(data: bytes | str) -> bytes:
+    return data.encode("utf-8") if isinstance(data, str) else data
+
+
+def _text(data: object) -> str:
+    """python-gnupg hands back bytes (stdout) or latin-1 decoded str (stderr)."""
+    if isinstance(data, bytes):
+        return data.decode("utf-8", "replace")
+    return data if isinstance(data, str) else ""
+
+
+def _unescape(value: str) -> str:
+    r"""Colon listings escape ':' and control characters as \xHH (UTF-8 bytes)."""
+    raw = re.sub(rb"\\x([0-9a-fA-F]{2})", lambda m: bytes([int(m[1], 16)]), value.encode())
+    return raw.decode("utf-8", "replace")
+
+
+def _date(epoch: str) -> datetime | None:
+    return datetime.fromtimestamp(int(epoch), UTC) if epoch.isdigit() else None
+
+
+def _past(moment: datetime | None, now: datetime) -> bool:
+    return moment is not None and moment <= now
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _last_line(stderr: object) -> str:
+    lines = [line for line in _text(stderr).splitlines() if line.strip()]
+    return lines[-1] if lines else "no detail from gpg"

@@ -1,0 +1,170 @@
+"""Test support for the hub: participants with real GnuPG keys, a real server on port 0,
+and a real asyncssh SFTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import subprocess
+import tempfile
+import tomllib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncssh
+from support import SAMPLES
+
+from bdi.admin.registry import register
+from bdi.config import Settings, load_settings
+from bdi.crypto import OpenPGP
+from bdi.datadir import hub_key_file, initialise, open_hub
+from bdi.routing.layout import default_layout
+from bdi.server import RunningServer, run_server
+
+
+@dataclass
+class Party:
+    """A participant's side: its own GnuPG home and key."""
+
+    edi_id: str
+    pgp: OpenPGP
+    fingerprint: str
+    public_key: str
+    password: str = ""
+
+
+def sample_ids() -> list[str]:
+    with (SAMPLES / "referentiel.toml").open("rb") as f:
+        ref = tomllib.load(f)
+    return [p["edi_id"] for p in ref["participants"].values() if p["edi_id"]]
+
+
+def short_home() -> Path:
+    return Path(tempfile.mkdtemp(prefix="g", dir="/tmp"))
+
+
+@contextlib.contextmanager
+def make_parties(ids: list[str]) -> Iterator[dict[str, Party]]:
+    parties: dict[str, Party] = {}
+    try:
+        for edi_id in ids:
+            pgp = OpenPGP(short_home())
+            fpr = pgp.generate_key(f"{edi_id} <{edi_id.lower()}@example.test>")
+            parties[edi_id] = Party(edi_id, pgp, fpr, pgp.export_public(fpr))
+        yield parties
+    finally:
+        for party in parties.values():
+            party.pgp.stop_agent()
+            shutil.rmtree(party.pgp.home, ignore_errors=True)
+
+
+@dataclass
+class HubUnderTest:
+    settings: Settings
+    server: RunningServer
+    parties: dict[str, Party]
+    hub_fingerprint: str
+    hub_public_key: str = field(default="")
+
+    @property
+    def port(self) -> int:
+        return self.server.sftp_port
+
+    async def settled(self) -> None:
+        """Wait until every job submitted so far is processed."""
+        async with asyncio.timeout(60):
+            await self.server.pipeline.queue.join()
+
+    @contextlib.asynccontextmanager
+    async def sftp(self, edi_id: str) -> AsyncIterator[asyncssh.SFTPClient]:
+        party = self.parties[edi_id]
+        async with (
+            asyncssh.connect(
+                "127.0.0.1",
+                self.port,
+                username=edi_id,
+                password=party.password,
+                known_hosts=None,
+                client_keys=None,
+                agent_path=None,
+            ) as conn,
+            conn.start_sftp_client() as sftp,
+        ):
+            yield sftp
+
+    def seal(self, sender: str, plain: bytes, tmp: Path) -> bytes:
+        """Sign with the sender's key and encrypt to the hub, as the kit does."""
+        party = self.parties[sender]
+        src, dst = tmp / f"{sender}.plain", tmp / f"{sender}.pgp"
+        src.write_bytes(plain)
+        party.pgp.sign_encrypt(src, dst, self.hub_fingerprint, party.fingerprint)
+        return dst.read_bytes()
+
+    def open_delivery(self, recipient: str, sealed: bytes, tmp: Path) -> tuple[bytes, str | None]:
+        party = self.parties[recipient]
+        src, dst = tmp / f"{recipient}.in.pgp", tmp / f"{recipient}.in.plain"
+        src.write_bytes(sealed)
+        result = party.pgp.decrypt_verify(src, dst, 1 << 30)
+        assert result.ok, result.reason
+        return dst.read_bytes(), result.signer
+
+    async def upload(self, sender: str, name: str, sealed: bytes) -> None:
+        async with self.sftp(sender) as sftp, sftp.open(f"/outbox/{name}", "wb") as f:
+            await f.write(sealed)
+
+    async def inbox(self, edi_id: str) -> dict[str, bytes]:
+        async with self.sftp(edi_id) as sftp:
+            names = sorted(await sftp.listdir("/inbox"))
+            out = {}
+            for name in names:
+                if name in (".", ".."):
+                    continue
+                async with sftp.open(f"/inbox/{name}", "rb") as f:
+                    out[name] = await f.read()
+            return out
+
+
+@contextlib.asynccontextmanager
+async def hub_running(
+    data: Path, parties: dict[str, Party], **overrides: object
+) -> AsyncIterator[HubUnderTest]:
+    settings = load_settings(None, data=data, sftp_port=0, host="127.0.0.1", **overrides)
+    if not (data / "hub-fingerprint").exists():
+        await initialise(settings)
+        hub = await open_hub(settings)
+        for party in parties.values():
+            registered = await register(
+                hub.store,
+                hub.pgp,
+                hub.mailboxes,
+                default_layout(),
+                edi_id=party.edi_id,
+                name=party.edi_id,
+                email="",
+                pgp_key=party.public_key,
+                role=None,
+                ssh_keys=[],
+                now=datetime.now(UTC),
+            )
+            party.password = registered.password
+        await hub.store.engine.dispose()
+    fingerprint = (data / "hub-fingerprint").read_text().strip()
+    hub_key = hub_key_file(settings).read_text()
+    for party in parties.values():
+        party.pgp.import_public(hub_key)
+    async with run_server(settings) as server:
+        yield HubUnderTest(settings, server, parties, fingerprint, hub_key)
+    OpenPGP(settings.gnupg_home).stop_agent()
+
+
+def gpg(home: Path, *args: str, data: bytes | None = None) -> bytes:
+    result = subprocess.run(
+        ["gpg", "--homedir", str(home), "--batch", "--yes", *args],
+        input=data,
+        capture_output=True,
+        check=True,
+    )
+    return result.stdout

@@ -1,0 +1,104 @@
+"""End to end through a real `bdi serve` stack: real SFTP, real GnuPG, real SQLite.
+
+Every sample is signed and encrypted by its `uploaded_by`, uploaded, and must produce exactly
+the deliveries and `.log` files of `samples/manifest.toml`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hubkit import HubUnderTest, Party, hub_running, make_parties, sample_ids
+from support import SAMPLES, manifest
+
+from bdi.routing.scan import CheckContext, check_bytes
+
+
+@pytest.fixture(scope="module")
+def parties() -> Iterator[dict[str, Party]]:
+    with make_parties(sample_ids()) as made:
+        yield made
+
+
+@pytest.fixture
+async def hub(tmp_path: Path, parties: dict[str, Party]) -> AsyncIterator[HubUnderTest]:
+    async with hub_running(tmp_path / "data", parties) as running:
+        yield running
+
+
+def section_bytes(data: bytes, name: str) -> dict[int, bytes]:
+    report = check_bytes(data, CheckContext(name))
+    return {s.number: data[s.start : s.end] for s in report.sections}
+
+
+@pytest.mark.parametrize("sample", manifest(), ids=lambda s: s["path"])
+async def test_sample_is_routed_as_the_manifest_says(
+    hub: HubUnderTest, sample: dict[str, Any], tmp_path: Path
+) -> None:
+    plain = (SAMPLES / sample["path"]).read_bytes()
+    name = Path(sample["path"]).name
+    sender = sample["uploaded_by"]
+    await hub.upload(sender, name, hub.seal(sender, plain, tmp_path))
+    await hub.settled()
+
+    sections = section_bytes(plain, name)
+    expected: dict[str, bytes] = {}
+    for s in sample["sections"]:
+        if s["expect"] == "deliver":
+            expected[s["recipient"]] = expected.get(s["recipient"], b"") + sections[s["number"]]
+    for recipient, content in expected.items():
+        inbox = await hub.inbox(recipient)
+        assert list(inbox) == [name]
+        got, signer = hub.open_delivery(recipient, inbox[name], tmp_path)
+        assert signer == hub.hub_fingerprint
+        assert got == content
+
+    refused = [s for s in sample["sections"] if s["expect"] == "refuse"]
+    logs = {n: c for n, c in (await hub.inbox(sender)).items() if n.endswith(".log")}
+    stem = name.removesuffix(".edi")
+    assert sorted(logs) == sorted(f"ERREUR{stem}_{s['number']}.log" for s in refused)
+    for s in refused:
+        text = logs[f"ERREUR{stem}_{s['number']}.log"].decode("utf-8")
+        codes = [line.split()[7] for line in text.splitlines()]
+        assert codes == s["problems"]
+        assert all(f" {name} section {s['number']} line " in line for line in text.splitlines())
+
+    movements = await hub.server.hub.store.movements()
+    assert sorted(m.recipient_id for m in movements) == sorted(expected)
+    assert all(m.delivered and m.sender_id == sender for m in movements)
+
+
+async def test_same_name_twice_gets_a_suffix(hub: HubUnderTest, tmp_path: Path) -> None:
+    name = "RCOU010234_00311_000001.edi"
+    plain = (SAMPLES / name).read_bytes()
+    for _ in range(3):
+        await hub.upload("COU010234", name, hub.seal("COU010234", plain, tmp_path))
+    await hub.settled()
+    inbox = await hub.inbox("CIE000311")
+    assert sorted(inbox) == [
+        "RCOU010234_00311_000001.edi",
+        "RCOU010234_00311_000001_2.edi",
+        "RCOU010234_00311_000001_3.edi",
+    ]
+
+
+async def test_two_sections_for_one_recipient_travel_together(
+    hub: HubUnderTest, tmp_path: Path
+) -> None:
+    one = (SAMPLES / "PCOU010234_00311_000003.edi").read_bytes()
+    # the same section twice, renumbered 2 in the second copy (header and footer)
+    second = one.replace(b"0010200P", b"0020200P", 1)
+    footer_at = second.rindex(b"9999999999")
+    second = second[: footer_at + 32] + b"002" + second[footer_at + 35 :]
+    name = "PCOU010234_00311_000077.edi"
+    await hub.upload("COU010234", name, hub.seal("COU010234", one + second, tmp_path))
+    await hub.settled()
+    inbox = await hub.inbox("CIE000311")
+    assert list(inbox) == [name]
+    got, _ = hub.open_delivery("CIE000311", inbox[name], tmp_path)
+    assert got == one + second
+    movements = await hub.server.hub.store.movements()
+    assert len(movements) == 1
