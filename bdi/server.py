@@ -130,6 +130,7 @@ def sftp_factory(
             spool,
             hub_key_file(hub.settings),
             hub.settings.max_upload_bytes,
+            hub.layout.name_suffixes_ignored,
         )
         return HubSFTPServer(chan, view)
 
@@ -148,7 +149,7 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
     """Start the hub (resume unfinished jobs first, then listen); stop it on exit."""
     hub = await open_hub(settings)
     pipeline = Pipeline(hub)
-    spool = Spool(settings.spool, hub.store, pipeline.submit, utcnow)
+    spool = Spool(settings.spool, hub.store, pipeline.submit, utcnow, hub.layout)
     spool.prepare()
     removed = await spool.sweep()
     resumed = await pipeline.resume()

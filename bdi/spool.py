@@ -15,6 +15,8 @@ from pathlib import Path
 import structlog
 
 from bdi.mailbox.storage import fsync_dir, fsync_file
+from bdi.routing.layout import Layout
+from bdi.routing.scan import strip_upload_suffix
 from bdi.store.models import Job
 from bdi.store.repo import Store
 
@@ -23,9 +25,15 @@ log = structlog.get_logger("bdi.spool")
 
 class Spool:
     def __init__(
-        self, folder: Path, store: Store, submit: Callable[[int], None], now: Callable[[], datetime]
+        self,
+        folder: Path,
+        store: Store,
+        submit: Callable[[int], None],
+        now: Callable[[], datetime],
+        layout: Layout,
     ) -> None:
         self.folder = folder
+        self.layout = layout
         self.store = store
         self.submit = submit
         self.now = now
@@ -33,8 +41,11 @@ class Spool:
     def prepare(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
 
-    async def take_in(self, participant: str, path: Path, upload_name: str) -> int:
-        """Move a complete upload into the spool, durably, and commit its job."""
+    async def take_in(self, participant: str, path: Path, file_name: str) -> int:
+        """Move a complete upload into the spool, durably, and commit its job.
+
+        The job keeps the upload name: the file name less an added .pgp/.gpg/.asc."""
+        upload_name = strip_upload_suffix(file_name, self.layout)
         name = f"{uuid.uuid4().hex}.pgp"
         target = self.folder / name
         size = await asyncio.to_thread(_move_durably, path, target)

@@ -105,8 +105,8 @@ def _value_regex(spec: FieldSpec) -> str:
         return "(?:" + "|".join(re.escape(v) for v in padded) + ")"
     if spec.kind in ("numeric", "amount", "rate"):
         base = f"[0-9]{{{n}}}"
-    elif spec.kind == "signed_amount":
-        base = f"[+-][0-9]{{{n - 1}}}"
+    elif spec.kind == "signed_amount":  # zero is written '+'
+        base = f"(?:\\+[0-9]{{{n - 1}}}|-(?!0{{{n - 1}}})[0-9]{{{n - 1}}})"
     elif spec.kind == "date":
         base = _DATE_RX
     elif spec.kind == "time":

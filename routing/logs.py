@@ -12,6 +12,7 @@ from bdi.routing.layout import Layout
 from bdi.routing.model import FileReport
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +42,10 @@ def log_name(upload_name: str, section: int, refused_by_nom: bool = False) -> st
 def log_line(
     problem: Problem, upload_name: str, section: int, when: datetime, layout: Layout
 ) -> str:
-    detail = f" ({problem.detail})" if problem.detail else ""
+    detail = f" ({_CONTROL.sub('?', problem.detail)})" if problem.detail else ""
+    name = _CONTROL.sub("?", upload_name)  # one line per problem, whatever the name holds
     return (
-        f"{when:%Y-%m-%d %H:%M:%S} {upload_name} section {section} line {problem.line} "
+        f"{when:%Y-%m-%d %H:%M:%S} {name} section {section} line {problem.line} "
         f"{problem.code.value} {layout.message(problem.code)}{detail}"
     )
 

@@ -127,37 +127,37 @@ class HubUnderTest:
             return out
 
 
+async def prepare_data(settings: Settings, parties: dict[str, Party]) -> str:
+    """Initialise a data folder and register the parties (once); return the hub's key."""
+    if not (settings.data / "hub-fingerprint").exists():
+        await initialise(settings)
+        hub = await open_hub(settings)
+        for party in parties.values():
+            registered = await register(
+                hub.store, hub.pgp, hub.mailboxes, default_layout(), edi_id=party.edi_id,
+                name=party.edi_id, email="", pgp_key=party.public_key, role=None, ssh_keys=[],
+                now=datetime.now(UTC),
+            )  # fmt: skip
+            party.password = registered.password
+        await hub.store.engine.dispose()
+    hub_key = hub_key_file(settings).read_text()
+    for party in parties.values():
+        party.pgp.import_public(hub_key)
+    return hub_key
+
+
 @contextlib.asynccontextmanager
 async def hub_running(
     data: Path, parties: dict[str, Party], **overrides: object
 ) -> AsyncIterator[HubUnderTest]:
     settings = load_settings(None, data=data, sftp_port=0, host="127.0.0.1", **overrides)
-    if not (data / "hub-fingerprint").exists():
-        await initialise(settings)
-        hub = await open_hub(settings)
-        for party in parties.values():
-            registered = await register(
-                hub.store,
-                hub.pgp,
-                hub.mailboxes,
-                default_layout(),
-                edi_id=party.edi_id,
-                name=party.edi_id,
-                email="",
-                pgp_key=party.public_key,
-                role=None,
-                ssh_keys=[],
-                now=datetime.now(UTC),
-            )
-            party.password = registered.password
-        await hub.store.engine.dispose()
+    hub_key = await prepare_data(settings, parties)
     fingerprint = (data / "hub-fingerprint").read_text().strip()
-    hub_key = hub_key_file(settings).read_text()
-    for party in parties.values():
-        party.pgp.import_public(hub_key)
-    async with run_server(settings) as server:
-        yield HubUnderTest(settings, server, parties, fingerprint, hub_key)
-    OpenPGP(settings.gnupg_home).stop_agent()
+    try:
+        async with run_server(settings) as server:
+            yield HubUnderTest(settings, server, parties, fingerprint, hub_key)
+    finally:
+        OpenPGP(settings.gnupg_home).stop_agent()
 
 
 def gpg(home: Path, *args: str, data: bytes | None = None) -> bytes:
