@@ -70,7 +70,7 @@ async def test_openpgp_refusals_get_a_dechiffrement_log(
 ) -> None:
     uploads = cases(hub, stranger)
     assert len(uploads["bomb"]) < 1 << 20  # small on the wire, 64 MiB once expanded
-    for n, (case, sealed) in enumerate(uploads.items(), start=10):
+    for n, sealed in enumerate(uploads.values(), start=10):
         await hub.upload(SENDER, f"RCOU010234_00311_0000{n}.edi", sealed)
     await hub.settled()
 
