@@ -114,3 +114,30 @@ class AuditEvent(SQLModel, table=True):
     action: str
     target: str = ""
     detail: str = ""
+
+
+class ReferentialParticipant(SQLModel, table=True):
+    """The participant referential (apport.txt): codes, type letter, name, mailbox."""
+
+    code: str = Field(primary_key=True, max_length=5)
+    type: str = Field(max_length=1)
+    name: str
+    edi_id: str = Field(default="", index=True)  # "" for codes outside the hub (88889)
+
+
+class ReferentialLabel(SQLModel, table=True):
+    """Labels of the other code tables of the referential (companies, natures, ...)."""
+
+    table: str = Field(primary_key=True)
+    code: str = Field(primary_key=True)
+    label: str
+
+
+class Dismissal(SQLModel, table=True):
+    """A flow removed by a user from one of its rejected lists (OPTIFLUX.md §8.8)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    participant_id: str = Field(index=True)
+    list_name: str
+    flow_id: int = Field(foreign_key="flow.id", index=True)
+    at: datetime

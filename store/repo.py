@@ -18,6 +18,8 @@ from bdi.store.models import (
     Movement,
     Output,
     Participant,
+    ReferentialLabel,
+    ReferentialParticipant,
     SshKey,
 )
 
@@ -193,5 +195,26 @@ class Store:
                 select(FlowOccurrence)
                 .where(FlowOccurrence.movement_id == movement_id)
                 .order_by(col(FlowOccurrence.seq))
+            )
+            return list(rows.all())
+
+    # referential ----------------------------------------------------------------------
+    async def replace_referential(
+        self, participants: Sequence[ReferentialParticipant], labels: Sequence[ReferentialLabel]
+    ) -> None:
+        """Replace the whole referential in one transaction: readers see old or new, never a mix."""
+        async with self.session() as s:
+            for model in (ReferentialParticipant, ReferentialLabel):
+                for row in (await s.exec(select(model))).all():
+                    await s.delete(row)
+            await s.flush()
+            s.add_all(participants)
+            s.add_all(labels)
+            await s.commit()
+
+    async def referential(self) -> list[ReferentialParticipant]:
+        async with self.session() as s:
+            rows = await s.exec(
+                select(ReferentialParticipant).order_by(col(ReferentialParticipant.code))
             )
             return list(rows.all())
