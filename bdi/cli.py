@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from bdi.admin.cli import app as admin_app
 from bdi.check import check_path, paris_now, render_json, render_text
 from bdi.routing.layout import default_layout
 from bdi.routing.referential import ReferentialError, parse_referential
@@ -23,6 +24,8 @@ app = typer.Typer(
 )
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+app.add_typer(admin_app, name="admin")
 
 
 @app.callback()

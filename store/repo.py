@@ -218,3 +218,11 @@ class Store:
                 select(ReferentialParticipant).order_by(col(ReferentialParticipant.code))
             )
             return list(rows.all())
+
+    async def replace_ssh_keys(self, participant_id: str, keys: Sequence[str]) -> None:
+        async with self.session() as s:
+            rows = await s.exec(select(SshKey).where(SshKey.participant_id == participant_id))
+            for row in rows.all():
+                await s.delete(row)
+            s.add_all(SshKey(participant_id=participant_id, public_key=k) for k in keys)
+            await s.commit()

@@ -1,0 +1,156 @@
+"""`bdi admin …`: the admin commands of HUB.md, each with `--json` for scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bdi.admin.service import AdminError, AdminService
+
+app = typer.Typer(help="Register participants and their keys; rotate the admin token.")
+participant_app = typer.Typer(help="Participants: add, list, show, disable, enable, keys.")
+token_app = typer.Typer(help="The admin API token.")
+referential_app = typer.Typer(help="The participant referential (codes, names, mailboxes).")
+app.add_typer(participant_app, name="participant")
+app.add_typer(token_app, name="token")
+app.add_typer(referential_app, name="referential")
+
+DataOpt = Annotated[Path | None, typer.Option("--data", envvar="BDI_DATA", help="data folder")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _fail(reason: str) -> typer.Exit:
+    typer.echo(f"bdi: {reason}", err=True)
+    return typer.Exit(1)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(f"{path}: {exc}") from exc
+
+
+def _run(data: Path | None, op: Callable[[AdminService], Awaitable[Any]]) -> Any:
+    from bdi.admin.wiring import admin_service
+    from bdi.config import load_settings
+
+    async def go() -> Any:
+        async with admin_service(load_settings(None, data=data)) as service:
+            return await op(service)
+
+    try:
+        return asyncio.run(go())
+    except (AdminError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _out(result: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    typer.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else text(result))
+
+
+def _row(p: dict[str, Any]) -> str:
+    return f"{p['id']}  {p['state']:8}  {p['role']:9}  {p['pgp_fingerprint']}  {p['name']}"
+
+
+def _details(p: dict[str, Any]) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in p.items())
+
+
+@participant_app.command("add")
+def add(
+    edi_id: Annotated[str, typer.Argument(help="EDI identifier, e.g. COU010234")],
+    name: Annotated[str, typer.Option(help="display name")],
+    email: Annotated[str, typer.Option(help="contact e-mail")],
+    pgp_key: Annotated[Path, typer.Option(help="OpenPGP public key file")],
+    role: Annotated[str | None, typer.Option(help="courtier|agent|aaso|compagnie|cesam")] = None,
+    ssh_key: Annotated[Path | None, typer.Option(help="SSH public key file")] = None,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a participant; prints its issued password once."""
+    key, ssh = _read(pgp_key), _read(ssh_key) if ssh_key else None
+    result = _run(
+        data, lambda s: s.add(edi_id, name=name, email=email, pgp_key=key, role=role, ssh_key=ssh)
+    )
+    _out(result, as_json, lambda r: f"registered {r['id']}\npassword (shown once): {r['password']}")
+
+
+@participant_app.command("list")
+def list_(data: DataOpt = None, as_json: JsonOpt = False) -> None:
+    """Every participant with its state, role and key."""
+    result = _run(data, lambda s: s.list())
+    _out(result, as_json, lambda rows: "\n".join(_row(p) for p in rows) or "no participant")
+
+
+@participant_app.command("show")
+def show(edi_id: str, data: DataOpt = None, as_json: JsonOpt = False) -> None:
+    """Fingerprints, creation, last login and state of one participant."""
+    _out(_run(data, lambda s: s.show(edi_id)), as_json, _details)
+
+
+@participant_app.command("disable")
+def disable(edi_id: str, data: DataOpt = None, as_json: JsonOpt = False) -> None:
+    """Refuse its logins and close its open sessions."""
+    _out(_run(data, lambda s: s.set_active(edi_id, False)), as_json, _row)
+
+
+@participant_app.command("enable")
+def enable(edi_id: str, data: DataOpt = None, as_json: JsonOpt = False) -> None:
+    """Let it log in again."""
+    _out(_run(data, lambda s: s.set_active(edi_id, True)), as_json, _row)
+
+
+@participant_app.command("reset-password")
+def reset_password(edi_id: str, data: DataOpt = None, as_json: JsonOpt = False) -> None:
+    """Issue a new password (printed once); open sessions are closed."""
+    result = _run(data, lambda s: s.reset_password(edi_id))
+    _out(result, as_json, lambda r: f"password of {r['id']} (shown once): {r['password']}")
+
+
+@participant_app.command("set-key")
+def set_key(
+    edi_id: str,
+    pgp_key: Annotated[Path | None, typer.Option(help="new OpenPGP public key file")] = None,
+    ssh_key: Annotated[Path | None, typer.Option(help="new SSH public key file")] = None,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace its OpenPGP key (uploads signed with the old one are refused) or SSH key."""
+    if (pgp_key is None) == (ssh_key is None):
+        raise _fail("give exactly one of --pgp-key and --ssh-key")
+    if pgp_key is not None:
+        key = _read(pgp_key)
+        result = _run(data, lambda s: s.set_pgp_key(edi_id, key))
+    else:
+        assert ssh_key is not None
+        ssh = _read(ssh_key)
+        result = _run(data, lambda s: s.set_ssh_key(edi_id, ssh))
+    _out(result, as_json, lambda r: f"key of {r['id']} replaced")
+
+
+@app.command("hub-key")
+def hub_key(data: DataOpt = None, as_json: JsonOpt = False) -> None:
+    """The hub's OpenPGP public key, armoured."""
+    result = _run(data, lambda s: s.hub_key())
+    _out(result, as_json, lambda r: r["armoured"].rstrip())
+
+
+@token_app.command("rotate")
+def rotate(data: DataOpt = None, as_json: JsonOpt = False) -> None:
+    """A new admin API token, printed once; the old one stops working."""
+    result = _run(data, lambda s: s.rotate_token())
+    _out(result, as_json, lambda r: f"admin API token (shown once): {r['token']}")
+
+
+@referential_app.command("load")
+def load(file: Path, data: DataOpt = None, as_json: JsonOpt = False) -> None:
+    """Replace the participant referential (format of samples/referentiel.toml)."""
+    text = _read(file)
+    result = _run(data, lambda s: s.load_referential(text))
+    _out(result, as_json, lambda r: f"referential loaded: {r['participants']} codes")

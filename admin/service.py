@@ -1,0 +1,185 @@
+"""Admin operations (HUB.md "Participants and credentials"), shared by the CLI and the API.
+
+Each operation checks everything before it changes anything, records itself in the audit
+table, and returns plain data that both front-ends render (text, JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncssh
+
+from bdi.admin.passwords import hash_password, new_password
+from bdi.admin.registry import RegistrationError, register
+from bdi.crypto import KeyProblem, OpenPGP
+from bdi.mailbox.storage import Mailboxes
+from bdi.routing.layout import Layout
+from bdi.routing.referential import ReferentialError, parse_referential
+from bdi.store.models import Participant, ReferentialLabel, ReferentialParticipant
+from bdi.store.repo import Store
+
+
+class AdminError(ValueError):
+    """An admin request refused; nothing was changed. The message is one line."""
+
+
+class NotFoundError(AdminError):
+    pass
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def participant_view(p: Participant, ssh_keys: int = 0) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "name": p.name,
+        "email": p.email,
+        "role": p.role,
+        "state": "active" if p.active else "disabled",
+        "pgp_fingerprint": p.pgp_fingerprint,
+        "ssh_keys": ssh_keys,
+        "created": p.created_at.isoformat(),
+        "last_login": p.last_login.isoformat() if p.last_login else None,
+    }
+
+
+def check_ssh_key(text: str) -> str:
+    try:
+        asyncssh.import_public_key(text)
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise AdminError(f"not an SSH public key: {exc}") from exc
+    return text.strip()
+
+
+@dataclass
+class AdminService:
+    store: Store
+    pgp: OpenPGP
+    mailboxes: Mailboxes
+    layout: Layout
+    hub_public_key: str
+    new_token: Callable[[], str]
+    actor: str = "cli"
+
+    async def _audit(self, action: str, target: str = "", detail: str = "") -> None:
+        await self.store.audit(now(), self.actor, action, target, detail)
+
+    async def _get(self, edi_id: str) -> Participant:
+        row = await self.store.participant(edi_id)
+        if row is None:
+            raise NotFoundError(f"no participant {edi_id}")
+        return row
+
+    async def add(
+        self,
+        edi_id: str,
+        *,
+        name: str,
+        email: str,
+        pgp_key: str,
+        role: str | None = None,
+        ssh_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Register a participant; the issued password is in the result, shown once."""
+        keys = [check_ssh_key(ssh_key)] if ssh_key else []
+        try:
+            done = await register(
+                self.store,
+                self.pgp,
+                self.mailboxes,
+                self.layout,
+                edi_id=edi_id,
+                name=name,
+                email=email,
+                pgp_key=pgp_key,
+                role=role,
+                ssh_keys=keys,
+                now=now(),
+            )
+        except (RegistrationError, KeyProblem) as exc:
+            raise AdminError(str(exc)) from exc
+        await self._audit("participant.add", edi_id, done.participant.pgp_fingerprint)
+        return {"id": edi_id, "password": done.password}
+
+    async def list(self) -> list[dict[str, Any]]:
+        return [participant_view(p) for p in await self.store.participants()]
+
+    async def show(self, edi_id: str) -> dict[str, Any]:
+        row = await self._get(edi_id)
+        return participant_view(row, len(await self.store.ssh_keys(edi_id)))
+
+    async def set_active(self, edi_id: str, active: bool) -> dict[str, Any]:
+        row = await self._get(edi_id)
+        version = row.credentials_version + (0 if active else 1)
+        row = await self.store.update_participant(
+            edi_id, active=active, credentials_version=version
+        )
+        await self._audit("participant.enable" if active else "participant.disable", edi_id)
+        return participant_view(row)
+
+    async def reset_password(self, edi_id: str) -> dict[str, Any]:
+        row = await self._get(edi_id)
+        password = new_password()
+        await self.store.update_participant(
+            edi_id,
+            password_hash=hash_password(password),
+            credentials_version=row.credentials_version + 1,
+        )
+        await self._audit("participant.reset-password", edi_id)
+        return {"id": edi_id, "password": password}
+
+    async def set_pgp_key(self, edi_id: str, pgp_key: str) -> dict[str, Any]:
+        """Replace the key: uploads signed with the old one are refused from now on."""
+        row = await self._get(edi_id)
+        try:
+            self.pgp.inspect(pgp_key)
+            fingerprint = self.pgp.import_public(pgp_key)
+        except KeyProblem as exc:
+            raise AdminError(str(exc)) from exc
+        await self.store.update_participant(edi_id, pgp_fingerprint=fingerprint)
+        await self._audit("participant.set-key", edi_id, f"{row.pgp_fingerprint} -> {fingerprint}")
+        return {"id": edi_id, "pgp_fingerprint": fingerprint}
+
+    async def set_ssh_key(self, edi_id: str, ssh_key: str) -> dict[str, Any]:
+        row = await self._get(edi_id)
+        await self.store.replace_ssh_keys(edi_id, [check_ssh_key(ssh_key)])
+        await self.store.update_participant(edi_id, credentials_version=row.credentials_version + 1)
+        await self._audit("participant.set-ssh-key", edi_id)
+        return {"id": edi_id, "ssh_keys": 1}
+
+    async def load_referential(self, text: str) -> dict[str, Any]:
+        try:
+            referential = parse_referential(text, self.layout)
+        except ReferentialError as exc:
+            raise AdminError(str(exc)) from exc
+        participants = [
+            ReferentialParticipant(code=p.code, type=p.type, name=p.name, edi_id=p.edi_id)
+            for p in referential.participants.values()
+        ]
+        labels = [
+            ReferentialLabel(table="companies", code=c, label=lbl)
+            for c, lbl in referential.companies.items()
+        ]
+        labels += [
+            ReferentialLabel(table=t, code=c, label=lbl)
+            for t, table in referential.tables.items()
+            for c, lbl in table.items()
+        ]
+        await self.store.replace_referential(participants, labels)
+        await self._audit("referential.load", "", f"{len(participants)} codes")
+        return {"participants": len(participants), "labels": len(labels)}
+
+    async def hub_key(self) -> dict[str, Any]:
+        return {"armoured": self.hub_public_key}
+
+    async def rotate_token(self) -> dict[str, Any]:
+        """A new admin API token; only its hash is kept, so the old one stops working."""
+        token = self.new_token()
+        await self._audit("token.rotate")
+        return {"token": token}
