@@ -1,0 +1,189 @@
+"""Crash safety: the server process is killed with SIGKILL at random moments while a client
+uploads, and restarted each time. In the end every upload the hub acknowledged has produced
+exactly its delivery or its `.log` — none missing, none twice — and no upload, acknowledged
+or not, produced anything twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncssh
+import pytest
+from hubkit import Party, make_parties, prepare_data
+from support import SAMPLES
+
+from bdi.config import Settings, load_settings
+
+BDI = Path(sys.executable).with_name("bdi")
+SENDER, RECIPIENT = "COU010234", "CIE000311"
+GOOD = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
+BAD = (SAMPLES / "broken/RCOU010234_00311_000094.edi").read_bytes()  # SIGNATURE: a .log
+UPLOADS, KILLS = 60, 20
+
+
+@pytest.fixture(scope="module")
+def parties() -> Iterator[dict[str, Party]]:
+    with make_parties([SENDER, RECIPIENT, "COU010999"]) as made:
+        yield made
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    settings: Settings
+    process: subprocess.Popen[bytes] | None = None
+    kills: int = 0
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [str(BDI), "serve", "--data", str(self.settings.data),
+             "--sftp-port", str(self.settings.sftp_port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self.kills += 1
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+@dataclass
+class Ledger:
+    acknowledged: set[str] = field(default_factory=set)
+    attempted: list[str] = field(default_factory=list)
+
+
+async def upload_once(settings: Settings, party: Party, name: str, sealed: bytes) -> None:
+    async with (
+        asyncssh.connect(
+            "127.0.0.1",
+            settings.sftp_port,
+            username=party.edi_id,
+            password=party.password,
+            known_hosts=None,
+            client_keys=None,
+            agent_path=None,
+        ) as conn,
+        conn.start_sftp_client() as sftp,
+        sftp.open(f"/outbox/{name}", "wb") as f,
+    ):
+        await f.write(sealed)  # fmt: skip
+
+
+async def client(
+    settings: Settings, party: Party, sealed: dict[str, bytes], ledger: Ledger
+) -> None:
+    """Upload every file; a failed attempt is retried under a new name."""
+    for n in range(UPLOADS):
+        kind = "bad" if n % 5 == 4 else "good"
+        attempt = 0
+        while True:
+            name = f"RCOU010234_00311_{n:03d}{attempt:03d}.edi"
+            ledger.attempted.append(name)
+            try:
+                await upload_once(settings, party, name, sealed[kind])
+            except (OSError, asyncssh.Error):
+                attempt += 1
+                continue
+            ledger.acknowledged.add(name)
+            break
+
+
+async def listening(port: int) -> None:
+    """Wait until the restarted server accepts connections (it takes ~1 s to start)."""
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return
+
+
+async def killer(server: Server, done: asyncio.Event) -> None:
+    """Kill the server at a random moment of each life, restart it, until enough kills."""
+    rng = random.Random(20261128)
+    while not done.is_set() or server.kills < KILLS:
+        await listening(server.settings.sftp_port)
+        await asyncio.sleep(rng.uniform(0.0, 0.8))  # chaos timing, not synchronisation
+        server.kill()
+        server.start()
+
+
+def unfinished_jobs(settings: Settings) -> int:
+    with contextlib.closing(sqlite3.connect(settings.data / "bdi.sqlite3")) as db:
+        return int(db.execute("SELECT count(*) FROM job WHERE state != 'done'").fetchone()[0])
+
+
+async def wait_until_settled(settings: Settings) -> None:
+    """The server is another process: its database is the only condition to wait on."""
+    async with asyncio.timeout(120):
+        while unfinished_jobs(settings):  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+
+
+@pytest.mark.slow
+async def test_sigkill_loses_and_duplicates_nothing(
+    tmp_path: Path, parties: dict[str, Party]
+) -> None:
+    settings = load_settings(None, data=tmp_path / "data", sftp_port=free_port())
+    await prepare_data(settings, parties)
+    me = parties[SENDER]
+    hub_fpr = (settings.data / "hub-fingerprint").read_text().strip()
+    sealed = {}
+    for kind, plain in (("good", GOOD), ("bad", BAD)):
+        (tmp_path / kind).write_bytes(plain)
+        me.pgp.sign_encrypt(tmp_path / kind, tmp_path / f"{kind}.pgp", hub_fpr, me.fingerprint)
+        sealed[kind] = (tmp_path / f"{kind}.pgp").read_bytes()
+
+    server, ledger, done = Server(settings), Ledger(), asyncio.Event()
+    server.start()
+    try:
+        chaos = asyncio.create_task(killer(server, done))
+        await client(settings, me, sealed, ledger)
+        done.set()
+        await chaos
+        await wait_until_settled(settings)
+    finally:
+        server.stop()
+
+    assert server.kills >= KILLS
+    inbox = sorted(p.name for p in (settings.mailboxes / RECIPIENT / "inbox").iterdir())
+    logs = sorted(p.name for p in (settings.mailboxes / SENDER / "inbox").iterdir())
+    good = {n for n in ledger.acknowledged if int(n[17:20]) % 5 != 4}
+    bad = {n for n in ledger.acknowledged if int(n[17:20]) % 5 == 4}
+    assert len(good) + len(bad) == UPLOADS
+    # every acknowledged upload produced its output, under its own name (no suffix = no twin)
+    assert good <= set(inbox)
+    assert {f"ERREUR{n.removesuffix('.edi')}_1.log" for n in bad} <= set(logs)
+    # nothing else than attempted uploads, each at most once
+    attempted = set(ledger.attempted)
+    assert set(inbox) <= attempted
+    assert {f"ERREUR{n.removesuffix('.edi')}_1.log" for n in attempted} >= set(logs)
+    assert not [n for n in inbox + logs if "_2." in n]
+    with contextlib.closing(sqlite3.connect(settings.data / "bdi.sqlite3")) as db:
+        movements = db.execute("SELECT file_name FROM movement").fetchall()
+    assert sorted(m[0] for m in movements) == inbox
