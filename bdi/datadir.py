@@ -54,6 +54,17 @@ def write_admin_token(settings: Settings) -> str:
     return token
 
 
+def web_secret(settings: Settings) -> str:
+    """The key signing Suivi session cookies; kept in the data folder across restarts."""
+    path = settings.data / "web-secret"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(secrets.token_urlsafe(48) + "\n")
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return path.read_text().strip()
+
+
 async def initialise(settings: Settings) -> InitResult:
     """Create database, hub OpenPGP key, SSH host key and admin token; idempotent."""
     if is_initialised(settings):

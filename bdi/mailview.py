@@ -71,6 +71,11 @@ class UploadHandle:
 class ReadHandle:
     fd: int
 
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """What the SFTP layer's sparse-range query (`ranges@asyncssh.com`, used by asyncssh's
+        `get`) needs: SEEK_DATA / SEEK_HOLE on the file being read."""
+        return os.lseek(self.fd, offset, whence)
+
 
 @dataclass
 class MailboxView:
@@ -79,6 +84,7 @@ class MailboxView:
     spool: Spool
     hub_key: Path
     max_upload: int
+    ignored_suffixes: tuple[str, ...] = (".pgp", ".gpg", ".asc")  # layout.toml [bdi]
 
     # -- paths --------------------------------------------------------------------------
     def resolve(self, raw: bytes) -> Place:
@@ -166,7 +172,13 @@ class MailboxView:
         if handle.name.endswith(TEMP_SUFFIXES):
             handle.path.replace(self.mailboxes.outbox(self.participant) / handle.name)
             return
-        await self.spool.take_in(self.participant, handle.path, handle.name)
+        await self.spool.take_in(self.participant, handle.path, self.upload_name(handle.name))
+
+    def abandon_upload(self, handle: UploadHandle) -> None:
+        """The session ended before the client closed the upload: it was never acknowledged,
+        so it is not taken in (the client sends it again)."""
+        os.close(handle.fd)
+        handle.path.unlink(missing_ok=True)
 
     async def rename(self, old: Place, new: Place) -> None:
         if old.area != OUTBOX or new.area != OUTBOX or not old.name or not new.name:
@@ -177,7 +189,14 @@ class MailboxView:
         if new.name.endswith(TEMP_SUFFIXES):
             source.replace(self._file(new))
             return
-        await self.spool.take_in(self.participant, source, new.name)
+        await self.spool.take_in(self.participant, source, self.upload_name(new.name))
+
+    def upload_name(self, file_name: str) -> str:
+        """The uploaded file name without an added `.pgp`/`.gpg`/`.asc` (HUB.md, Uploading)."""
+        for suffix in self.ignored_suffixes:
+            if file_name.lower().endswith(suffix):
+                return file_name[: -len(suffix)]
+        return file_name
 
     def remove(self, place: Place) -> None:
         if place.area not in (INBOX, OUTBOX) or place.name is None:

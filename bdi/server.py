@@ -13,11 +13,12 @@ import structlog
 
 from bdi.admin.passwords import verify_password
 from bdi.config import Settings
-from bdi.datadir import hub_key_file, open_hub
+from bdi.datadir import hub_key_file, open_hub, web_secret
 from bdi.mailview import MailboxView
 from bdi.pipeline import Hub, Pipeline, utcnow
 from bdi.sftp import HubSFTPServer
 from bdi.spool import Spool
+from bdi.web import web_server
 
 log = structlog.get_logger("bdi.server")
 
@@ -111,6 +112,7 @@ class RunningServer:
     pipeline: Pipeline
     acceptor: asyncssh.SSHAcceptor
     sessions: Sessions
+    web_port: int
 
     @property
     def sftp_port(self) -> int:
@@ -170,16 +172,18 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         allow_pty=False,
     )
     watcher = asyncio.create_task(_watch_sessions(hub, sessions))
-    server = RunningServer(hub, pipeline, acceptor, sessions)
-    log.info(
-        "server.started",
-        host=settings.host,
-        sftp_port=server.sftp_port,
-        resumed=resumed,
-        swept=removed,
-    )
     try:
-        yield server
+        async with web_server(hub, web_secret(settings)) as web_port:
+            server = RunningServer(hub, pipeline, acceptor, sessions, web_port)
+            log.info(
+                "server.started",
+                host=settings.host,
+                sftp_port=server.sftp_port,
+                web_port=web_port,
+                resumed=resumed,
+                swept=removed,
+            )
+            yield server
     finally:
         watcher.cancel()
         acceptor.close()

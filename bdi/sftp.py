@@ -100,6 +100,11 @@ class HubSFTPServer(asyncssh.SFTPServer):
 
     async def close(self, file_obj: object) -> None:
         if isinstance(file_obj, UploadHandle):
+            if self.channel.is_closing():
+                # asyncssh closes the handles left open when the channel or the connection
+                # is gone: no client asked for this close, nothing may be taken in
+                self.view.abandon_upload(file_obj)
+                return
             await _mapped(lambda: self.view.close_upload(file_obj))
         elif isinstance(file_obj, ReadHandle):
             os.close(file_obj.fd)
@@ -152,3 +157,10 @@ class HubSFTPServer(asyncssh.SFTPServer):
 
     async def readlink(self, path: bytes) -> bytes:
         raise asyncssh.SFTPNoSuchFile("no links here")
+
+    # asyncssh's defaults for these query the hub's real file system: not offered
+    async def statvfs(self, path: bytes) -> asyncssh.SFTPVFSAttrs:
+        raise asyncssh.SFTPOpUnsupported("statvfs is not supported")
+
+    async def fstatvfs(self, file_obj: object) -> asyncssh.SFTPVFSAttrs:
+        raise asyncssh.SFTPOpUnsupported("fstatvfs is not supported")

@@ -1,0 +1,131 @@
+"""The admin JSON API under `/api/admin/`: the CLI's operations over HTTP, bearer-token auth.
+
+Handlers are thin: parse, call `AdminService`, render. Errors map to statuses in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bdi.admin.openapi import OPENAPI
+from bdi.admin.service import AdminError, AdminService, NotFoundError
+
+Handler = Callable[[Request, AdminService], Awaitable[Any]]
+
+
+def token_ok(header: str | None, hash_file: Path) -> bool:
+    """Constant-time check of `Authorization: Bearer <token>` against the stored hash."""
+    if not header or not header.startswith("Bearer "):
+        return False
+    try:
+        stored = hash_file.read_text().strip()
+    except OSError:
+        return False
+    offered = hashlib.sha256(header.removeprefix("Bearer ").strip().encode()).hexdigest()
+    return hmac.compare_digest(offered, stored)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdminError(f"body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise AdminError("body must be a JSON object")
+    return body
+
+
+def _field(body: dict[str, Any], name: str, required: bool = True) -> Any:
+    value = body.get(name)
+    if value is None and required:
+        raise AdminError(f"missing field {name!r}")
+    if value is not None and not isinstance(value, str):
+        raise AdminError(f"field {name!r} must be a string")
+    return value
+
+
+def endpoint(
+    service: Callable[[], AdminService], token_file: Path, handler: Handler, status: int = 200
+) -> Callable[[Request], Awaitable[Response]]:
+    async def run(request: Request) -> Response:
+        if not token_ok(request.headers.get("authorization"), token_file):
+            return JSONResponse(
+                {"error": "missing or wrong admin token"},
+                401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            result = await handler(request, service())
+        except NotFoundError as exc:
+            return JSONResponse({"error": str(exc)}, 404)
+        except AdminError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        return JSONResponse(result, status)
+
+    return run
+
+
+async def _add(request: Request, s: AdminService) -> Any:
+    body = await _body(request)
+    return await s.add(
+        _field(body, "id"),
+        name=_field(body, "name"),
+        email=_field(body, "email"),
+        pgp_key=_field(body, "pgp_key"),
+        role=_field(body, "role", False),
+        ssh_key=_field(body, "ssh_key", False),
+    )
+
+
+def _pid(request: Request) -> str:
+    return str(request.path_params["edi_id"])
+
+
+async def _set_pgp(request: Request, s: AdminService) -> Any:
+    return await s.set_pgp_key(_pid(request), _field(await _body(request), "pgp_key"))
+
+
+async def _set_ssh(request: Request, s: AdminService) -> Any:
+    return await s.set_ssh_key(_pid(request), _field(await _body(request), "ssh_key"))
+
+
+async def _referential(request: Request, s: AdminService) -> Any:
+    return await s.load_referential(_field(await _body(request), "toml"))
+
+
+HANDLERS: list[tuple[str, str, Handler, int]] = [
+    ("/participants", "GET", lambda r, s: s.list(), 200),
+    ("/participants", "POST", _add, 201),
+    ("/participants/{edi_id}", "GET", lambda r, s: s.show(_pid(r)), 200),
+    ("/participants/{edi_id}/disable", "POST", lambda r, s: s.set_active(_pid(r), False), 200),
+    ("/participants/{edi_id}/enable", "POST", lambda r, s: s.set_active(_pid(r), True), 200),
+    ("/participants/{edi_id}/reset-password", "POST", lambda r, s: s.reset_password(_pid(r)), 200),
+    ("/participants/{edi_id}/pgp-key", "PUT", _set_pgp, 200),
+    ("/participants/{edi_id}/ssh-key", "PUT", _set_ssh, 200),
+    ("/hub-key", "GET", lambda r, s: s.hub_key(), 200),
+    ("/token/rotate", "POST", lambda r, s: s.rotate_token(), 200),
+    ("/referential", "PUT", _referential, 200),
+]
+
+
+async def openapi(_: Request) -> Response:
+    return JSONResponse(OPENAPI)
+
+
+def create_admin_api(service: Callable[[], AdminService], token_file: Path) -> Starlette:
+    routes = [Route("/openapi.json", openapi, methods=["GET"])]
+    routes += [
+        Route(path, endpoint(service, token_file, handler, status), methods=[method])
+        for path, method, handler, status in HANDLERS
+    ]
+    return Starlette(routes=routes)

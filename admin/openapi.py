@@ -1,0 +1,132 @@
+"""The OpenAPI 3.1 document of the admin API, served at `/api/admin/openapi.json`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _op(
+    summary: str,
+    ok: dict[str, Any],
+    body: dict[str, Any] | None = None,
+    status: str = "200",
+    path_id: bool = False,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            status: {"description": "done", **_json(ok)},
+            "400": {"description": "refused; nothing changed", **_json(_ref("Error"))},
+            "401": {"description": "missing or wrong token", **_json(_ref("Error"))},
+        },
+    }
+    if path_id:
+        op["parameters"] = [
+            {"name": "edi_id", "in": "path", "required": True, "schema": {"type": "string"}}
+        ]
+        op["responses"]["404"] = {"description": "no such participant", **_json(_ref("Error"))}
+    if body is not None:
+        op["requestBody"] = {"required": True, **_json(body)}
+    return op
+
+
+def _obj(required: list[str], **props: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props}
+
+
+STR = {"type": "string"}
+PARTICIPANT = _obj(
+    ["id", "name", "role", "state", "pgp_fingerprint"],
+    id=STR,
+    name=STR,
+    email=STR,
+    role=STR,
+    pgp_fingerprint=STR,
+    state={"type": "string", "enum": ["active", "disabled"]},
+    ssh_keys={"type": "integer"},
+    created=STR,
+    last_login={"type": ["string", "null"]},
+)
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "BDI admin API", "version": "1.0.0"},
+    "servers": [{"url": "/api/admin"}],
+    "security": [{"bearer": []}],
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": _obj(["error"], error=STR),
+            "Participant": PARTICIPANT,
+            "Password": _obj(["id", "password"], id=STR, password=STR),
+        },
+    },
+    "paths": {
+        "/participants": {
+            "get": _op("List participants", {"type": "array", "items": _ref("Participant")}),
+            "post": _op(
+                "Register a participant (the issued password is returned once)",
+                _ref("Password"),
+                _obj(
+                    ["id", "name", "email", "pgp_key"],
+                    id=STR,
+                    name=STR,
+                    email=STR,
+                    pgp_key=STR,
+                    role=STR,
+                    ssh_key=STR,
+                ),
+                status="201",
+            ),
+        },
+        "/participants/{edi_id}": {
+            "get": _op("Show a participant", _ref("Participant"), path_id=True),
+        },
+        "/participants/{edi_id}/disable": {
+            "post": _op("Disable (closes its sessions)", _ref("Participant"), path_id=True),
+        },
+        "/participants/{edi_id}/enable": {
+            "post": _op("Enable", _ref("Participant"), path_id=True),
+        },
+        "/participants/{edi_id}/reset-password": {
+            "post": _op("Issue a new password", _ref("Password"), path_id=True),
+        },
+        "/participants/{edi_id}/pgp-key": {
+            "put": _op(
+                "Replace the OpenPGP key",
+                _obj(["id", "pgp_fingerprint"], id=STR, pgp_fingerprint=STR),
+                _obj(["pgp_key"], pgp_key=STR),
+                path_id=True,
+            ),
+        },
+        "/participants/{edi_id}/ssh-key": {
+            "put": _op(
+                "Replace the SSH key",
+                _obj(["id"], id=STR, ssh_keys={"type": "integer"}),
+                _obj(["ssh_key"], ssh_key=STR),
+                path_id=True,
+            ),
+        },
+        "/hub-key": {"get": _op("The hub's OpenPGP public key", _obj(["armoured"], armoured=STR))},
+        "/token/rotate": {"post": _op("New admin token", _obj(["token"], token=STR))},
+        "/referential": {
+            "put": _op(
+                "Replace the participant referential",
+                _obj(
+                    ["participants", "labels"],
+                    participants={"type": "integer"},
+                    labels={"type": "integer"},
+                ),
+                _obj(["toml"], toml=STR),
+            ),
+        },
+    },
+}
