@@ -9,6 +9,7 @@ import typer
 
 from bdi.admin.cli import app as admin_app
 from bdi.check import check_path, paris_now, render_json, render_text
+from bdi.kit.cli import app as kit_app
 from bdi.routing.layout import default_layout
 from bdi.routing.referential import ReferentialError, parse_referential
 
@@ -26,6 +27,7 @@ app = typer.Typer(
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
 app.add_typer(admin_app, name="admin")
+app.add_typer(kit_app, name="kit")
 
 
 @app.callback()

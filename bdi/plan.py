@@ -77,8 +77,20 @@ def occurrence(
             ]
         ),
         grid_json=json.dumps([json.loads(fields_json(g)) for g in flow.grid]),
+        producer_code=_text(flow.fields.get("producer_code")),
+        insured_folded=fold(_text(flow.fields.get("insured_name"))),
     )
     return flow.layout, flow.key, row
+
+
+def _text(value: Value) -> str | None:
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
+def fold(text: str | None) -> str | None:
+    """The form the Suivi compares insured names in: trimmed, upper case (§8.4)."""
+    return text.strip().upper() if text else None
 
 
 def group_by_recipient(sections: Sequence[SectionReport]) -> dict[str, list[SectionReport]]:

@@ -18,6 +18,7 @@ from bdi.admin.api import create_admin_api
 from bdi.admin.wiring import service_for
 from bdi.datadir import token_hash_file
 from bdi.pipeline import Hub
+from bdi.uploads_api import create_uploads_api
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -30,7 +31,7 @@ class _EmbeddedServer(uvicorn.Server):
 
 def create_web_app(hub: Hub, secret_key: str) -> Starlette:
     admin = create_admin_api(lambda: service_for(hub, "api"), token_hash_file(hub.settings))
-    routes = [Mount("/api/admin", app=admin)]
+    routes = [Mount("/api/admin", app=admin), Mount("/api/uploads", app=create_uploads_api(hub))]
     suivi = _suivi(hub, secret_key)
     if suivi is not None:
         routes.append(Mount("/", app=suivi))

@@ -105,6 +105,11 @@ class FlowOccurrence(SQLModel, table=True):
     fields_json: str = "{}"
     lines_json: str = "[]"
     grid_json: str = "[]"
+    # Suivi search columns (OPTIFLUX.md §8.4), copied from the head record so that the
+    # commonest criteria run on indexes: the code apporteur, and the insured name folded
+    # (trimmed, upper case) for case-insensitive substring matching on any database.
+    producer_code: str | None = Field(default=None, index=True)
+    insured_folded: str | None = Field(default=None, index=True)
 
 
 class AuditEvent(SQLModel, table=True):

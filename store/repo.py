@@ -226,3 +226,23 @@ class Store:
                 await s.delete(row)
             s.add_all(SshKey(participant_id=participant_id, public_key=k) for k in keys)
             await s.commit()
+
+    async def jobs_named(
+        self, participant_id: str, upload_name: str
+    ) -> list[tuple[Job, list[Output]]]:
+        """A participant's uploads of one name, oldest first, with their outputs."""
+        async with self.session() as s:
+            jobs = (
+                await s.exec(
+                    select(Job)
+                    .where(Job.participant_id == participant_id, Job.upload_name == upload_name)
+                    .order_by(col(Job.id))
+                )
+            ).all()
+            out = []
+            for job in jobs:
+                rows = await s.exec(
+                    select(Output).where(Output.job_id == job.id).order_by(col(Output.seq))
+                )
+                out.append((job, list(rows.all())))
+            return out

@@ -1,0 +1,1 @@
+"""The participant kit: keys, send, receive, watch."""
