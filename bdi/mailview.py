@@ -84,7 +84,6 @@ class MailboxView:
     spool: Spool
     hub_key: Path
     max_upload: int
-    ignored_suffixes: tuple[str, ...] = (".pgp", ".gpg", ".asc")  # layout.toml [bdi]
 
     # -- paths --------------------------------------------------------------------------
     def resolve(self, raw: bytes) -> Place:
@@ -172,7 +171,7 @@ class MailboxView:
         if handle.name.endswith(TEMP_SUFFIXES):
             handle.path.replace(self.mailboxes.outbox(self.participant) / handle.name)
             return
-        await self.spool.take_in(self.participant, handle.path, self.upload_name(handle.name))
+        await self.spool.take_in(self.participant, handle.path, handle.name)
 
     def abandon_upload(self, handle: UploadHandle) -> None:
         """The session ended before the client closed the upload: it was never acknowledged,
@@ -189,14 +188,7 @@ class MailboxView:
         if new.name.endswith(TEMP_SUFFIXES):
             source.replace(self._file(new))
             return
-        await self.spool.take_in(self.participant, source, self.upload_name(new.name))
-
-    def upload_name(self, file_name: str) -> str:
-        """The uploaded file name without an added `.pgp`/`.gpg`/`.asc` (HUB.md, Uploading)."""
-        for suffix in self.ignored_suffixes:
-            if file_name.lower().endswith(suffix):
-                return file_name[: -len(suffix)]
-        return file_name
+        await self.spool.take_in(self.participant, source, new.name)
 
     def remove(self, place: Place) -> None:
         if place.area not in (INBOX, OUTBOX) or place.name is None:

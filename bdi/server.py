@@ -132,7 +132,6 @@ def sftp_factory(
             spool,
             hub_key_file(hub.settings),
             hub.settings.max_upload_bytes,
-            hub.layout.name_suffixes_ignored,
         )
         return HubSFTPServer(chan, view)
 

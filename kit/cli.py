@@ -25,7 +25,12 @@ PortOpt = Annotated[int, typer.Option(help="hub SFTP port")]
 UserOpt = Annotated[str, typer.Option(help="your EDI identifier")]
 PasswordOpt = Annotated[Path | None, typer.Option(help="file holding your issued password")]
 IdentityOpt = Annotated[Path | None, typer.Option(help="your SSH private key")]
-KnownOpt = Annotated[Path | None, typer.Option(help="known_hosts file to check the hub's key")]
+KnownOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="known_hosts file for the hub's key (default: <home>/known_hosts, pinned on first use)"
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
@@ -49,6 +54,7 @@ async def _guarded(work: Awaitable[T]) -> T:
 
 
 def _remote(
+    home: Path,
     host: str,
     port: int,
     user: str,
@@ -60,7 +66,8 @@ def _remote(
     if password_file is None and identity is None:
         raise _fail("give --password-file or --identity")
     password = password_file.read_text().strip() if password_file else None
-    return Remote(host, port, user, password, identity, known_hosts, web_port)
+    pinned = known_hosts or home / "known_hosts"
+    return Remote(host, port, user, password, identity, pinned, web_port)
 
 
 def _report(outcomes: list[Outcome], as_json: bool) -> None:
@@ -109,7 +116,7 @@ def send_cmd(
     for path in files:
         if not path.is_file():
             raise _fail(f"{path}: no such file")
-    remote = _remote(host, port, user, password_file, identity, known_hosts, web_port)
+    remote = _remote(home, host, port, user, password_file, identity, known_hosts, web_port)
     kit = KitHome(home)
 
     async def go() -> list[Outcome]:
@@ -139,7 +146,7 @@ def receive_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Download, verify and decrypt every inbox file into --to, then delete it remotely."""
-    remote = _remote(host, port, user, password_file, identity, known_hosts)
+    remote = _remote(home, host, port, user, password_file, identity, known_hosts)
     to.mkdir(parents=True, exist_ok=True)
     _report(_run(receive(KitHome(home), remote, to)), as_json)
 
@@ -160,7 +167,7 @@ def watch(
 ) -> None:
     """For automated systems: send what appears in --outgoing (moved to sent/), receive
     into --to, in a loop; stops cleanly on SIGTERM or SIGINT."""
-    remote = _remote(host, port, user, password_file, identity, known_hosts)
+    remote = _remote(home, host, port, user, password_file, identity, known_hosts)
     kit = KitHome(home)
     for folder in (outgoing, outgoing / "sent", to):
         folder.mkdir(parents=True, exist_ok=True)

@@ -45,19 +45,32 @@ class Outcome:
 
 @contextlib.asynccontextmanager
 async def sftp_session(remote: Remote) -> AsyncIterator[asyncssh.SFTPClient]:
+    """An SFTP session; the hub's host key is checked against known_hosts, which is
+    filled on first use when it does not exist yet (trust on first use, like ssh)."""
+    pinned = remote.known_hosts
+    first_use = pinned is not None and not pinned.exists()
     options: dict[str, Any] = {
         "username": remote.user,
-        "known_hosts": str(remote.known_hosts) if remote.known_hosts else None,
+        "known_hosts": str(pinned) if pinned and not first_use else None,
         "agent_path": None,
         "client_keys": [str(remote.identity)] if remote.identity else None,
         "password": remote.password,
     }
     try:
-        async with asyncssh.connect(remote.host, remote.port, **options) as conn, \
-                conn.start_sftp_client() as sftp:  # fmt: skip
-            yield sftp
+        async with asyncssh.connect(remote.host, remote.port, **options) as conn:
+            if first_use and pinned is not None:
+                _pin_host_key(pinned, remote, conn.get_server_host_key())
+            async with conn.start_sftp_client() as sftp:
+                yield sftp
     except (OSError, asyncssh.Error) as exc:
         raise KitError(f"cannot talk to {remote.host}:{remote.port}: {exc}") from exc
+
+
+def _pin_host_key(path: Path, remote: Remote, key: asyncssh.SSHKey | None) -> None:
+    if key is None:
+        raise KitError("the hub offered no host key")
+    line = f"[{remote.host}]:{remote.port} {key.export_public_key().decode().strip()}\n"
+    path.write_text(line)
 
 
 async def hub_fingerprint(sftp: asyncssh.SFTPClient, home: KitHome, pgp: OpenPGP) -> str:
