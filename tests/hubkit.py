@@ -150,7 +150,9 @@ async def prepare_data(settings: Settings, parties: dict[str, Party]) -> str:
 async def hub_running(
     data: Path, parties: dict[str, Party], **overrides: object
 ) -> AsyncIterator[HubUnderTest]:
-    settings = load_settings(None, data=data, sftp_port=0, host="127.0.0.1", **overrides)
+    settings = load_settings(
+        None, data=data, sftp_port=0, web_port=0, host="127.0.0.1", **overrides
+    )
     hub_key = await prepare_data(settings, parties)
     fingerprint = (data / "hub-fingerprint").read_text().strip()
     try:
