@@ -15,7 +15,7 @@ $(BIN)/bdi: pyproject.toml
 install: $(BIN)/bdi
 
 run: install
-	$(BIN)/bdi check ../shared/spec/samples/*.edi
+	$(BIN)/bdi demo
 
 lint: install
 	$(BIN)/ruff format --check .
