@@ -7,6 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: install run test lint typecheck pytest bench clean
 
 $(BIN)/bdi: pyproject.toml
+	scripts/system-deps
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
@@ -25,6 +26,7 @@ typecheck: install
 	MYPY=$(BIN)/mypy scripts/typecheck
 
 pytest: install
+	scripts/system-deps --test
 	$(BIN)/pytest
 
 test: lint typecheck pytest
