@@ -1,0 +1,698 @@
+"""Benchmark of the hub end to end: routed small uploads against the OpenPGP floor and raw SFTP,
+and the server's memory on one 256 MiB upload.
+
+The hub runs as a separate `bdi serve` process over a data folder prepared here (hub key,
+the broker COU010234 and the company CIE000311 registered with their own GnuPG homes); the
+SFTP clients run in this process. Both share the machine's cores.
+
+(a) routed: FILES distinct single-section files (the sample RCOU010234_00311_000001.edi with
+    its policy number varied), sealed beforehand (signed by the broker, encrypted to the hub),
+    uploaded over CLIENTS concurrent SFTP sessions; timed from the first upload to the moment
+    the recipient's inbox holds them all.
+(b) the OpenPGP floor: the same gpg work on the same files (decrypt+verify with the hub's
+    home, then sign+encrypt of the plain file to the recipient), through the hub's OpenPGP
+    class, in a pool of one process per core.
+(c) raw SFTP: the same uploads under `.part` names, which the hub never takes in.
+(d) memory: one 256 MiB file (the sample's records repeated, in sections of SECTION_RECORDS
+    records), sealed beforehand without compression so that 256 MiB travel over SFTP too; the
+    server process's peak RSS (polled) over its idle RSS (after start-up and one small upload).
+
+Targets: (a) >= TARGET_RATIO x (b); peak RSS growth of (d) <= RSS_GROWTH_MB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncssh
+import psutil
+
+from bdi.admin.registry import register
+from bdi.config import Settings, load_settings
+from bdi.crypto import OpenPGP
+from bdi.datadir import hub_key_file, initialise, open_hub
+from bdi.routing.layout import default_layout
+from bdi.routing.scan import CheckContext, check_bytes
+from bdi.routing.writer import parse_file, write_file
+
+Emit = Callable[[str], None]
+Upload = tuple[str, bytes]  # (name in /outbox/, sealed bytes)
+
+MB = 1_000_000
+MIB = 1024 * 1024
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "spec" / "samples"
+SAMPLE = SAMPLES / "RCOU010234_00311_000001.edi"  # one section, COU010234 -> CIE000311
+SENDER, RECIPIENT = "COU010234", "CIE000311"
+NAME = "RCOU010234_00311_{:06d}.edi"
+POLICY = b"SIA-2008-00123"  # the policy number, in every record of the sample
+FILES = 300
+CLIENTS = 4
+WARM_UPS = 2  # untimed uploads, one per server start: files FILES+1, FILES+2
+BIG_NUMBER = 999_999
+BIG_BYTES = 256 * MIB
+SECTION_RECORDS = 1000  # records per section of the big file (~640 KB)
+HEADER_NUMBER = slice(50, 53)  # header columns 51-53: section number
+FOOTER_NUMBER = slice(32, 35)  # footer columns 33-35: section number
+TARGET_RATIO = 0.80
+RSS_GROWTH_MB = 64
+MAX_BYTES = 1 << 30  # max_upload_bytes and max_decrypted_bytes given to the server
+DEADLINE_S = 900.0  # bound of every wait for the hub
+POLL_S = 0.01
+RSS_POLL_S = 0.02
+BDI = Path(sys.executable).absolute().parent / "bdi"
+# CPU time fields that count as busy (guest time is already inside user on Linux)
+BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq", "steal")
+GPG_OPTIONS = ["--batch", "--yes", "--trust-model", "always", "--pinentry-mode", "error"]
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot be trusted (invalid file, refused upload, server failure)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    edi_id: str
+    pgp: OpenPGP
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hub:
+    """The prepared data folder: settings, hub key, participants' issued passwords."""
+
+    settings: Settings
+    fingerprint: str
+    passwords: dict[str, str]
+
+    def inbox(self, participant: str) -> Path:
+        return self.settings.mailboxes / participant / "inbox"
+
+
+# --- files ------------------------------------------------------------------------------
+
+
+def small_files(count: int) -> list[tuple[str, bytes]]:
+    """`count` valid one-section files, numbered 1..count in name and policy number."""
+    sample = SAMPLE.read_bytes()
+    files = []
+    for number in range(1, count + 1):
+        name = NAME.format(number)
+        data = sample.replace(POLICY, POLICY[:-5] + b"%05d" % number)
+        if not check_bytes(data, CheckContext(name, SENDER)).fully_accepted:
+            raise BenchError(f"generated {name} is not valid")
+        files.append((name, data))
+    return files
+
+
+def cli_accepts(path: Path) -> bool:
+    """`bdi check --uploader SENDER` says the file would be fully delivered."""
+    argv = [str(BDI), "check", "--uploader", SENDER, str(path)]
+    return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+
+
+def big_template() -> bytes:
+    """The sample's section with its records repeated to about SECTION_RECORDS (section 1)."""
+    section = parse_file(SAMPLE.read_bytes())[0]
+    times = max(1, SECTION_RECORDS // len(section.records))
+    return write_file([replace(section, records=section.records * times)])
+
+
+def numbered(template: bytes, footer: int, number: int) -> bytes:
+    data = bytearray(template)
+    digits = b"%03d" % number
+    data[HEADER_NUMBER] = digits
+    data[footer + FOOTER_NUMBER.start : footer + FOOTER_NUMBER.stop] = digits
+    return bytes(data)
+
+
+def write_big(path: Path) -> int:
+    """Write a valid file of at least BIG_BYTES, sections 1..N; return N."""
+    template = big_template()
+    footer = len(template) - (default_layout().record_length + 1)
+    count = math.ceil(BIG_BYTES / len(template))
+    head = numbered(template, footer, 1) + numbered(template, footer, 2)
+    if count > 999 or not check_bytes(head, CheckContext(path.name, SENDER)).fully_accepted:
+        raise BenchError(f"cannot make a valid {path.name} of {count} sections")
+    with path.open("wb") as out:
+        for number in range(1, count + 1):
+            out.write(numbered(template, footer, number))
+    return count
+
+
+# --- GnuPG ------------------------------------------------------------------------------
+
+_PGP: list[OpenPGP] = []  # the GnuPG home of a pool worker process
+
+
+def _open_home(home: str) -> None:
+    _PGP.append(OpenPGP(Path(home)))
+
+
+def _pause(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _seal(src: Path, dst: Path, recipient: str, signer: str) -> None:
+    _PGP[0].sign_encrypt(src, dst, recipient, signer)
+
+
+def _route(sealed: Path, plain: Path, out: Path, recipient: str, signer: str) -> bool:
+    """What the hub's gpg does for one upload: decrypt+verify, then sign+encrypt."""
+    verdict = _PGP[0].decrypt_verify(sealed, plain, MAX_BYTES)
+    if not verdict.ok:
+        return False
+    _PGP[0].sign_encrypt(plain, out, recipient, signer)
+    return True
+
+
+@contextlib.contextmanager
+def gpg_pool(home: Path) -> Iterator[ProcessPoolExecutor]:
+    """One process per core, each with `home` opened (and its agent running) before use."""
+    workers = os.cpu_count() or 1
+    with ProcessPoolExecutor(workers, initializer=_open_home, initargs=(str(home),)) as pool:
+        list(pool.map(_pause, [0.2] * workers))
+        yield pool
+
+
+def seal_all(home: Path, plain: Sequence[Path], folder: Path, hub: str, signer: str) -> list[Path]:
+    sealed = [folder / f"{p.name}.pgp" for p in plain]
+    with gpg_pool(home) as pool:
+        for future in [
+            pool.submit(_seal, p, s, hub, signer) for p, s in zip(plain, sealed, strict=True)
+        ]:
+            future.result()
+    return sealed
+
+
+def seal_uncompressed(party: Party, src: Path, dst: Path, hub: str) -> None:
+    """Sign and encrypt with the gpg CLI, without compression (-z 0)."""
+    argv = ["gpg", "--homedir", str(party.pgp.home), *GPG_OPTIONS, "-z", "0", "--sign"]
+    argv += ["--local-user", party.fingerprint, "--encrypt", "--recipient", hub]
+    argv += ["--no-encrypt-to", "--output", str(dst), str(src)]
+    done = subprocess.run(argv, capture_output=True, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"sealing {src.name} failed: {done.stderr.decode(errors='replace')}")
+
+
+def floor(hub: Hub, recipient: str, sealed: Sequence[Path], work: Path) -> float:
+    """Seconds for the pool to do the hub's gpg work on every sealed file."""
+    keys = recipient, hub.fingerprint
+    with gpg_pool(hub.settings.gnupg_home) as pool:
+        start = time.perf_counter()
+        futures = [
+            pool.submit(_route, s, work / f"{s.name}.plain", work / f"{s.name}.out", *keys)
+            for s in sealed
+        ]
+        ok = [f.result() for f in futures]
+        seconds = time.perf_counter() - start
+    if not all(ok):
+        raise BenchError(f"the floor refused {ok.count(False)} sealed files")
+    return seconds
+
+
+# --- the hub ----------------------------------------------------------------------------
+
+
+def make_party(edi_id: str) -> Party:
+    pgp = OpenPGP(Path(tempfile.mkdtemp(prefix="g", dir="/tmp")))  # short: agent socket path
+    return Party(edi_id, pgp, pgp.generate_key(f"{edi_id} <{edi_id.lower()}@example.test>"))
+
+
+async def prepare(settings: Settings, parties: Sequence[Party]) -> Hub:
+    """Initialise the data folder and register the parties, as an administrator would."""
+    await initialise(settings)
+    hub = await open_hub(settings)
+    passwords = {}
+    for party in parties:
+        registered = await register(
+            hub.store,
+            hub.pgp,
+            hub.mailboxes,
+            default_layout(),
+            edi_id=party.edi_id,
+            name=party.edi_id,
+            email="",
+            pgp_key=party.pgp.export_public(party.fingerprint),
+            role=None,
+            ssh_keys=[],
+            now=datetime.now(UTC),
+        )
+        passwords[party.edi_id] = registered.password
+    await hub.store.engine.dispose()
+    return Hub(settings, hub.hub_fingerprint, passwords)
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    def process(self) -> psutil.Process:
+        return psutil.Process(self.proc.pid)
+
+
+def started_port(log: Path) -> int | None:
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict) and event.get("event") == "server.started":
+                return int(event["sftp_port"])
+    return None
+
+
+def wait_started(proc: subprocess.Popen[bytes], log: Path) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        port = started_port(log)
+        if port is not None:
+            return port
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+    raise BenchError(f"`bdi serve` did not start:\n{tail}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def serving(hub: Hub, log: Path) -> Iterator[Server]:
+    """`bdi serve` in its own process, on ports it picks; stopped (SIGTERM) on exit."""
+    env = {
+        **os.environ,
+        "BDI_MAX_UPLOAD_BYTES": str(MAX_BYTES),
+        "BDI_MAX_DECRYPTED_BYTES": str(MAX_BYTES),
+    }
+    argv = [str(BDI), "serve", "--data", str(hub.settings.data), "--sftp-port", "0"]
+    argv += ["--web-port", "0"]  # the admin web API: any free port
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        yield Server(proc, wait_started(proc, log))
+    finally:
+        stop(proc)
+
+
+def hub_agent(home: Path) -> psutil.Process | None:
+    """The gpg-agent serving the hub's GnuPG home (it does the hub's secret-key operations)."""
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.info["name"] == "gpg-agent" and str(home) in " ".join(proc.info["cmdline"] or ()):
+            return proc
+    return None
+
+
+# --- SFTP -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Clients:
+    sftp: list[asyncssh.SFTPClient]
+    cipher: str  # negotiated client-to-server cipher
+
+
+@contextlib.asynccontextmanager
+async def sessions(port: int, user: str, password: str, count: int) -> AsyncIterator[Clients]:
+    """`count` SFTP sessions, each over its own SSH connection."""
+    async with contextlib.AsyncExitStack() as stack:
+        clients, cipher = [], ""
+        for _ in range(count):
+            conn = await stack.enter_async_context(
+                asyncssh.connect(
+                    "127.0.0.1",
+                    port,
+                    username=user,
+                    password=password,
+                    known_hosts=None,
+                    client_keys=None,
+                    agent_path=None,
+                )
+            )
+            clients.append(await stack.enter_async_context(conn.start_sftp_client()))
+            cipher = str(conn.get_extra_info("send_cipher"))
+        yield Clients(clients, cipher)
+
+
+async def upload_all(
+    clients: Sequence[asyncssh.SFTPClient], files: Sequence[Upload], suffix: str = ""
+) -> None:
+    """Each session uploads its share of `files` one after the other; sessions in parallel."""
+
+    async def one_session(sftp: asyncssh.SFTPClient, share: Sequence[Upload]) -> None:
+        for name, data in share:
+            async with sftp.open(f"/outbox/{name}{suffix}", "wb") as f:
+                await f.write(data)
+
+    shares = [files[i :: len(clients)] for i in range(len(clients))]
+    await asyncio.gather(*(one_session(c, s) for c, s in zip(clients, shares, strict=True)))
+
+
+def visible(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if not p.name.startswith(".")]
+
+
+def refusals(hub: Hub) -> list[str]:
+    return [n for n in visible(hub.inbox(SENDER)) if n.endswith(".log")]
+
+
+async def wait_for(done: Callable[[], bool], hub: Hub, what: str) -> None:
+    """Poll until `done()`; fail on a refusal `.log` for the sender or after DEADLINE_S."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not done():
+        if refusals(hub):
+            raise BenchError(f"the hub refused an upload: {refusals(hub)}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what}: not done after {DEADLINE_S:.0f} s")
+        await asyncio.sleep(POLL_S)
+
+
+async def wait_inbox(hub: Hub, count: int) -> None:
+    inbox = hub.inbox(RECIPIENT)
+    await wait_for(lambda: len(visible(inbox)) >= count, hub, f"{count} deliveries")
+
+
+async def warm_up(hub: Hub, sftp: asyncssh.SFTPClient, upload: Upload) -> None:
+    """One routed upload, untimed: the server's first job pays for lazy start-up costs."""
+    before = len(visible(hub.inbox(RECIPIENT)))
+    await upload_all([sftp], [upload])
+    await wait_inbox(hub, before + 1)
+
+
+# --- measurements -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Cpu:
+    """CPU seconds consumed so far (user + system)."""
+
+    server: float  # the server process: SSH, SFTP, SQLite, checks, the event loop
+    gpg: float  # the gpg processes it started and reaped
+    agent: float  # the hub's gpg-agent
+    client: float  # this process: the SFTP clients
+    machine: float  # all cores, all processes
+
+    def __sub__(self, other: Cpu) -> Cpu:
+        return Cpu(
+            self.server - other.server,
+            self.gpg - other.gpg,
+            self.agent - other.agent,
+            self.client - other.client,
+            self.machine - other.machine,
+        )
+
+
+def cpu_now(server: psutil.Process, agent: psutil.Process | None) -> Cpu:
+    s = server.cpu_times()
+    a = agent.cpu_times() if agent is not None else None
+    me = psutil.Process().cpu_times()
+    total = psutil.cpu_times()
+    return Cpu(
+        server=s.user + s.system,
+        gpg=s.children_user + s.children_system,
+        agent=a.user + a.system if a is not None else 0.0,
+        client=me.user + me.system,
+        machine=sum(getattr(total, f, 0.0) for f in BUSY_FIELDS),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    cipher: str
+    uploaded_s: float  # every upload acknowledged
+    delivered_s: float  # every file in the recipient's inbox
+    cpu: Cpu
+
+
+async def routed(hub: Hub, server: Server, uploads: Sequence[Upload], first: Upload) -> Routed:
+    """(a): route `uploads` end to end, after `first` (untimed); the sessions are opened
+    before the clock starts."""
+    agent = hub_agent(hub.settings.gnupg_home)
+    async with sessions(server.port, SENDER, hub.passwords[SENDER], CLIENTS) as clients:
+        await warm_up(hub, clients.sftp[0], first)
+        target = len(visible(hub.inbox(RECIPIENT))) + len(uploads)
+        before = cpu_now(server.process(), agent)
+        start = time.perf_counter()
+        await upload_all(clients.sftp, uploads)
+        uploaded = time.perf_counter() - start
+        await wait_inbox(hub, target)
+        delivered = time.perf_counter() - start
+        used = cpu_now(server.process(), agent) - before
+        return Routed(clients.cipher, uploaded, delivered, used)
+
+
+async def raw_sftp(hub: Hub, server: Server, uploads: Sequence[Upload]) -> tuple[float, Cpu]:
+    """(c): seconds to upload everything under `.part` names (never taken in), CPU used."""
+    async with sessions(server.port, SENDER, hub.passwords[SENDER], CLIENTS) as clients:
+        before = cpu_now(server.process(), None)
+        start = time.perf_counter()
+        await upload_all(clients.sftp, uploads, suffix=".part")
+        seconds = time.perf_counter() - start
+        return seconds, cpu_now(server.process(), None) - before
+
+
+class PeakRss:
+    """Polls a process's RSS in a thread (independent of this process's event loop)."""
+
+    def __init__(self, proc: psutil.Process) -> None:
+        self.proc = proc
+        self.peak = proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(RSS_POLL_S):
+            with contextlib.suppress(psutil.Error):
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    idle: int  # server RSS after start-up and one small upload, bytes
+    peak: int  # server RSS peak during the big upload and its processing
+    upload_s: float
+    processed_s: float  # from the end of the upload to the job's end
+
+
+def spool_empty(hub: Hub) -> bool:
+    return not any(hub.settings.spool.iterdir())
+
+
+async def big_upload(hub: Hub, server: Server, sealed: Path, first: Upload) -> Memory:
+    """(d): upload one big sealed file after `first` (small, untimed); the server's RSS from
+    before the upload until its job ends."""
+    name = sealed.name.removesuffix(".pgp")
+    async with sessions(server.port, SENDER, hub.passwords[SENDER], 1) as clients:
+        sftp = clients.sftp[0]
+        await warm_up(hub, sftp, first)
+        await asyncio.sleep(1.0)
+        proc = server.process()
+        idle = proc.memory_info().rss
+        delivered = hub.inbox(RECIPIENT) / name
+        with PeakRss(proc) as rss:
+            start = time.perf_counter()
+            await sftp.put(str(sealed), f"/outbox/{name}")
+            uploaded = time.perf_counter() - start
+            await wait_for(lambda: delivered.exists() and spool_empty(hub), hub, name)
+            processed = time.perf_counter() - start - uploaded
+        return Memory(idle, rss.peak, uploaded, processed)
+
+
+# --- report -----------------------------------------------------------------------------
+
+
+def report_routed(r: Routed, count: int, emit: Emit) -> float:
+    rate = count / r.delivered_s
+    emit(
+        f"(a) routed end to end: {count} files over {CLIENTS} SFTP sessions ({r.cipher}): "
+        f"uploads acknowledged in {r.uploaded_s:.2f} s, all delivered in {r.delivered_s:.2f} s "
+        f"-> {rate:.1f} files/s"
+    )
+    report_cpu("(a)", r.cpu, count, r.delivered_s, emit)
+    return rate
+
+
+def report_cpu(what: str, c: Cpu, count: int, seconds: float, emit: Emit) -> None:
+    per = 1000 / count
+    busy = c.machine / (seconds * (os.cpu_count() or 1))
+    emit(
+        f"    CPU ms per file during {what}: server process {c.server * per:.1f}, its gpg "
+        f"{c.gpg * per:.1f}, hub gpg-agent {c.agent * per:.1f}, clients {c.client * per:.1f}; "
+        f"machine busy {busy:.0%} of {os.cpu_count()} cores"
+    )
+
+
+def report_memory(m: Memory, plain: int, sealed: int, sections: int, emit: Emit) -> bool:
+    growth = m.peak - m.idle
+    emit(
+        f"(d) one upload of {plain / MIB:.1f} MiB plain ({plain} bytes, {sections} sections), "
+        f"{sealed / MIB:.1f} MiB sealed (uncompressed, -z 0): upload {m.upload_s:.1f} s, "
+        f"processed in {m.processed_s:.1f} s after it"
+    )
+    emit(
+        f"    server RSS: idle {m.idle / MB:.1f} MB, peak {m.peak / MB:.1f} MB, growth "
+        f"{growth / MB:.1f} MB (gpg child processes not included)"
+    )
+    ok = growth <= RSS_GROWTH_MB * MB
+    emit(
+        f"target (d) server peak RSS growth <= {RSS_GROWTH_MB} MB: {'PASS' if ok else 'FAIL'} "
+        f"({growth / MB:.1f} MB; MB = 10^6 bytes)"
+    )
+    return ok
+
+
+# --- run --------------------------------------------------------------------------------
+
+
+def stop_agents(homes: Sequence[Path]) -> None:
+    for home in homes:
+        subprocess.run(
+            ["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
+            capture_output=True,
+            check=False,
+            timeout=30,
+        )
+
+
+def write_all(folder: Path, files: Sequence[tuple[str, bytes]]) -> list[Path]:
+    paths = [folder / name for name, _ in files]
+    for path, (_, data) in zip(paths, files, strict=True):
+        path.write_bytes(data)
+    return paths
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """Everything generated and sealed before any timing."""
+
+    uploads: list[Upload]  # the FILES timed uploads
+    warm_ups: list[Upload]  # WARM_UPS more, untimed
+    sealed: list[Path]  # the timed uploads' sealed files
+    plain_size: int  # of one small file
+    big: Path  # the big plain file
+    big_sealed: Path
+    sections: int  # of the big file
+
+
+def make_inputs(work: Path, hub: Hub, broker: Party, emit: Emit) -> Inputs:
+    for folder in ("plain", "sealed", "floor"):
+        (work / folder).mkdir()
+    files = small_files(FILES + WARM_UPS)
+    plain = write_all(work / "plain", files)
+    if not cli_accepts(plain[0]):
+        raise BenchError(f"`bdi check --uploader {SENDER}` refuses {plain[0].name}")
+    big = work / "plain" / NAME.format(BIG_NUMBER)
+    start = time.perf_counter()
+    sections = write_big(big)
+    emit(f"generated {big.name}: {sections} sections in {time.perf_counter() - start:.1f} s")
+    sealed = seal_all(broker.pgp.home, plain, work / "sealed", hub.fingerprint, broker.fingerprint)
+    uploads = [(name, path.read_bytes()) for (name, _), path in zip(files, sealed, strict=True)]
+    big_sealed = work / "sealed" / f"{big.name}.pgp"
+    start = time.perf_counter()
+    seal_uncompressed(broker, big, big_sealed, hub.fingerprint)
+    emit(f"sealed {big.name} in {time.perf_counter() - start:.1f} s")
+    size = len(files[0][1])
+    return Inputs(uploads[:FILES], uploads[FILES:], sealed[:FILES], size, big, big_sealed, sections)
+
+
+def speed(work: Path, hub: Hub, inputs: Inputs, recipient: Party, emit: Emit) -> bool:
+    """(a), (b) and (c), and the target on (a)/(b)."""
+    cores = os.cpu_count() or 1
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    emit(f"machine load average before measuring: {load} (other work skews the figures)")
+    emit(
+        f"{FILES} files {NAME.format(1)}..: {inputs.plain_size} bytes plain, "
+        f"~{len(inputs.uploads[0][1])} bytes sealed (signed by {SENDER}, encrypted to the "
+        f"hub), sealed before timing"
+    )
+    emit(
+        f"the hub runs as a separate `bdi serve` process (workers={hub.settings.workers}); "
+        f"the SFTP clients run in this process: both share the machine's {cores} cores"
+    )
+    floor_s = floor(hub, recipient.fingerprint, inputs.sealed, work / "floor")
+    with serving(hub, work / "server-1.log") as server:
+        route = asyncio.run(routed(hub, server, inputs.uploads, inputs.warm_ups[0]))
+        raw_s, raw_cpu = asyncio.run(raw_sftp(hub, server, inputs.uploads))
+    a = report_routed(route, FILES, emit)
+    b = FILES / floor_s
+    emit(
+        f"(b) OpenPGP floor: decrypt+verify with the hub's home, then sign+encrypt to "
+        f"{RECIPIENT}, {cores} processes: {floor_s:.2f} s -> {b:.1f} files/s"
+    )
+    c = FILES / raw_s
+    emit(
+        f"(c) raw SFTP: {FILES} uploads as .part (never taken in), {CLIENTS} sessions: "
+        f"{raw_s:.2f} s -> {c:.1f} files/s"
+    )
+    report_cpu("(c)", raw_cpu, FILES, raw_s, emit)
+    emit(f"ratios: (a)/(b) = {a / b:.0%}, (a)/(c) = {a / c:.0%}")
+    ok = a >= TARGET_RATIO * b
+    emit(
+        f"target (a) >= {TARGET_RATIO:.0%} of (b): {'PASS' if ok else 'FAIL'} "
+        f"({a:.1f} vs {TARGET_RATIO * b:.1f} files/s)"
+    )
+    return ok
+
+
+def memory(work: Path, hub: Hub, inputs: Inputs, emit: Emit) -> bool:
+    """(d) on a freshly started server, and its target."""
+    with serving(hub, work / "server-2.log") as server:
+        used = asyncio.run(big_upload(hub, server, inputs.big_sealed, inputs.warm_ups[1]))
+    sizes = inputs.big.stat().st_size, inputs.big_sealed.stat().st_size
+    return report_memory(used, *sizes, inputs.sections, emit)
+
+
+def measure(work: Path, parties: dict[str, Party], emit: Emit) -> bool:
+    settings = load_settings(None, data=work / "data", sftp_port=0, host="127.0.0.1")
+    hub = asyncio.run(prepare(settings, list(parties.values())))
+    parties[SENDER].pgp.import_public(hub_key_file(settings).read_text())
+    inputs = make_inputs(work, hub, parties[SENDER], emit)
+    speed_ok = speed(work, hub, inputs, parties[RECIPIENT], emit)
+    return memory(work, hub, inputs, emit) and speed_ok
+
+
+def run(emit: Emit) -> bool:
+    if not BDI.exists():
+        raise BenchError(f"{BDI} not found: run with the project's venv python")
+    work = Path(tempfile.mkdtemp(prefix="bdi-hub-bench-", dir="/tmp"))
+    parties: dict[str, Party] = {}
+    try:
+        for edi_id in (SENDER, RECIPIENT):
+            parties[edi_id] = make_party(edi_id)
+        return measure(work, parties, emit)
+    finally:
+        homes = [p.pgp.home for p in parties.values()] + [work / "data" / "gnupg"]
+        stop_agents(homes)
+        for home in homes:
+            shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
