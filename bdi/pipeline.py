@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -26,12 +27,13 @@ import structlog
 from bdi.config import Settings
 from bdi.crypto import OpenPGP
 from bdi.mailbox.storage import Mailboxes, fsync_file
-from bdi.plan import Upload, plan_outputs
+from bdi.plan import Upload, group_by_recipient, occurrence, plan_outputs
 from bdi.routing.errors import Code, Problem
+from bdi.routing.flows import iter_flows
 from bdi.routing.layout import Layout
 from bdi.routing.logs import LogFile, log_files, whole_upload_log
 from bdi.routing.model import FileReport, Flow
-from bdi.routing.scan import CheckContext, FileChecked, SectionChecked, check_lines
+from bdi.routing.scan import CheckContext, check_lines, last_report
 from bdi.store.models import Job, Output, Participant
 from bdi.store.repo import PlannedOutput, Store
 
@@ -70,24 +72,14 @@ def local_time(hub: Hub, at: datetime) -> datetime:
     return at.astimezone(zone).replace(tzinfo=None, microsecond=0)
 
 
-def check_plain(
-    hub: Hub, plain: Path, upload: Upload, keys: dict[str, str]
-) -> tuple[FileReport, dict[int, tuple[Flow, ...]]]:
-    """Blocking: read the plain text once, checking it and collecting its flows.
+def check_plain(hub: Hub, plain: Path, upload: Upload, keys: dict[str, str]) -> FileReport:
+    """Blocking: read the plain text once and check it.
 
     `keys` maps each active participant to its OpenPGP fingerprint."""
     can_receive = partial(_can_receive, hub, keys, {})
-    ctx = CheckContext(
-        upload.upload_name, upload.sender, can_receive, hub.layout, collect_flows=True
-    )
-    flows: dict[int, tuple[Flow, ...]] = {}
+    ctx = CheckContext(upload.upload_name, upload.sender, can_receive, hub.layout)
     with plain.open("rb") as stream:
-        for event in check_lines(stream, ctx):
-            if isinstance(event, SectionChecked):
-                flows[event.report.number] = event.flows
-            elif isinstance(event, FileChecked):
-                return event.report, flows
-    raise RuntimeError("check ended without a report")
+        return last_report(check_lines(stream, ctx))
 
 
 def _can_receive(hub: Hub, keys: dict[str, str], cache: dict[str, bool], recipient: str) -> bool:
@@ -149,6 +141,7 @@ class Pipeline:
 
 
 async def process_job(hub: Hub, job_id: int, plan_lock: asyncio.Lock) -> None:
+    """received -> planned -> indexed -> done; each step can be redone after a crash."""
     started = time.monotonic()
     job = await hub.store.job(job_id)
     if job is None or job.state == "done":
@@ -157,6 +150,9 @@ async def process_job(hub: Hub, job_id: int, plan_lock: asyncio.Lock) -> None:
     assert sender is not None
     if job.state == "received":
         await _plan(hub, job, sender, plan_lock)
+        job.state = "planned"
+    if job.state == "planned":
+        await _index(hub, job, sender)
     outputs = await hub.store.outputs(job_id)
     await _write_outputs(hub, job, outputs)
     outcome = _outcome(outputs, sender.id)
@@ -164,15 +160,8 @@ async def process_job(hub: Hub, job_id: int, plan_lock: asyncio.Lock) -> None:
     for path in (hub.spool_file(job.spool_name), hub.plain_file(job.spool_name)):
         path.unlink(missing_ok=True)
     elapsed = int((time.monotonic() - started) * 1000)
-    log.info(
-        "job.done",
-        job=job_id,
-        participant=sender.id,
-        file=job.upload_name,
-        outcome=outcome,
-        outputs=len(outputs),
-        elapsed_ms=elapsed,
-    )
+    log.info("job.done", job=job_id, participant=sender.id, file=job.upload_name,
+             outcome=outcome, outputs=len(outputs), elapsed_ms=elapsed)  # fmt: skip
 
 
 def _outcome(outputs: Sequence[Output], sender: str) -> str:
@@ -207,21 +196,86 @@ async def _plan(hub: Hub, job: Job, sender: Participant, plan_lock: asyncio.Lock
     upload = Upload(job.id, sender.id, job.upload_name, job.received_at)
     now = local_time(hub, utcnow())
     report: FileReport | None = None
-    flows: dict[int, tuple[Flow, ...]] = {}
     if await _decrypt(hub, job, sender):
         keys = {p.id: p.pgp_fingerprint for p in await hub.store.participants() if p.active}
-        checked, flows = await asyncio.to_thread(
+        report = await asyncio.to_thread(
             check_plain, hub, hub.plain_file(job.spool_name), upload, keys
         )
-        logs = log_files(checked, now, hub.layout)
-        _log_report(job, checked)
-        report = checked
+        logs = log_files(report, now, hub.layout)
+        _log_report(job, report)
     else:
         logs = [whole_upload_log(job.upload_name, Problem(Code.DECHIFFREMENT), now, hub.layout)]
+    contents = await asyncio.to_thread(_store_contents, hub, job, report)
     async with plan_lock:
-        planned = await _reserve(hub, upload, report, flows, logs)
-        await asyncio.to_thread(_store_contents, hub, job, planned)
+        planned = await _reserve(hub, upload, report, logs, contents)
         await hub.store.save_plan(job.id, planned)
+
+
+BATCH = 500
+
+
+async def _index(hub: Hub, job: Job, sender: Participant) -> None:
+    """Store the flows of the delivered sections in batches: memory stays flat whatever
+    the size of the file. A half-stored index (crash) is cleared and stored again."""
+    assert job.id is not None
+    movements = await hub.store.job_movements(job.id)
+    if movements:
+        await hub.store.clear_occurrences(list(movements.values()))
+        plain = hub.plain_file(job.spool_name)
+        if not plain.exists():
+            assert await _decrypt(hub, job, sender)
+        outputs = {o.participant_id: o for o in await hub.store.outputs(job.id)}
+        sections = await asyncio.to_thread(_delivered_sections, hub, plain, outputs, movements)
+        upload = Upload(job.id, sender.id, job.upload_name, job.received_at)
+        await _store_flows(hub, plain, upload, sections, movements)
+    await hub.store.set_job_state(job.id, "indexed")
+
+
+def _delivered_sections(
+    hub: Hub, plain: Path, outputs: dict[str, Output], movements: dict[str, int]
+) -> dict[int, tuple[str, str]]:
+    """Section number -> (flow code, recipient) of every delivered section, from the headers."""
+    starts = {start: recipient for recipient in movements
+              for start, _ in _ranges(outputs[recipient].ranges)}  # fmt: skip
+    header = hub.layout.header
+    code = header.field("flow_code")
+    found: dict[int, tuple[str, str]] = {}
+    number, offset = 0, 0
+    with plain.open("rb") as stream:
+        for raw in stream:
+            if raw[:10] == b"1111111111":
+                number += 1
+                if offset in starts:
+                    flow_code = raw[code.start : code.end].decode(hub.layout.encoding)
+                    found[number] = (flow_code, starts[offset])
+            offset += len(raw)
+    return found
+
+
+async def _store_flows(
+    hub: Hub,
+    plain: Path,
+    upload: Upload,
+    sections: dict[int, tuple[str, str]],
+    movements: dict[str, int],
+) -> None:
+    accepted = {number: code for number, (code, _) in sections.items()}
+    seq: dict[str, int] = dict.fromkeys(movements, 0)
+    with plain.open("rb") as stream:
+        flows = iter_flows(stream, hub.layout, accepted)
+        while batch := await asyncio.to_thread(_take, flows, BATCH):
+            rows = []
+            for flow in batch:
+                recipient = sections[flow.section][1]
+                layout, key, row = occurrence(hub.layout, upload, recipient, flow, seq[recipient])
+                row.movement_id = movements[recipient]
+                seq[recipient] += 1
+                rows.append((layout, key, row))
+            await hub.store.add_occurrences(rows)
+
+
+def _take(flows: Iterator[Flow], n: int) -> list[Flow]:
+    return list(itertools.islice(flows, n))
 
 
 def _log_report(job: Job, report: FileReport) -> None:
@@ -249,13 +303,11 @@ async def _reserve(
     hub: Hub,
     upload: Upload,
     report: FileReport | None,
-    flows: dict[int, tuple[Flow, ...]],
     logs: list[LogFile],
+    contents: dict[str, tuple[str, str]],
 ) -> list[PlannedOutput]:
     """Plan the outputs, giving each a name free in its inbox and not promised elsewhere."""
-    wanted = {upload.sender} | (
-        {s.recipient_id for s in report.delivered_sections} if report else set()
-    )
+    wanted = {upload.sender} | set(contents)
     reserved = {p: await hub.store.reserved_names(p) for p in wanted}
 
     def name_for(participant: str, name: str) -> str:
@@ -263,18 +315,15 @@ async def _reserve(
         reserved[participant].add(chosen)
         return chosen
 
-    def content_path(seq: int) -> str:
-        return f"{upload.job_id:08d}-{seq}-{uuid.uuid4().hex[:8]}.edi"
-
-    return plan_outputs(hub.layout, upload, report, flows, logs, name_for, content_path)
+    return plan_outputs(upload, report, logs, name_for, contents.__getitem__)
 
 
 def _ranges(text: str) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in (r.split("-") for r in text.split(",") if r)]
 
 
-def _copy_ranges(src: Path, ranges: list[tuple[int, int]], dst: Path) -> str:
-    """Copy byte ranges of `src` into `dst`, durably; return their sha256."""
+def _copy_ranges(src: Path, ranges: list[tuple[int, int]], dst: Path, durable: bool) -> str:
+    """Copy byte ranges of `src` into `dst`; return their sha256."""
     digest = hashlib.sha256()
     with src.open("rb") as inp, dst.open("wb") as out:
         for start, end in ranges:
@@ -287,18 +336,23 @@ def _copy_ranges(src: Path, ranges: list[tuple[int, int]], dst: Path) -> str:
                 digest.update(chunk)
                 out.write(chunk)
                 left -= len(chunk)
-    fsync_file(dst)
+    if durable:
+        fsync_file(dst)
     return digest.hexdigest()
 
 
-def _store_contents(hub: Hub, job: Job, planned: list[PlannedOutput]) -> None:
-    """Blocking: keep each delivery's plain content for the Suivi, with its digest."""
+def _store_contents(hub: Hub, job: Job, report: FileReport | None) -> dict[str, tuple[str, str]]:
+    """Blocking: keep each recipient's plain content for the Suivi: (file name, sha256)."""
+    if report is None:
+        return {}
     hub.contents().mkdir(parents=True, exist_ok=True, mode=0o700)
-    for item in planned:
-        if item.movement is not None:
-            path = hub.contents() / item.movement.content_path
-            sha = _copy_ranges(hub.plain_file(job.spool_name), _ranges(item.output.ranges), path)
-            item.movement.sha256 = sha
+    plain = hub.plain_file(job.spool_name)
+    out = {}
+    for recipient, sections in group_by_recipient(report.delivered_sections).items():
+        name = f"{job.id:08d}-{recipient}-{uuid.uuid4().hex[:8]}.edi"
+        ranges = [(s.start, s.end) for s in sections]
+        out[recipient] = (name, _copy_ranges(plain, ranges, hub.contents() / name, durable=True))
+    return out
 
 
 async def _write_outputs(hub: Hub, job: Job, outputs: Sequence[Output]) -> None:
@@ -330,7 +384,7 @@ async def _deliver(hub: Hub, job: Job, output: Output) -> None:
     mailbox = hub.mailboxes
     part = mailbox.staged_path(output.participant_id, f"{output.job_id}-{output.seq}.plain")
     staged = mailbox.staged_path(output.participant_id, f"{output.job_id}-{output.seq}.pgp")
-    await asyncio.to_thread(_copy_ranges, plain, _ranges(output.ranges), part)
+    await asyncio.to_thread(_copy_ranges, plain, _ranges(output.ranges), part, False)
     await asyncio.to_thread(
         hub.pgp.sign_encrypt, part, staged, recipient.pgp_fingerprint, hub.hub_fingerprint
     )

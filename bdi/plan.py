@@ -101,15 +101,14 @@ def group_by_recipient(sections: Sequence[SectionReport]) -> dict[str, list[Sect
 
 
 def delivery(
-    layout: Layout,
     upload: Upload,
     recipient: str,
     sections: list[SectionReport],
-    flows: Mapping[int, Sequence[Flow]],
     name: str,
     seq: int,
-    content_path: str,
+    content: tuple[str, str],
 ) -> PlannedOutput:
+    """One recipient's file: its output and its movement (flows are stored afterwards)."""
     output = Output(
         job_id=upload.job_id,
         seq=seq,
@@ -127,12 +126,10 @@ def delivery(
         file_name=name,
         file_type=sections[0].file_type,
         size=sum(s.end - s.start for s in sections),
-        sha256="",
-        content_path=content_path,
+        sha256=content[1],
+        content_path=content[0],
     )
-    group_flows = [f for s in sections for f in flows.get(s.number, ())]
-    occurrences = [occurrence(layout, upload, recipient, f, i) for i, f in enumerate(group_flows)]
-    return PlannedOutput(output, movement, occurrences)
+    return PlannedOutput(output, movement)
 
 
 def log_output(upload: Upload, log: LogFile, name: str, seq: int) -> PlannedOutput:
@@ -148,13 +145,11 @@ def log_output(upload: Upload, log: LogFile, name: str, seq: int) -> PlannedOutp
 
 
 def plan_outputs(
-    layout: Layout,
     upload: Upload,
     report: FileReport | None,
-    flows: Mapping[int, Sequence[Flow]],
     logs: Sequence[LogFile],
     name_for: NameFor,
-    content_path_for: Callable[[int], str],
+    content_for: Callable[[str], tuple[str, str]],
 ) -> list[PlannedOutput]:
     """Deliveries first (one per recipient, sections in file order), then the `.log` files."""
     planned: list[PlannedOutput] = []
@@ -162,11 +157,8 @@ def plan_outputs(
         for recipient, sections in group_by_recipient(report.delivered_sections).items():
             seq = len(planned)
             name = name_for(recipient, upload.upload_name)
-            planned.append(
-                delivery(
-                    layout, upload, recipient, sections, flows, name, seq, content_path_for(seq)
-                )
-            )
+            content = content_for(recipient)
+            planned.append(delivery(upload, recipient, sections, name, seq, content))
     for log in logs:
         planned.append(log_output(upload, log, name_for(upload.sender, log.name), len(planned)))
     return planned

@@ -33,7 +33,13 @@ class Settings(BaseSettings):
     web_port: int = 8080
     max_upload_bytes: int = 512 * MiB
     max_decrypted_bytes: int = 1024 * MiB
-    workers: int = Field(default=2, ge=1, description="OpenPGP worker processes")
+    workers: int = Field(
+        default=2, ge=1, description="jobs processed at once (each GnuPG call is its own process)"
+    )
+    ssh_ciphers: tuple[str, ...] = Field(
+        default=("aes128-gcm@openssh.com", "aes256-gcm@openssh.com"),
+        description="SSH ciphers offered; AES-GCM only by default (the client picks among them)",
+    )
     timezone: str = "Europe/Paris"
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -14,6 +14,7 @@ import os
 import re
 import selectors
 import subprocess
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ _SUN_PATH_MAX = 107  # a Unix socket path is 108 bytes including its final NUL
 # gpg writes plaintext in chunks of at most 32 KiB; --max-output stops it one chunk early,
 # so a limit one slack above ours makes our own byte count the one that decides.
 _SLACK = 64 * 1024
+_USABLE_TTL = 10.0  # seconds a can_encrypt_to answer is trusted while the keyring is unchanged
 _STATUS_MAX = 1024 * 1024  # status lines of a sane message are a few KiB
 _UNUSABLE = frozenset({"r", "e", "i", "d", "n"})  # revoked, expired, invalid, disabled, not valid
 _OPTIONS = [
@@ -85,6 +87,7 @@ class OpenPGP:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         home.chmod(0o700)  # gpg warns about, and may refuse, a home others can read
         self._gpg = gnupg.GPG(gnupghome=str(home), options=list(_OPTIONS))
+        self._usable: dict[str, tuple[tuple[int, int], bool]] = {}
         self._gpgconf("--launch", "gpg-agent")
 
     # -- keys ---------------------------------------------------------------------------
@@ -156,9 +159,24 @@ class OpenPGP:
         return keys[0].info(_now()) if keys else None
 
     def can_encrypt_to(self, fingerprint: str) -> bool:
-        """Checked at delivery time: a registered key may have expired or been revoked since."""
+        """Checked at delivery time: a registered key may have expired or been revoked since.
+
+        The answer is kept for a few seconds, and forgotten as soon as the keyring changes
+        (an import of a new key or of a revocation), to spare one gpg process per upload."""
+        stamp = (self._keyring_stamp(), int(time.monotonic() // _USABLE_TTL))
+        cached = self._usable.get(fingerprint)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
         info = self.key_info(fingerprint)
-        return bool(info and info.encryption_subkey and not (info.revoked or info.expired))
+        usable = bool(info and info.encryption_subkey and not (info.revoked or info.expired))
+        self._usable[fingerprint] = (stamp, usable)
+        return usable
+
+    def _keyring_stamp(self) -> int:
+        try:
+            return (self.home / "pubring.kbx").stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
 
     # -- messages -----------------------------------------------------------------------
 

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, time
 from decimal import Decimal
-from functools import lru_cache
+from functools import cache, lru_cache
 
-from bdi.routing.layout import FieldSpec, RecordSpec
+from bdi.routing.layout import FieldSpec, Layout, RecordSpec
 
 Value = str | int | Decimal | date | time | None
 
@@ -239,3 +239,9 @@ def encode_field(spec: FieldSpec, value: Value) -> str:
     if len(text) > n:
         raise ValueError(f"{spec.name}: {text!r} is longer than {n}")
     return text.ljust(n)
+
+
+@cache
+def codecs_for(layout: Layout) -> Mapping[str, RecordCodec]:
+    """Compiled codecs of every record type of a layout (compiled once per layout)."""
+    return {name: compile_record(spec) for name, spec in layout.records.items()}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
-from bdi.routing.fields import RecordCodec, Value
-from bdi.routing.layout import FlowLayout
+from bdi.routing.fields import RecordCodec, Value, codecs_for
+from bdi.routing.layout import FlowLayout, Layout
 from bdi.routing.model import Flow, FlowLine
 
 REJECTED_STATES = frozenset({"R", "C"})
@@ -120,3 +120,36 @@ class FlowBuilder:
         if self.layout.flow_ends_with is not None:
             return None
         return self._complete()
+
+
+def iter_flows(
+    lines: Iterable[bytes], layout: Layout, accepted: Mapping[int, str]
+) -> Iterator[Flow]:
+    """The flows of the accepted sections of an already checked file, one at a time.
+
+    `accepted` maps each delivered section number to its flow code. The file is read once
+    more rather than keeping every flow of a big file in memory between check and storage."""
+    codecs = codecs_for(layout)
+    message = layout.reject.field("reject_message")
+    builder: FlowBuilder | None = None
+    number = 0
+    for line, raw in enumerate(lines, start=1):
+        text = raw.rstrip(b"\r\n").decode(layout.encoding)
+        marker = text[:10]
+        if marker == "1111111111":
+            number += 1
+            code = accepted.get(number)
+            builder = FlowBuilder(layout.flow_layout(code), code, number, codecs) if code else None
+        elif builder is None:
+            continue
+        elif marker == "9999999999":
+            last = builder.finish()
+            if last is not None:
+                yield last
+            builder = None
+        elif marker == "7777777777":
+            builder.reject(text[message.start : message.end])
+        else:
+            flow = builder.record(line, marker, text)
+            if flow is not None:
+                yield flow

@@ -11,12 +11,11 @@ from __future__ import annotations
 import io
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cache
 
 from bdi.routing.errors import Code, Problem
-from bdi.routing.fields import RecordCodec, compile_record
+from bdi.routing.fields import RecordCodec, codecs_for
 from bdi.routing.flows import REJECTED_STATES, FlowBuilder
 from bdi.routing.layout import FlowLayout, Layout, RecordSpec, default_layout
 from bdi.routing.model import FileReport, Flow, SectionReport
@@ -49,12 +48,6 @@ class FileChecked:
 
 
 Event = SectionChecked | FileChecked
-
-
-@cache
-def codecs_for(layout: Layout) -> Mapping[str, RecordCodec]:
-    """Compiled codecs of every record type of a layout (compiled once per layout)."""
-    return {name: compile_record(spec) for name, spec in layout.records.items()}
 
 
 def strip_upload_suffix(file_name: str, layout: Layout) -> str:

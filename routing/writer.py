@@ -10,9 +10,9 @@ import io
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from bdi.routing.fields import Value
+from bdi.routing.fields import Value, codecs_for
 from bdi.routing.layout import Layout, default_layout
-from bdi.routing.scan import FOOTER, HEADER, codecs_for
+from bdi.routing.scan import FOOTER, HEADER
 
 
 @dataclass(frozen=True, slots=True)

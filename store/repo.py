@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -26,12 +27,14 @@ from bdi.store.models import (
 
 @dataclass(slots=True)
 class PlannedOutput:
-    """An output with, for a delivery, its movement and flow occurrences."""
+    """An output with, for a delivery, its movement."""
 
     output: Output
     movement: Movement | None = None
-    occurrences: list[tuple[str, str, FlowOccurrence]] = field(default_factory=list)
-    # (layout, flow_key, occurrence) — the flow row is found or created by the store
+
+
+# (layout, flow key, occurrence): the flow row is found or created by the store
+Occurrence = tuple[str, str, FlowOccurrence]
 
 
 class Store:
@@ -124,46 +127,65 @@ class Store:
             return list(rows.all())
 
     async def save_plan(self, job_id: int, planned: Sequence[PlannedOutput]) -> None:
-        """Outputs, movements, flows and occurrences of a job, in one transaction."""
+        """Outputs and movements of a job, in one transaction; the job becomes `planned`."""
         async with self.session() as s:
             for item in planned:
                 s.add(item.output)
             await s.flush()
             for item in planned:
-                if item.movement is None:
-                    continue
-                assert item.output.id is not None
-                item.movement.output_id = item.output.id
-                s.add(item.movement)
-            await s.flush()
-            await self._add_occurrences(s, planned)
+                if item.movement is not None:
+                    assert item.output.id is not None
+                    item.movement.output_id = item.output.id
+                    s.add(item.movement)
             job = await s.get(Job, job_id)
             assert job is not None
             job.state = "planned"
             await s.commit()
 
-    async def _add_occurrences(self, s: AsyncSession, planned: Sequence[PlannedOutput]) -> None:
-        wanted = {(layout, key) for p in planned for layout, key, _ in p.occurrences}
-        flows: dict[tuple[str, str], int] = {}
-        for layout, key in wanted:
-            row = (
-                await s.exec(select(Flow).where(Flow.layout == layout, Flow.flow_key == key))
-            ).first()
-            if row is None:
-                occurrence = next(
-                    o for p in planned for lay, k, o in p.occurrences if (lay, k) == (layout, key)
-                )
-                row = Flow(layout=layout, flow_key=key, optiflux_key=occurrence.optiflux_key)
-                s.add(row)
-                await s.flush()
-            assert row.id is not None
-            flows[(layout, key)] = row.id
-        for item in planned:
-            for layout, key, occurrence in item.occurrences:
-                assert item.movement is not None and item.movement.id is not None
-                occurrence.movement_id = item.movement.id
-                occurrence.flow_id = flows[(layout, key)]
+    async def job_movements(self, job_id: int) -> dict[str, int]:
+        """Recipient -> movement id of a job's deliveries."""
+        async with self.session() as s:
+            rows = await s.exec(select(Movement).where(Movement.job_id == job_id))
+            return {m.recipient_id: m.id for m in rows.all() if m.id is not None}
+
+    async def clear_occurrences(self, movement_ids: Sequence[int]) -> None:
+        """Forget a half-stored index (after a crash) before storing it again."""
+        async with self.session() as s:
+            rows = await s.exec(
+                select(FlowOccurrence).where(col(FlowOccurrence.movement_id).in_(movement_ids))
+            )
+            for row in rows.all():
+                await s.delete(row)
+            await s.commit()
+
+    async def add_occurrences(self, batch: Sequence[Occurrence]) -> None:
+        """One batch of flow occurrences, with their flows found or created, in one commit."""
+        async with self.session() as s:
+            pairs = {(layout, key) for layout, key, _ in batch}
+            found = await s.exec(
+                select(Flow).where(tuple_(col(Flow.layout), col(Flow.flow_key)).in_(pairs))
+            )
+            flows = {(f.layout, f.flow_key): f for f in found.all()}
+            for layout, key, occurrence in batch:
+                if (layout, key) not in flows:
+                    flows[(layout, key)] = Flow(
+                        layout=layout, flow_key=key, optiflux_key=occurrence.optiflux_key
+                    )
+                    s.add(flows[(layout, key)])
+            await s.flush()
+            for layout, key, occurrence in batch:
+                flow_id = flows[(layout, key)].id
+                assert flow_id is not None
+                occurrence.flow_id = flow_id
                 s.add(occurrence)
+            await s.commit()
+
+    async def set_job_state(self, job_id: int, state: str) -> None:
+        async with self.session() as s:
+            job = await s.get(Job, job_id)
+            assert job is not None
+            job.state = state
+            await s.commit()
 
     async def finish_job(self, job_id: int, outcome: str, at: datetime) -> None:
         """Every output of the job is in place: record it, with the job's end, in one commit."""

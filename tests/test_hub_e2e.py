@@ -6,6 +6,7 @@ the deliveries and `.log` files of `samples/manifest.toml`.
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from hubkit import HubUnderTest, Party, hub_running, make_parties, sample_ids
 from support import SAMPLES, manifest
 
-from bdi.routing.scan import CheckContext, check_bytes
+from bdi.routing.scan import CheckContext, SectionChecked, check_bytes, check_lines
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,12 @@ def parties() -> Iterator[dict[str, Party]]:
 async def hub(tmp_path: Path, parties: dict[str, Party]) -> AsyncIterator[HubUnderTest]:
     async with hub_running(tmp_path / "data", parties) as running:
         yield running
+
+
+def flow_keys(data: bytes, name: str) -> dict[int, list[tuple[str, str]]]:
+    ctx = CheckContext(name, collect_flows=True)
+    events = [e for e in check_lines(io.BytesIO(data), ctx) if isinstance(e, SectionChecked)]
+    return {e.report.number: [(f.layout, f.control) for f in e.flows] for e in events}
 
 
 def section_bytes(data: bytes, name: str) -> dict[int, bytes]:
@@ -69,6 +76,13 @@ async def test_sample_is_routed_as_the_manifest_says(
     movements = await hub.server.hub.store.movements()
     assert sorted(m.recipient_id for m in movements) == sorted(expected)
     assert all(m.delivered and m.sender_id == sender for m in movements)
+    flows = flow_keys(plain, name)
+    for movement in movements:
+        assert movement.id is not None
+        stored = await hub.server.hub.store.occurrences(movement.id)
+        mine = [s for s in sample["sections"] if s["recipient"] == movement.recipient_id]
+        wanted = [k for s in mine if s["expect"] == "deliver" for k in flows[s["number"]]]
+        assert [(o.layout, o.control) for o in stored] == wanted
 
 
 async def test_same_name_twice_gets_a_suffix(hub: HubUnderTest, tmp_path: Path) -> None:
