@@ -141,20 +141,23 @@ class Pipeline:
 
 
 async def process_job(hub: Hub, job_id: int, plan_lock: asyncio.Lock) -> None:
-    """received -> planned -> indexed -> done; each step can be redone after a crash."""
+    """received -> planned -> done. A job found `planned` (after a crash) has its flow index
+    cleared and stored again, and only the outputs not yet in place written."""
     started = time.monotonic()
     job = await hub.store.job(job_id)
     if job is None or job.state == "done":
         return
-    sender = await hub.store.participant(job.participant_id)
-    assert sender is not None
+    people = {p.id: p for p in await hub.store.participants()}
+    sender = people[job.participant_id]
     if job.state == "received":
-        await _plan(hub, job, sender, plan_lock)
-        job.state = "planned"
-    if job.state == "planned":
-        await _index(hub, job, sender)
-    outputs = await hub.store.outputs(job_id)
-    await _write_outputs(hub, job, outputs)
+        outputs, movements = await _plan(hub, job, people, plan_lock)
+        await _index(hub, job, sender, outputs, movements, fresh=True)
+    else:
+        assert job.id is not None
+        outputs = await hub.store.outputs(job_id)
+        movements = await hub.store.job_movements(job.id)
+        await _index(hub, job, sender, outputs, movements, fresh=False)
+    await _write_outputs(hub, job, outputs, people)
     outcome = _outcome(outputs, sender.id)
     await hub.store.finish_job(job_id, outcome, utcnow())
     for path in (hub.spool_file(job.spool_name), hub.plain_file(job.spool_name)):
@@ -191,13 +194,16 @@ async def _decrypt(hub: Hub, job: Job, sender: Participant) -> bool:
     return False
 
 
-async def _plan(hub: Hub, job: Job, sender: Participant, plan_lock: asyncio.Lock) -> None:
+async def _plan(
+    hub: Hub, job: Job, people: dict[str, Participant], plan_lock: asyncio.Lock
+) -> tuple[list[Output], dict[str, int]]:
     assert job.id is not None
+    sender = people[job.participant_id]
     upload = Upload(job.id, sender.id, job.upload_name, job.received_at)
     now = local_time(hub, utcnow())
     report: FileReport | None = None
     if await _decrypt(hub, job, sender):
-        keys = {p.id: p.pgp_fingerprint for p in await hub.store.participants() if p.active}
+        keys = {p.id: p.pgp_fingerprint for p in people.values() if p.active}
         report = await asyncio.to_thread(
             check_plain, hub, hub.plain_file(job.spool_name), upload, keys
         )
@@ -208,27 +214,34 @@ async def _plan(hub: Hub, job: Job, sender: Participant, plan_lock: asyncio.Lock
     contents = await asyncio.to_thread(_store_contents, hub, job, report)
     async with plan_lock:
         planned = await _reserve(hub, upload, report, logs, contents)
-        await hub.store.save_plan(job.id, planned)
+        return await hub.store.save_plan(job.id, planned)
 
 
 BATCH = 500
 
 
-async def _index(hub: Hub, job: Job, sender: Participant) -> None:
+async def _index(
+    hub: Hub,
+    job: Job,
+    sender: Participant,
+    outputs: list[Output],
+    movements: dict[str, int],
+    fresh: bool,
+) -> None:
     """Store the flows of the delivered sections in batches: memory stays flat whatever
     the size of the file. A half-stored index (crash) is cleared and stored again."""
     assert job.id is not None
-    movements = await hub.store.job_movements(job.id)
-    if movements:
+    if not movements:
+        return
+    if not fresh:
         await hub.store.clear_occurrences(list(movements.values()))
-        plain = hub.plain_file(job.spool_name)
-        if not plain.exists():
-            assert await _decrypt(hub, job, sender)
-        outputs = {o.participant_id: o for o in await hub.store.outputs(job.id)}
-        sections = await asyncio.to_thread(_delivered_sections, hub, plain, outputs, movements)
-        upload = Upload(job.id, sender.id, job.upload_name, job.received_at)
-        await _store_flows(hub, plain, upload, sections, movements)
-    await hub.store.set_job_state(job.id, "indexed")
+    plain = hub.plain_file(job.spool_name)
+    if not plain.exists():
+        assert await _decrypt(hub, job, sender)
+    by_recipient = {o.participant_id: o for o in outputs if o.kind == "delivery"}
+    sections = await asyncio.to_thread(_delivered_sections, hub, plain, by_recipient, movements)
+    upload = Upload(job.id, sender.id, job.upload_name, job.received_at)
+    await _store_flows(hub, plain, upload, sections, movements)
 
 
 def _delivered_sections(
@@ -355,7 +368,9 @@ def _store_contents(hub: Hub, job: Job, report: FileReport | None) -> dict[str, 
     return out
 
 
-async def _write_outputs(hub: Hub, job: Job, outputs: Sequence[Output]) -> None:
+async def _write_outputs(
+    hub: Hub, job: Job, outputs: Sequence[Output], people: dict[str, Participant]
+) -> None:
     for output in outputs:
         if output.delivered_at is not None or hub.mailboxes.in_inbox(
             output.participant_id, output.name
@@ -365,7 +380,7 @@ async def _write_outputs(hub: Hub, job: Job, outputs: Sequence[Output]) -> None:
             await asyncio.to_thread(_write_log, hub, output)
             log.info("log.written", job=job.id, participant=output.participant_id, file=output.name)
             continue
-        await _deliver(hub, job, output)
+        await _deliver(hub, job, output, people)
 
 
 def _write_log(hub: Hub, output: Output) -> None:
@@ -374,13 +389,11 @@ def _write_log(hub: Hub, output: Output) -> None:
     hub.mailboxes.place(output.participant_id, staged, output.name)
 
 
-async def _deliver(hub: Hub, job: Job, output: Output) -> None:
-    recipient = await hub.store.participant(output.participant_id)
-    assert recipient is not None
+async def _deliver(hub: Hub, job: Job, output: Output, people: dict[str, Participant]) -> None:
+    recipient = people[output.participant_id]
     plain = hub.plain_file(job.spool_name)
     if not plain.exists():  # resumed after the plain text was lost: decrypt it again
-        sender = await hub.store.participant(job.participant_id)
-        assert sender is not None and await _decrypt(hub, job, sender)
+        assert await _decrypt(hub, job, people[job.participant_id])
     mailbox = hub.mailboxes
     part = mailbox.staged_path(output.participant_id, f"{output.job_id}-{output.seq}.plain")
     staged = mailbox.staged_path(output.participant_id, f"{output.job_id}-{output.seq}.pgp")

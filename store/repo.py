@@ -126,8 +126,11 @@ class Store:
             )
             return list(rows.all())
 
-    async def save_plan(self, job_id: int, planned: Sequence[PlannedOutput]) -> None:
-        """Outputs and movements of a job, in one transaction; the job becomes `planned`."""
+    async def save_plan(
+        self, job_id: int, planned: Sequence[PlannedOutput]
+    ) -> tuple[list[Output], dict[str, int]]:
+        """Outputs and movements of a job, in one transaction; the job becomes `planned`.
+        Returns the outputs and, per recipient, its movement id."""
         async with self.session() as s:
             for item in planned:
                 s.add(item.output)
@@ -140,7 +143,10 @@ class Store:
             job = await s.get(Job, job_id)
             assert job is not None
             job.state = "planned"
+            await s.flush()
+            movements = {p.movement.recipient_id: p.movement.id for p in planned if p.movement}
             await s.commit()
+        return [p.output for p in planned], {k: v for k, v in movements.items() if v is not None}
 
     async def job_movements(self, job_id: int) -> dict[str, int]:
         """Recipient -> movement id of a job's deliveries."""
@@ -178,13 +184,6 @@ class Store:
                 assert flow_id is not None
                 occurrence.flow_id = flow_id
                 s.add(occurrence)
-            await s.commit()
-
-    async def set_job_state(self, job_id: int, state: str) -> None:
-        async with self.session() as s:
-            job = await s.get(Job, job_id)
-            assert job is not None
-            job.state = state
             await s.commit()
 
     async def finish_job(self, job_id: int, outcome: str, at: datetime) -> None:
