@@ -321,7 +321,7 @@ async def _reserve(
 ) -> list[PlannedOutput]:
     """Plan the outputs, giving each a name free in its inbox and not promised elsewhere."""
     wanted = {upload.sender} | set(contents)
-    reserved = {p: await hub.store.reserved_names(p) for p in wanted}
+    reserved = await hub.store.reserved_names(wanted)
 
     def name_for(participant: str, name: str) -> str:
         chosen = hub.mailboxes.unique_name(participant, name, reserved[participant])
