@@ -61,6 +61,19 @@ def make_parties(ids: list[str]) -> Iterator[dict[str, Party]]:
             shutil.rmtree(party.pgp.home, ignore_errors=True)
 
 
+@contextlib.asynccontextmanager
+async def sftp_client(port: int, party: Party) -> AsyncIterator[asyncssh.SFTPClient]:
+    """A real asyncssh SFTP session as the party, with its issued password."""
+    async with (
+        asyncssh.connect(
+            "127.0.0.1", port, username=party.edi_id, password=party.password,
+            known_hosts=None, client_keys=None, agent_path=None,
+        ) as conn,
+        conn.start_sftp_client() as sftp,
+    ):  # fmt: skip
+        yield sftp
+
+
 @dataclass
 class HubUnderTest:
     settings: Settings
@@ -78,22 +91,8 @@ class HubUnderTest:
         async with asyncio.timeout(60):
             await self.server.pipeline.queue.join()
 
-    @contextlib.asynccontextmanager
-    async def sftp(self, edi_id: str) -> AsyncIterator[asyncssh.SFTPClient]:
-        party = self.parties[edi_id]
-        async with (
-            asyncssh.connect(
-                "127.0.0.1",
-                self.port,
-                username=edi_id,
-                password=party.password,
-                known_hosts=None,
-                client_keys=None,
-                agent_path=None,
-            ) as conn,
-            conn.start_sftp_client() as sftp,
-        ):
-            yield sftp
+    def sftp(self, edi_id: str) -> contextlib.AbstractAsyncContextManager[asyncssh.SFTPClient]:
+        return sftp_client(self.port, self.parties[edi_id])
 
     def seal(self, sender: str, plain: bytes, tmp: Path) -> bytes:
         """Sign with the sender's key and encrypt to the hub, as the kit does."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
-from hubkit import Party, make_parties, prepare_data
+from hubkit import Party, make_parties, prepare_data, sftp_client
 from support import SAMPLES
 
 from bdi.config import Settings, load_settings
@@ -76,19 +76,10 @@ class Ledger:
 
 async def upload_once(settings: Settings, party: Party, name: str, sealed: bytes) -> None:
     async with (
-        asyncssh.connect(
-            "127.0.0.1",
-            settings.sftp_port,
-            username=party.edi_id,
-            password=party.password,
-            known_hosts=None,
-            client_keys=None,
-            agent_path=None,
-        ) as conn,
-        conn.start_sftp_client() as sftp,
+        sftp_client(settings.sftp_port, party) as sftp,
         sftp.open(f"/outbox/{name}", "wb") as f,
     ):
-        await f.write(sealed)  # fmt: skip
+        await f.write(sealed)
 
 
 async def client(
