@@ -6,11 +6,12 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bdi.admin.service import AdminError, AdminService
+if TYPE_CHECKING:  # imported lazily: `bdi check` must not pay for the store and SSH stacks
+    from bdi.admin.service import AdminService
 
 app = typer.Typer(help="Register participants and their keys; rotate the admin token.")
 participant_app = typer.Typer(help="Participants: add, list, show, disable, enable, keys.")
@@ -37,6 +38,7 @@ def _read(path: Path) -> str:
 
 
 def _run(data: Path | None, op: Callable[[AdminService], Awaitable[Any]]) -> Any:
+    from bdi.admin.service import AdminError
     from bdi.admin.wiring import admin_service
     from bdi.config import load_settings
 

@@ -9,12 +9,13 @@ import json
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from bdi.kit.home import KitError, KitHome
-from bdi.kit.transfer import Outcome, Remote, job_counts, receive, send, wait_for
+if TYPE_CHECKING:  # imported lazily: `bdi check` must not pay for the SSH and GnuPG stacks
+    from bdi.kit.home import KitHome
+    from bdi.kit.transfer import Outcome, Remote
 
 T = TypeVar("T")
 app = typer.Typer(help="The participant kit: keygen, send, receive, watch.")
@@ -40,6 +41,8 @@ def _fail(reason: str) -> typer.Exit:
 
 
 def _run(work: Awaitable[T]) -> T:
+    from bdi.kit.home import KitError
+
     try:
         return asyncio.run(_guarded(work))
     except KitError as exc:
@@ -47,6 +50,8 @@ def _run(work: Awaitable[T]) -> T:
 
 
 async def _guarded(work: Awaitable[T]) -> T:
+    from bdi.kit.home import KitError
+
     try:
         return await work
     except OSError as exc:
@@ -63,6 +68,8 @@ def _remote(
     known_hosts: Path | None,
     web_port: int | None = None,
 ) -> Remote:
+    from bdi.kit.transfer import Remote
+
     if password_file is None and identity is None:
         raise _fail("give --password-file or --identity")
     password = password_file.read_text().strip() if password_file else None
@@ -81,6 +88,8 @@ def _report(outcomes: list[Outcome], as_json: bool) -> None:
 @app.command()
 def keygen(edi_id: str, home: HomeOpt, as_json: JsonOpt = False) -> None:
     """Make your OpenPGP key pair; writes the public key file the admin registers."""
+    from bdi.kit.home import KitError, KitHome
+
     kit = KitHome(home)
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     if kit.config.exists():
@@ -113,6 +122,9 @@ def send_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Sign, encrypt for the hub, upload under .part then rename; one line per file."""
+    from bdi.kit.home import KitHome
+    from bdi.kit.transfer import job_counts, send, wait_for
+
     for path in files:
         if not path.is_file():
             raise _fail(f"{path}: no such file")
@@ -146,6 +158,9 @@ def receive_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Download, verify and decrypt every inbox file into --to, then delete it remotely."""
+    from bdi.kit.home import KitHome
+    from bdi.kit.transfer import receive
+
     remote = _remote(home, host, port, user, password_file, identity, known_hosts)
     to.mkdir(parents=True, exist_ok=True)
     _report(_run(receive(KitHome(home), remote, to)), as_json)
@@ -167,6 +182,8 @@ def watch(
 ) -> None:
     """For automated systems: send what appears in --outgoing (moved to sent/), receive
     into --to, in a loop; stops cleanly on SIGTERM or SIGINT."""
+    from bdi.kit.home import KitHome
+
     remote = _remote(home, host, port, user, password_file, identity, known_hosts)
     kit = KitHome(home)
     for folder in (outgoing, outgoing / "sent", to):
@@ -190,6 +207,8 @@ async def _watch(
     interval: float,
     report: Callable[[list[Outcome]], Any],
 ) -> None:
+    from bdi.kit.transfer import receive, send
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
