@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -18,6 +17,8 @@ from bdi.admin.api import create_admin_api
 from bdi.admin.wiring import service_for
 from bdi.datadir import token_hash_file
 from bdi.pipeline import Hub
+from bdi.suivi import textindex
+from bdi.suivi.app import create_app
 from bdi.uploads_api import create_uploads_api
 
 
@@ -32,20 +33,9 @@ class _EmbeddedServer(uvicorn.Server):
 def create_web_app(hub: Hub, secret_key: str) -> Starlette:
     admin = create_admin_api(lambda: service_for(hub, "api"), token_hash_file(hub.settings))
     routes = [Mount("/api/admin", app=admin), Mount("/api/uploads", app=create_uploads_api(hub))]
-    suivi = _suivi(hub, secret_key)
-    if suivi is not None:
-        routes.append(Mount("/", app=suivi))
-    return Starlette(routes=routes)
-
-
-def _suivi(hub: Hub, secret_key: str) -> Any:
-    """The Suivi app, once its package provides `create_app` (it is being built)."""
-    try:
-        module = importlib.import_module("bdi.suivi.app")
-    except ImportError:
-        return None
     secure = hub.settings.tls_cert is not None
-    return module.create_app(hub, secret_key=secret_key, secure_cookies=secure)
+    routes.append(Mount("/", app=create_app(hub, secret_key=secret_key, secure_cookies=secure)))
+    return Starlette(routes=routes)
 
 
 def _ssl_kwargs(hub: Hub) -> dict[str, Any]:
@@ -68,6 +58,7 @@ async def web_server(hub: Hub, secret_key: str) -> AsyncIterator[int]:
         lifespan="off",
         **_ssl_kwargs(hub),
     )
+    await textindex.ready(hub.store)  # build the Suivi's search indexes before serving
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

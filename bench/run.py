@@ -16,6 +16,7 @@ import sys
 BENCHMARKS: dict[str, str] = {
     "check": "check_bench",
     "hub": "hub_bench",
+    "suivi": "suivi_bench",
 }
 
 

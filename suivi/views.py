@@ -1,0 +1,141 @@
+"""What the templates show, computed once in Python: tables of French cells, pickers,
+page links. Handlers stay thin and templates hold no logic beyond loops."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+from starlette.datastructures import QueryParams
+
+from bdi.routing.layout import Column, Criterion, Layout
+from bdi.store.models import ReferentialParticipant
+from bdi.suivi.queries import Hit
+from bdi.suivi.values import Cell, Kind, paris_date, paris_time, row_cells
+
+# the fields of `[[suivi.searches]]` criteria that get a code + label picker (§8.4)
+PICKERS = {
+    "producer_code": "participants",
+    "beneficiary_code": "participants",
+    "operation_code": "operations",
+}
+LAYOUT_SLUGS: Mapping[str, str] = {
+    "allocation": "repartitions",
+    "claim_advice": "bulletins",
+    "settlement": "dispaches",
+    "premium": "primes",
+    "financial_account": "comptes-financiers",
+}
+SLUG_LAYOUTS = {v: k for k, v in LAYOUT_SLUGS.items()}
+PASSAGE_LABELS = ("Date", "Heure", "Expéditeur", "Destinataire", "Commentaire")
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    code: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One criterion of a search form, with its picker options if it is a code."""
+
+    name: str
+    fr: str
+    value: str
+    options: tuple[Option, ...] = ()
+
+
+@dataclass(slots=True)
+class TableRow:
+    cells: list[Cell]
+    track: str = ""
+    dismiss: str = ""
+    grid: list[list[Cell]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Pickers:
+    participants: tuple[Option, ...]
+    mailboxes: tuple[Option, ...]
+    operations: tuple[Option, ...]
+
+    def for_field(self, name: str) -> tuple[Option, ...]:
+        kind = PICKERS.get(name)
+        return getattr(self, kind) if kind else ()
+
+
+def pickers(layout: Layout, referential: Sequence[ReferentialParticipant]) -> Pickers:
+    """Code + label lists from the participant referential and the operation-code table."""
+    return Pickers(
+        participants=tuple(Option(p.code, p.name) for p in referential),
+        mailboxes=tuple(
+            sorted(
+                {Option(p.edi_id, p.name) for p in referential if p.edi_id}, key=lambda o: o.code
+            )
+        ),
+        operations=tuple(
+            Option(c, str(v.get("fr", ""))) for c, v in sorted(layout.operation_codes.items())
+        ),
+    )
+
+
+def resolve_code(params: QueryParams, name: str) -> str:
+    """The code typed, else the one whose label was picked (« choosing a label fills the code »)."""
+    return (params.get(name) or params.get(f"{name}__label") or "").strip()
+
+
+def criteria_of(params: QueryParams, criteria: Sequence[Criterion]) -> dict[str, str]:
+    return {c.field: resolve_code(params, c.field) for c in criteria}
+
+
+def form_fields(
+    criteria: Sequence[Criterion], values: Mapping[str, str], pick: Pickers
+) -> list[Field]:
+    return [
+        Field(c.field, c.fr, values.get(c.field, ""), pick.for_field(c.field)) for c in criteria
+    ]
+
+
+def with_page(params: QueryParams, key: str, number: int) -> str:
+    """The current query string with one page number changed."""
+    items = [(k, v) for k, v in params.multi_items() if k != key]
+    return "?" + urlencode([*items, (key, str(number))])
+
+
+def page_number(params: QueryParams, key: str = "page") -> int:
+    raw = params.get(key, "1")
+    return max(1, int(raw)) if raw.isdigit() else 1
+
+
+def hit_row(
+    hit: Hit, columns: tuple[Column, ...], kinds: Mapping[str, Kind], track: str
+) -> TableRow:
+    return TableRow(row_cells(hit.values, columns, kinds), track=track)
+
+
+def row_cells_of(hit: Hit, columns: tuple[Column, ...], kinds: Mapping[str, Kind]) -> list[Cell]:
+    return row_cells(hit.values, columns, kinds)
+
+
+def passage_cells(hit: Hit) -> list[Cell]:
+    """Date, time, sender, recipient and comment of a movement (pending lists)."""
+    return [
+        Cell(paris_date(hit.at)),
+        Cell(paris_time(hit.at)),
+        Cell(hit.sender_id),
+        Cell(hit.recipient_id),
+        Cell(hit.comment),
+    ]
+
+
+async def csv_rows(
+    hits: AsyncIterator[Hit],
+    columns: tuple[Column, ...],
+    kinds: Mapping[str, Kind],
+    passage: bool = False,
+) -> AsyncIterator[list[Cell]]:
+    async for hit in hits:
+        cells = row_cells(hit.values, columns, kinds)
+        yield cells + passage_cells(hit) if passage else cells
