@@ -58,6 +58,7 @@ class HubSSHServer(asyncssh.SSHServer):
         self.conn: asyncssh.SSHServerConnection | None = None
         self.user: str | None = None
         self.version = 0
+        self.pending: set[asyncio.Task[None]] = set()
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
@@ -95,6 +96,13 @@ class HubSSHServer(asyncssh.SSHServer):
         self.user = self.conn.get_extra_info("username")
         if self.user:
             self.sessions.add(self.user, self.conn, self.version)
+            task = asyncio.create_task(self._record_login(self.user))
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
+
+    async def _record_login(self, user: str) -> None:
+        with contextlib.suppress(Exception):  # a missed last-login time is not worth a session
+            await self.hub.store.update_participant(user, last_login=utcnow())
 
 
 @dataclass
