@@ -23,7 +23,7 @@ lint: install
 	$(BIN)/ruff check .
 
 typecheck: install
-	MYPY=$(BIN)/mypy scripts/typecheck
+	scripts/typecheck
 
 pytest: install
 	scripts/system-deps --test
