@@ -39,6 +39,7 @@ from bdi.store.repo import PlannedOutput, Store
 
 log = structlog.get_logger("bdi.pipeline")
 CHUNK = 1 << 20
+MAX_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,7 @@ class Pipeline:
         self.queue: asyncio.Queue[int] = asyncio.Queue()
         self.workers: list[asyncio.Task[None]] = []
         self.plan_lock = asyncio.Lock()
+        self.attempts: dict[int, int] = {}
         self.idle = asyncio.Event()
         self.idle.set()
         self._busy = 0
@@ -132,12 +134,21 @@ class Pipeline:
             try:
                 await process_job(self.hub, job_id, self.plan_lock)
             except Exception:
-                log.exception("job.failed", job=job_id)
+                self._retry(job_id)
             finally:
                 self._busy -= 1
                 self.queue.task_done()
                 if self.queue.empty() and self._busy == 0:
                     self.idle.set()
+
+    def _retry(self, job_id: int) -> None:
+        """A failed job is tried again a few times (its steps are idempotent), then left
+        for the next start-up, with the error in the log."""
+        attempt = self.attempts.get(job_id, 0) + 1
+        self.attempts[job_id] = attempt
+        log.exception("job.failed", job=job_id, attempt=attempt)
+        if attempt < MAX_ATTEMPTS:
+            self.submit(job_id)
 
 
 async def process_job(hub: Hub, job_id: int, plan_lock: asyncio.Lock) -> None:

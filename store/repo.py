@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,8 @@ Occurrence = tuple[str, str, FlowOccurrence]
 class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # flows are found-or-created: two jobs creating the same flow key must take turns
+        self._flows_lock = asyncio.Lock()
         self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
     def session(self) -> AsyncSession:
@@ -171,7 +174,7 @@ class Store:
     async def add_occurrences(self, batch: Sequence[Occurrence]) -> None:
         """One batch of flow occurrences, with their flows found or created, in one commit.
         Occurrences go in with one Core insert: the ORM costs ~10 times more per row."""
-        async with self.session() as s:
+        async with self._flows_lock, self.session() as s:
             pairs = {(layout, key) for layout, key, _ in batch}
             found = await s.exec(
                 select(Flow).where(tuple_(col(Flow.layout), col(Flow.flow_key)).in_(pairs))

@@ -6,6 +6,7 @@ the deliveries and `.log` files of `samples/manifest.toml`.
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -116,3 +117,18 @@ async def test_two_sections_for_one_recipient_travel_together(
     assert got == one + second
     movements = await hub.server.hub.store.movements()
     assert len(movements) == 1
+
+
+async def test_concurrent_uploads_of_one_flow_make_one_flow(
+    hub: HubUnderTest, tmp_path: Path
+) -> None:
+    plain = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
+    sealed = hub.seal("COU010234", plain, tmp_path)
+    names = [f"RCOU010234_00311_1000{n:02d}.edi" for n in range(10)]
+    await asyncio.gather(*(hub.upload("COU010234", name, sealed) for name in names))
+    await hub.settled()
+    assert sorted(await hub.inbox("CIE000311")) == names
+    movements = await hub.server.hub.store.movements()
+    occurrences = [o for m in movements for o in await hub.server.hub.store.occurrences(m.id or 0)]
+    assert len(occurrences) == 10
+    assert len({o.flow_id for o in occurrences}) == 1
