@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,9 +13,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bdi.routing.errors import Problem
-from bdi.routing.layout import Layout
+from bdi.routing.layout import Layout, default_layout
 from bdi.routing.logs import LogFile, log_files
 from bdi.routing.model import FileReport, SectionReport
+from bdi.routing.referential import ReferentialError, parse_referential
 from bdi.routing.scan import CheckContext, check_lines, last_report, strip_upload_suffix
 
 
@@ -103,3 +106,54 @@ def render_text(checked: Checked, layout: Layout) -> str:
 
 def render_json(results: list[Checked], layout: Layout) -> str:
     return json.dumps([to_json(c, layout) for c in results], ensure_ascii=False, indent=2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bdi check",
+        description="Validate plain Optiflux files as the hub would: sections, flows, problems, "
+        ".log lines. Exit 0 when everything would be delivered, 1 when something would be "
+        "refused, 2 on usage or I/O errors.",
+    )
+    parser.add_argument("files", nargs="+", type=Path, help="plain Optiflux files")
+    parser.add_argument("--uploader", help="EDI id of the uploading participant (SIGNATURE)")
+    parser.add_argument(
+        "--participants",
+        type=Path,
+        help="referential TOML: its mailboxes are the active recipients",
+    )
+    parser.add_argument(
+        "--json", action="store_true", dest="as_json", help="machine-readable output"
+    )
+    return parser
+
+
+def _fail(reason: str) -> int:
+    sys.stderr.write(f"bdi: {reason}\n")
+    return 2
+
+
+def main(argv: list[str]) -> int:
+    """`bdi check`: 0 all delivered, 1 something refused, 2 usage or I/O error."""
+    args = _parser().parse_args(argv)
+    layout = default_layout()
+    active = None
+    if args.participants is not None:
+        try:
+            text = args.participants.read_text(encoding="utf-8")
+            active = parse_referential(text, layout).mailboxes.__contains__
+        except (OSError, UnicodeDecodeError, ReferentialError) as exc:
+            return _fail(f"{args.participants}: {exc}")
+    now, results = paris_now(), []
+    for path in args.files:
+        try:
+            results.append(check_path(path, layout, args.uploader, active, now))
+        except OSError as exc:
+            return _fail(f"{path}: {exc.strerror or exc}")
+    out = (
+        render_json(results, layout)
+        if args.as_json
+        else "\n".join(render_text(c, layout) for c in results)
+    )
+    sys.stdout.write(out + "\n")
+    return 1 if any(not c.report.fully_accepted for c in results) else 0

@@ -8,10 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bdi.admin.cli import app as admin_app
-from bdi.check import check_path, paris_now, render_json, render_text
+from bdi.check import main as check_main
 from bdi.kit.cli import app as kit_app
-from bdi.routing.layout import default_layout
-from bdi.routing.referential import ReferentialError, parse_referential
 
 if TYPE_CHECKING:
     from bdi.config import Settings
@@ -41,44 +39,16 @@ def fail(reason: str, code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
-@app.command()
-def check(
-    files: Annotated[list[Path], typer.Argument(help="plain Optiflux files")],
-    uploader: Annotated[
-        str | None, typer.Option(help="EDI id of the uploading participant (SIGNATURE)")
-    ] = None,
-    participants: Annotated[
-        Path | None, typer.Option(help="referential TOML: its mailboxes are the active recipients")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
-) -> None:
-    """Validate plain Optiflux files as the hub would: sections, flows, problems, .log lines.
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def check(ctx: typer.Context) -> None:
+    """Validate plain Optiflux files as the hub would (`bdi check --help` for options).
 
-    Exit 0 when everything would be delivered, 1 when something would be refused,
-    2 on usage or I/O errors.
-    """
-    layout = default_layout()
-    active = None
-    if participants is not None:
-        try:
-            referential = parse_referential(participants.read_text(encoding="utf-8"), layout)
-        except (OSError, UnicodeDecodeError, ReferentialError) as exc:
-            raise fail(f"{participants}: {exc}") from exc
-        active = referential.mailboxes.__contains__
-    now = paris_now()
-    results = []
-    for path in files:
-        try:
-            results.append(check_path(path, layout, uploader, active, now))
-        except OSError as exc:
-            raise fail(f"{path}: {exc.strerror or exc}") from exc
-    if as_json:
-        typer.echo(render_json(results, layout))
-    else:
-        for checked in results:
-            typer.echo(render_text(checked, layout))
-    refused = any(not c.report.fully_accepted for c in results)
-    raise typer.Exit(EXIT_REFUSED if refused else EXIT_OK)
+    Its options are parsed by `bdi.check.main`: the `bdi` entry point runs it without
+    loading the rest of the command line, so checking a file starts fast."""
+    raise typer.Exit(check_main(ctx.args))
 
 
 DataOpt = Annotated[

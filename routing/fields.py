@@ -8,7 +8,7 @@ it is re-checked field by field to say which fields are wrong.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, time
 from decimal import Decimal
@@ -241,7 +241,28 @@ def encode_field(spec: FieldSpec, value: Value) -> str:
     return text.ljust(n)
 
 
+class _Codecs(Mapping[str, RecordCodec]):
+    """Record codecs compiled on first use: a file meets a few of the 18 record types, and
+    compiling all ~400 expressions up front is most of `bdi check`'s start-up."""
+
+    def __init__(self, layout: Layout) -> None:
+        self._specs = layout.records
+        self._compiled: dict[str, RecordCodec] = {}
+
+    def __getitem__(self, name: str) -> RecordCodec:
+        codec = self._compiled.get(name)
+        if codec is None:
+            codec = self._compiled[name] = compile_record(self._specs[name])
+        return codec
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
 @cache
 def codecs_for(layout: Layout) -> Mapping[str, RecordCodec]:
-    """Compiled codecs of every record type of a layout (compiled once per layout)."""
-    return {name: compile_record(spec) for name, spec in layout.records.items()}
+    """The codecs of every record type of a layout, each compiled once, when first needed."""
+    return _Codecs(layout)
