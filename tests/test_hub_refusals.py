@@ -93,3 +93,16 @@ async def test_a_good_upload_next_to_them_is_delivered(hub: HubUnderTest, tmp_pa
     inbox = await hub.inbox(RECIPIENT)
     assert list(inbox) == ["RCOU010234_00311_000001.edi"]
     assert (await hub.inbox(SENDER)) == {}
+
+
+async def test_recipient_with_a_revoked_key_is_inactive(hub: HubUnderTest, tmp_path: Path) -> None:
+    """Nothing is ever delivered unencrypted, nor to a key revoked since registration."""
+    recipient = hub.parties[RECIPIENT]
+    text = (recipient.pgp.home / "openpgp-revocs.d" / f"{recipient.fingerprint}.rev").read_text()
+    certificate = text.replace(":-----BEGIN PGP", "-----BEGIN PGP").encode()
+    gpg(hub.settings.gnupg_home, "--import", data=certificate)
+    await hub.upload(SENDER, "RCOU010234_00311_000001.edi", hub.seal(SENDER, SAMPLE, tmp_path))
+    await hub.settled()
+    assert await hub.inbox(RECIPIENT) == {}
+    [log] = (await hub.inbox(SENDER)).values()
+    assert " DESTINATAIRE destinataire inconnu ou inactif (CIE000311)" in log.decode()
