@@ -43,14 +43,18 @@ def is_initialised(settings: Settings) -> bool:
     return fingerprint_file(settings).exists()
 
 
-def write_admin_token(settings: Settings) -> str:
-    token = secrets.token_urlsafe(32)
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    path = token_hash_file(settings)
+def _write_private(path: Path, text: str) -> None:
+    """Replace a secret file whole (owner-only), never leaving it half written."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(digest + "\n")
+    tmp.write_text(text + "\n")
     tmp.chmod(0o600)
     tmp.replace(path)
+
+
+def write_admin_token(settings: Settings) -> str:
+    """A new admin API token; only its hash is kept, so the previous one stops working."""
+    token = secrets.token_urlsafe(32)
+    _write_private(token_hash_file(settings), hashlib.sha256(token.encode()).hexdigest())
     return token
 
 
@@ -58,10 +62,7 @@ def web_secret(settings: Settings) -> str:
     """The key signing Suivi session cookies; kept in the data folder across restarts."""
     path = settings.data / "web-secret"
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(secrets.token_urlsafe(48) + "\n")
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        _write_private(path, secrets.token_urlsafe(48))
     return path.read_text().strip()
 
 

@@ -77,18 +77,16 @@ def check_plain(hub: Hub, plain: Path, upload: Upload, keys: dict[str, str]) -> 
     """Blocking: read the plain text once and check it.
 
     `keys` maps each active participant to its OpenPGP fingerprint."""
-    can_receive = partial(_can_receive, hub, keys, {})
+    can_receive = partial(_can_receive, hub, keys)
     ctx = CheckContext(upload.upload_name, upload.sender, can_receive, hub.layout)
     with plain.open("rb") as stream:
         return last_report(check_lines(stream, ctx))
 
 
-def _can_receive(hub: Hub, keys: dict[str, str], cache: dict[str, bool], recipient: str) -> bool:
+def _can_receive(hub: Hub, keys: dict[str, str], recipient: str) -> bool:
     """Registered, active, and with an OpenPGP key that can be encrypted to right now."""
-    if recipient not in cache:
-        fingerprint = keys.get(recipient)
-        cache[recipient] = fingerprint is not None and hub.pgp.can_encrypt_to(fingerprint)
-    return cache[recipient]
+    fingerprint = keys.get(recipient)
+    return fingerprint is not None and hub.pgp.can_encrypt_to(fingerprint)
 
 
 class Pipeline:
