@@ -64,11 +64,6 @@ class Store:
         async with self.session() as s:
             return list((await s.exec(select(Participant).order_by(col(Participant.id)))).all())
 
-    async def active_ids(self) -> set[str]:
-        async with self.session() as s:
-            rows = await s.exec(select(Participant.id).where(col(Participant.active)))
-            return set(rows.all())
-
     async def ssh_keys(self, participant_id: str) -> list[str]:
         async with self.session() as s:
             rows = await s.exec(
