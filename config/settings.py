@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 512 * MiB
     max_decrypted_bytes: int = 1024 * MiB
     workers: int = Field(
-        default=2, ge=1, description="jobs processed at once (each GnuPG call is its own process)"
+        default=6, ge=1, description="jobs processed at once (each GnuPG call is its own process)"
     )
     ssh_ciphers: tuple[str, ...] = Field(
         default=("aes128-gcm@openssh.com", "aes256-gcm@openssh.com"),
