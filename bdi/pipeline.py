@@ -98,9 +98,6 @@ class Pipeline:
         self.workers: list[asyncio.Task[None]] = []
         self.plan_lock = asyncio.Lock()
         self.attempts: dict[int, int] = {}
-        self.idle = asyncio.Event()
-        self.idle.set()
-        self._busy = 0
 
     def start(self) -> None:
         for n in range(self.hub.settings.workers):
@@ -113,7 +110,6 @@ class Pipeline:
         self.workers.clear()
 
     def submit(self, job_id: int) -> None:
-        self.idle.clear()
         self.queue.put_nowait(job_id)
 
     async def resume(self) -> int:
@@ -128,16 +124,12 @@ class Pipeline:
     async def _work(self) -> None:
         while True:
             job_id = await self.queue.get()
-            self._busy += 1
             try:
                 await process_job(self.hub, job_id, self.plan_lock)
             except Exception:
                 self._retry(job_id)
             finally:
-                self._busy -= 1
                 self.queue.task_done()
-                if self.queue.empty() and self._busy == 0:
-                    self.idle.set()
 
     def _retry(self, job_id: int) -> None:
         """A failed job is tried again a few times (its steps are idempotent), then left
@@ -167,7 +159,7 @@ async def process_job(hub: Hub, job_id: int, plan_lock: asyncio.Lock) -> None:
         movements = await hub.store.job_movements(job.id)
         await _index(hub, job, sender, outputs, movements, fresh=False)
     await _write_outputs(hub, job, outputs, people)
-    outcome = _outcome(outputs, sender.id)
+    outcome = _outcome(outputs)
     await hub.store.finish_job(job_id, outcome, utcnow())
     for path in (hub.spool_file(job.spool_name), hub.plain_file(job.spool_name)):
         path.unlink(missing_ok=True)
@@ -176,7 +168,7 @@ async def process_job(hub: Hub, job_id: int, plan_lock: asyncio.Lock) -> None:
              outcome=outcome, outputs=len(outputs), elapsed_ms=elapsed)  # fmt: skip
 
 
-def _outcome(outputs: Sequence[Output], sender: str) -> str:
+def _outcome(outputs: Sequence[Output]) -> str:
     deliveries = any(o.kind == "delivery" for o in outputs)
     logs = any(o.kind == "log" for o in outputs)
     return "partial" if deliveries and logs else "delivered" if deliveries else "refused"
