@@ -16,7 +16,7 @@ import uvicorn
 from hubkit import HubUnderTest, Party, hub_running, make_parties, sample_ids
 from playwright.async_api import Browser, Page, async_playwright, expect
 from support import REPO
-from test_suivi_support import BROKER, CIRCUIT, LEADER, MAR, NAV, load_referential, send
+from test_suivi_support import BROKER, LEADER, MAR, NAV, route_circuit
 
 from bdi.suivi.app import create_app
 
@@ -50,9 +50,7 @@ async def served(
     """The hub with every sample routed, and the Suivi on a loopback port of its own."""
     tmp = tmp_path_factory.mktemp("suivi-browser")
     async with hub_running(tmp / "data", parties) as hub:
-        for name in CIRCUIT:
-            await send(hub, name, tmp)
-        await load_referential(hub.server.hub.store)
+        await route_circuit(hub, tmp)
         app = create_app(hub.server.hub, secret_key="browser-test-secret-key")
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))

@@ -15,15 +15,13 @@ import pytest_asyncio
 from hubkit import HubUnderTest, Party, hub_running, make_parties, sample_ids
 from test_suivi_support import (
     BROKER,
-    CIRCUIT,
     COGEAS,
     GENERALI,
     LEADER,
     MAR,
     NAV,
     insert_allocations,
-    load_referential,
-    send,
+    route_circuit,
 )
 
 from bdi.suivi import pending as p
@@ -48,9 +46,7 @@ async def routed(
 ) -> AsyncIterator[HubUnderTest]:
     tmp = tmp_path_factory.mktemp("suivi-http")
     async with hub_running(tmp / "data", parties) as hub:
-        for name in CIRCUIT:
-            await send(hub, name, tmp)
-        await load_referential(hub.server.hub.store)
+        await route_circuit(hub, tmp)
         await insert_allocations(hub.server.hub.store, VOLUME_USER, VOLUME_LEADER, 120)
         yield hub
 

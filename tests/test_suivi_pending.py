@@ -46,7 +46,7 @@ def parties() -> Iterator[dict[str, Party]]:
 @pytest.fixture
 async def hub(tmp_path: Path, parties: dict[str, Party]) -> AsyncIterator[HubUnderTest]:
     async with hub_running(tmp_path / "data", parties) as running:
-        await load_referential(running.server.hub.store)
+        await load_referential(running)
         yield running
 
 

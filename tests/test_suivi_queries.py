@@ -13,15 +13,13 @@ from test_suivi_support import (
     AXA,
     BROKER,
     CESAM,
-    CIRCUIT,
     COGEAS,
     GENERALI,
     LEADER,
     MAR,
     NAV,
     OUTSIDERS,
-    load_referential,
-    send,
+    route_circuit,
 )
 
 from bdi.routing.layout import Layout
@@ -47,9 +45,7 @@ async def routed(
     """Every well-formed sample routed in the order of the circuit, referential loaded."""
     tmp = tmp_path_factory.mktemp("suivi")
     async with hub_running(tmp / "data", parties) as hub:
-        for name in CIRCUIT:
-            await send(hub, name, tmp)
-        await load_referential(hub.server.hub.store)
+        await route_circuit(hub, tmp)
         yield hub
 
 

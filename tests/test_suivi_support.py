@@ -14,8 +14,7 @@ from pathlib import Path
 from hubkit import HubUnderTest
 from support import SAMPLES
 
-from bdi.routing.layout import default_layout
-from bdi.routing.referential import parse_referential
+from bdi.admin.wiring import service_for
 from bdi.routing.writer import Record, Section, parse_file, write_file
 from bdi.store.models import (
     Flow,
@@ -23,8 +22,6 @@ from bdi.store.models import (
     Job,
     Movement,
     Output,
-    ReferentialLabel,
-    ReferentialParticipant,
 )
 from bdi.store.repo import Store
 
@@ -72,17 +69,17 @@ async def send(hub: HubUnderTest, name: str, tmp: Path, data: bytes | None = Non
     await hub.settled()
 
 
-async def load_referential(store: Store) -> None:
+async def load_referential(hub: HubUnderTest) -> None:
+    """The sample referential, loaded the way the admin loads it."""
     text = (SAMPLES / "referentiel.toml").read_text(encoding="utf-8")
-    ref = parse_referential(text, default_layout())
-    participants = [
-        ReferentialParticipant(code=p.code, type=p.type, name=p.name, edi_id=p.edi_id)
-        for p in ref.participants.values()
-    ]
-    labels = [
-        ReferentialLabel(table="companies", code=c, label=v) for c, v in ref.companies.items()
-    ]
-    await store.replace_referential(participants, labels)
+    await service_for(hub.server.hub, "test").load_referential(text)
+
+
+async def route_circuit(hub: HubUnderTest, tmp: Path) -> None:
+    """Every well-formed sample routed in the order of the circuit, referential loaded."""
+    for name in CIRCUIT:
+        await send(hub, name, tmp)
+    await load_referential(hub)
 
 
 def sample(name: str) -> bytes:
