@@ -9,7 +9,7 @@ from functools import partial
 from bdi.admin.service import AdminService
 from bdi.config import Settings
 from bdi.datadir import hub_key_file, open_hub, write_admin_token
-from bdi.pipeline import Hub
+from bdi.hub import Hub
 
 
 def service_for(hub: Hub, actor: str) -> AdminService:

@@ -11,8 +11,8 @@ import asyncssh
 
 from bdi.config import Settings
 from bdi.crypto import OpenPGP
+from bdi.hub import Hub
 from bdi.mailbox.storage import Mailboxes
-from bdi.pipeline import Hub
 from bdi.routing.layout import default_layout
 from bdi.store.db import create_schema, make_engine
 from bdi.store.repo import Store

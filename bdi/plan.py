@@ -13,8 +13,8 @@ from bdi.routing.fields import Value
 from bdi.routing.layout import Layout
 from bdi.routing.logs import LogFile
 from bdi.routing.model import FileReport, Flow, SectionReport
-from bdi.store.models import FlowOccurrence, Movement, Output
-from bdi.store.repo import PlannedOutput
+from bdi.store.jobs import Occurrence, PlannedOutput
+from bdi.store.models import Movement, Output
 
 NameFor = Callable[[str, str], str]  # (participant, wanted name) -> free name
 
@@ -34,7 +34,7 @@ def _json_value(value: Value) -> str | int | None:
 
 
 def fields_json(fields: Mapping[str, Value]) -> str:
-    return json.dumps({k: _json_value(v) for k, v in fields.items() if k not in ("filler",)})
+    return json.dumps(_plain(fields))
 
 
 def comment(layout: Layout, sender: str, recipient: str, flow: Flow) -> str:
@@ -57,30 +57,31 @@ def comment(layout: Layout, sender: str, recipient: str, flow: Flow) -> str:
     return label
 
 
-def occurrence(
-    layout: Layout, upload: Upload, recipient: str, flow: Flow, seq: int
-) -> tuple[str, str, FlowOccurrence]:
-    row = FlowOccurrence(
-        movement_id=0,
-        flow_id=0,
-        seq=seq,
-        layout=flow.layout,
-        flow_code=flow.flow_code,
-        optiflux_key=flow.optiflux_key,
-        control=flow.control,
-        comment=comment(layout, upload.sender, recipient, flow),
-        fields_json=fields_json(flow.fields),
-        lines_json=json.dumps(
-            [
-                {"control": line.control, **json.loads(fields_json(line.fields))}
-                for line in flow.lines
-            ]
-        ),
-        grid_json=json.dumps([json.loads(fields_json(g)) for g in flow.grid]),
-        producer_code=_text(flow.fields.get("producer_code")),
-        insured_folded=fold(_text(flow.fields.get("insured_name"))),
-    )
-    return flow.layout, flow.key, row
+def occurrence(layout: Layout, upload: Upload, recipient: str, flow: Flow, seq: int) -> Occurrence:
+    """The row of one flow in one recipient's movement (the store adds the ids)."""
+    row = {
+        "seq": seq,
+        "layout": flow.layout,
+        "flow_code": flow.flow_code,
+        "optiflux_key": flow.optiflux_key,
+        "control": flow.control,
+        "comment": comment(layout, upload.sender, recipient, flow),
+        "fields_json": fields_json(flow.fields),
+        "lines_json": _json_list([{"control": line.control, **_plain(line.fields)}
+                                  for line in flow.lines]),
+        "grid_json": _json_list([_plain(g) for g in flow.grid]),
+        "producer_code": _text(flow.fields.get("producer_code")),
+        "insured_folded": fold(_text(flow.fields.get("insured_name"))),
+    }  # fmt: skip
+    return recipient, flow.key, row
+
+
+def _plain(fields: Mapping[str, Value]) -> dict[str, str | int | None]:
+    return {k: _json_value(v) for k, v in fields.items() if k != "filler"}
+
+
+def _json_list(items: list[dict[str, str | int | None]]) -> str:
+    return json.dumps(items) if items else "[]"
 
 
 def _text(value: Value) -> str | None:

@@ -14,10 +14,12 @@ import structlog
 from bdi.admin.passwords import verify_password
 from bdi.config import Settings
 from bdi.datadir import hub_key_file, open_hub, web_secret
+from bdi.hub import Hub, utcnow
 from bdi.mailview import MailboxView
-from bdi.pipeline import Hub, Pipeline, utcnow
+from bdi.pipeline import Pipeline
 from bdi.sftp import HubSFTPServer
 from bdi.spool import Spool
+from bdi.store.journal import Journal
 from bdi.web import web_server
 
 log = structlog.get_logger("bdi.server")
@@ -148,8 +150,9 @@ async def _watch_sessions(hub: Hub, sessions: Sessions) -> None:
 async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
     """Start the hub (resume unfinished jobs first, then listen); stop it on exit."""
     hub = await open_hub(settings)
-    pipeline = Pipeline(hub)
-    spool = Spool(settings.spool, hub.store, pipeline.submit, utcnow, hub.layout)
+    journal = Journal.open(settings.db_url)
+    pipeline = Pipeline(hub, journal)
+    spool = Spool(settings.spool, hub.store, journal, pipeline.submit, utcnow, hub.layout)
     spool.prepare()
     removed = await spool.sweep()
     resumed = await pipeline.resume()
@@ -187,6 +190,7 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         acceptor.close()
         await acceptor.wait_closed()
         await pipeline.stop()
+        await journal.close()
         await hub.store.engine.dispose()
         log.info("server.stopped")
 

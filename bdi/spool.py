@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -17,6 +18,8 @@ import structlog
 from bdi.mailbox.storage import fsync_dir, fsync_file
 from bdi.routing.layout import Layout
 from bdi.routing.scan import strip_upload_suffix
+from bdi.store.jobs import insert_job
+from bdi.store.journal import Journal
 from bdi.store.models import Job
 from bdi.store.repo import Store
 
@@ -28,13 +31,15 @@ class Spool:
         self,
         folder: Path,
         store: Store,
-        submit: Callable[[int], None],
+        journal: Journal,
+        submit: Callable[[Job], None],
         now: Callable[[], datetime],
         layout: Layout,
     ) -> None:
         self.folder = folder
         self.layout = layout
         self.store = store
+        self.journal = journal
         self.submit = submit
         self.now = now
 
@@ -56,11 +61,11 @@ class Spool:
             size=size,
             received_at=self.now(),
         )
-        job_id = await self.store.add_job(job)
+        job.id = job_id = await self.journal.run(partial(insert_job, job=job))
         log.info(
             "upload.accepted", participant=participant, file=upload_name, job=job_id, size=size
         )
-        self.submit(job_id)
+        self.submit(job)
         return job_id
 
     async def sweep(self) -> int:

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bdi.admin.passwords import verify_password
-from bdi.pipeline import Hub
+from bdi.hub import Hub
 
 
 async def _participant(hub: Hub, header: str | None) -> str | None:

@@ -16,7 +16,7 @@ from starlette.routing import Mount
 from bdi.admin.api import create_admin_api
 from bdi.admin.wiring import service_for
 from bdi.datadir import token_hash_file
-from bdi.pipeline import Hub
+from bdi.hub import Hub
 from bdi.suivi import textindex
 from bdi.suivi.app import create_app
 from bdi.uploads_api import create_uploads_api

@@ -210,10 +210,17 @@ def seal_uncompressed(party: Party, src: Path, dst: Path, hub: str) -> None:
         raise BenchError(f"sealing {src.name} failed: {done.stderr.decode(errors='replace')}")
 
 
-def floor(hub: Hub, recipient: str, sealed: Sequence[Path], work: Path) -> float:
-    """Seconds for the pool to do the hub's gpg work on every sealed file."""
+def machine_busy() -> float:
+    total = psutil.cpu_times()
+    return sum(getattr(total, f, 0.0) for f in BUSY_FIELDS)
+
+
+def floor(hub: Hub, recipient: str, sealed: Sequence[Path], work: Path) -> tuple[float, float]:
+    """Seconds for the pool to do the hub's gpg work on every sealed file, and the CPU
+    seconds the whole machine used meanwhile."""
     keys = recipient, hub.fingerprint
     with gpg_pool(hub.settings.gnupg_home) as pool:
+        busy = machine_busy()
         start = time.perf_counter()
         futures = [
             pool.submit(_route, s, work / f"{s.name}.plain", work / f"{s.name}.out", *keys)
@@ -221,9 +228,10 @@ def floor(hub: Hub, recipient: str, sealed: Sequence[Path], work: Path) -> float
         ]
         ok = [f.result() for f in futures]
         seconds = time.perf_counter() - start
+        busy = machine_busy() - busy
     if not all(ok):
         raise BenchError(f"the floor refused {ok.count(False)} sealed files")
-    return seconds
+    return seconds, busy
 
 
 # --- the hub ----------------------------------------------------------------------------
@@ -428,13 +436,12 @@ def cpu_now(server: psutil.Process, agent: psutil.Process | None) -> Cpu:
     s = server.cpu_times()
     a = agent.cpu_times() if agent is not None else None
     me = psutil.Process().cpu_times()
-    total = psutil.cpu_times()
     return Cpu(
         server=s.user + s.system,
         gpg=s.children_user + s.children_system,
         agent=a.user + a.system if a is not None else 0.0,
         client=me.user + me.system,
-        machine=sum(getattr(total, f, 0.0) for f in BUSY_FIELDS),
+        machine=machine_busy(),
     )
 
 
@@ -547,8 +554,8 @@ def report_cpu(what: str, c: Cpu, count: int, seconds: float, emit: Emit) -> Non
     busy = c.machine / (seconds * (os.cpu_count() or 1))
     emit(
         f"    CPU ms per file during {what}: server process {c.server * per:.1f}, its gpg "
-        f"{c.gpg * per:.1f}, hub gpg-agent {c.agent * per:.1f}, clients {c.client * per:.1f}; "
-        f"machine busy {busy:.0%} of {os.cpu_count()} cores"
+        f"{c.gpg * per:.1f}, hub gpg-agent {c.agent * per:.1f}, clients {c.client * per:.1f}, "
+        f"whole machine {c.machine * per:.1f}; machine busy {busy:.0%} of {os.cpu_count()} cores"
     )
 
 
@@ -639,7 +646,7 @@ def speed(work: Path, hub: Hub, inputs: Inputs, recipient: Party, emit: Emit) ->
         f"the hub runs as a separate `bdi serve` process (workers={hub.settings.workers}); "
         f"the SFTP clients run in this process: both share the machine's {cores} cores"
     )
-    floor_s = floor(hub, recipient.fingerprint, inputs.sealed, work / "floor")
+    floor_s, floor_cpu = floor(hub, recipient.fingerprint, inputs.sealed, work / "floor")
     with serving(hub, work / "server-1.log") as server:
         route = asyncio.run(routed(hub, server, inputs.uploads, inputs.warm_ups[0]))
         raw_s, raw_cpu = asyncio.run(raw_sftp(hub, server, inputs.uploads))
@@ -648,6 +655,10 @@ def speed(work: Path, hub: Hub, inputs: Inputs, recipient: Party, emit: Emit) ->
     emit(
         f"(b) OpenPGP floor: decrypt+verify with the hub's home, then sign+encrypt to "
         f"{RECIPIENT}, {cores} processes: {floor_s:.2f} s -> {b:.1f} files/s"
+    )
+    emit(
+        f"    CPU ms per file during (b): machine {floor_cpu * 1000 / FILES:.1f}; "
+        f"machine busy {floor_cpu / (floor_s * cores):.0%} of {cores} cores"
     )
     c = FILES / raw_s
     emit(

@@ -11,7 +11,7 @@ from sqlmodel import SQLModel
 from bdi.store import models  # noqa: F401  (registers the tables)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")  # a committed job survives power loss too
@@ -24,7 +24,7 @@ def make_engine(url: str) -> AsyncEngine:
     sqlite = url.startswith("sqlite")
     engine = create_async_engine(url, pool_pre_ping=not sqlite)  # no network to a file
     if sqlite:
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
     return engine
 
 

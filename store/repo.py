@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bdi.store.models import (
     AuditEvent,
-    Flow,
     FlowOccurrence,
     Job,
     Movement,
@@ -26,23 +22,9 @@ from bdi.store.models import (
 )
 
 
-@dataclass(slots=True)
-class PlannedOutput:
-    """An output with, for a delivery, its movement."""
-
-    output: Output
-    movement: Movement | None = None
-
-
-# (layout, flow key, occurrence): the flow row is found or created by the store
-Occurrence = tuple[str, str, FlowOccurrence]
-
-
 class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        # flows are found-or-created: two jobs creating the same flow key must take turns
-        self._flows_lock = asyncio.Lock()
         self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
     def session(self) -> AsyncSession:
@@ -87,13 +69,6 @@ class Store:
             await s.commit()
 
     # jobs ---------------------------------------------------------------------------
-    async def add_job(self, job: Job) -> int:
-        async with self.session() as s:
-            s.add(job)
-            await s.commit()
-            assert job.id is not None
-            return job.id
-
     async def job(self, job_id: int) -> Job | None:
         async with self.session() as s:
             return await s.get(Job, job_id)
@@ -107,18 +82,15 @@ class Store:
         async with self.session() as s:
             return set((await s.exec(select(Job.spool_name))).all())
 
-    async def reserved_names(self, participant_ids: set[str]) -> dict[str, set[str]]:
-        """Names promised to outputs not yet written, which no other output may take."""
+    async def reserved_names(self) -> dict[str, set[str]]:
+        """Per participant, the names promised to outputs not yet written."""
         async with self.session() as s:
             rows = await s.exec(
-                select(Output.participant_id, Output.name).where(
-                    col(Output.participant_id).in_(participant_ids),
-                    col(Output.delivered_at).is_(None),
-                )
+                select(Output.participant_id, Output.name).where(col(Output.delivered_at).is_(None))
             )
-            reserved: dict[str, set[str]] = {p: set() for p in participant_ids}
+            reserved: dict[str, set[str]] = {}
             for participant, name in rows.all():
-                reserved[participant].add(name)
+                reserved.setdefault(participant, set()).add(name)
             return reserved
 
     async def outputs(self, job_id: int) -> list[Output]:
@@ -128,80 +100,11 @@ class Store:
             )
             return list(rows.all())
 
-    async def save_plan(
-        self, job_id: int, planned: Sequence[PlannedOutput]
-    ) -> tuple[list[Output], dict[str, int]]:
-        """Outputs and movements of a job, in one transaction; the job becomes `planned`.
-        Returns the outputs and, per recipient, its movement id."""
-        async with self.session() as s:
-            for item in planned:
-                s.add(item.output)
-            await s.flush()
-            for item in planned:
-                if item.movement is not None:
-                    assert item.output.id is not None
-                    item.movement.output_id = item.output.id
-                    s.add(item.movement)
-            job = await s.get(Job, job_id)
-            assert job is not None
-            job.state = "planned"
-            await s.flush()
-            movements = {p.movement.recipient_id: p.movement.id for p in planned if p.movement}
-            await s.commit()
-        return [p.output for p in planned], {k: v for k, v in movements.items() if v is not None}
-
     async def job_movements(self, job_id: int) -> dict[str, int]:
         """Recipient -> movement id of a job's deliveries."""
         async with self.session() as s:
             rows = await s.exec(select(Movement).where(Movement.job_id == job_id))
             return {m.recipient_id: m.id for m in rows.all() if m.id is not None}
-
-    async def clear_occurrences(self, movement_ids: Sequence[int]) -> None:
-        """Forget a half-stored index (after a crash) before storing it again."""
-        async with self.session() as s:
-            rows = await s.exec(
-                select(FlowOccurrence).where(col(FlowOccurrence.movement_id).in_(movement_ids))
-            )
-            for row in rows.all():
-                await s.delete(row)
-            await s.commit()
-
-    async def add_occurrences(self, batch: Sequence[Occurrence]) -> None:
-        """One batch of flow occurrences, with their flows found or created, in one commit.
-        Occurrences go in with one Core insert: the ORM costs ~10 times more per row."""
-        async with self._flows_lock, self.session() as s:
-            pairs = {(layout, key) for layout, key, _ in batch}
-            found = await s.exec(
-                select(Flow).where(tuple_(col(Flow.layout), col(Flow.flow_key)).in_(pairs))
-            )
-            flows = {(f.layout, f.flow_key): f for f in found.all()}
-            for layout, key, occurrence in batch:
-                if (layout, key) not in flows:
-                    flows[(layout, key)] = Flow(
-                        layout=layout, flow_key=key, optiflux_key=occurrence.optiflux_key
-                    )
-                    s.add(flows[(layout, key)])
-            await s.flush()
-            rows = []
-            for layout, key, occurrence in batch:
-                occurrence.flow_id = flows[(layout, key)].id or 0
-                rows.append(occurrence.model_dump(exclude={"id"}))
-            connection = await s.connection()
-            await connection.execute(insert(FlowOccurrence), rows)
-            await s.commit()
-
-    async def finish_job(self, job_id: int, outcome: str, at: datetime) -> None:
-        """Every output of the job is in place: record it, with the job's end, in one commit."""
-        statements = [
-            update(Job).where(col(Job.id) == job_id)
-            .values(state="done", outcome=outcome, finished_at=at),
-            update(Output).where(col(Output.job_id) == job_id, col(Output.delivered_at).is_(None))
-            .values(delivered_at=at),
-            update(Movement).where(col(Movement.job_id) == job_id).values(delivered=True),
-        ]  # fmt: skip
-        async with self.engine.begin() as conn:
-            for statement in statements:
-                await conn.execute(statement)
 
     async def movements(self, recipient_id: str | None = None) -> list[Movement]:
         async with self.session() as s:

@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from bdi.admin.passwords import hash_password, verify_password
-from bdi.pipeline import Hub
+from bdi.hub import Hub
 from bdi.routing.layout import Column
 from bdi.suivi import csv, pending, queries, views
 from bdi.suivi.auth import COOKIE, CSRF_FIELD, Lockout, LockoutPolicy, Session, Signer, csrf_ok

@@ -1,0 +1,233 @@
+"""The blocking file work of one job, done in one worker-thread call per step.
+
+`prepare` decrypts, checks, keeps each recipient's plain content and seals its delivery into
+the staging folder before anything is recorded: the store then only has to name and record
+the outputs. `place_outputs` makes them appear in the inboxes, sealing again any delivery
+whose staged file cannot be trusted (a job resumed after a crash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import uuid
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+
+import structlog
+
+from bdi.hub import Hub
+from bdi.mailbox.storage import fsync_file
+from bdi.plan import Upload, group_by_recipient, occurrence
+from bdi.routing.errors import Code, Problem
+from bdi.routing.flows import iter_flows
+from bdi.routing.logs import LogFile, log_files, whole_upload_log
+from bdi.routing.model import FileReport
+from bdi.routing.scan import CheckContext, check_lines, last_report
+from bdi.store.jobs import Occurrence, Party
+from bdi.store.models import Job, Output
+
+log = structlog.get_logger("bdi.pipeline")
+CHUNK = 1 << 20
+BATCH = 500  # flow occurrences per transaction: memory stays flat whatever the file's size
+Sections = Mapping[int, tuple[str, str]]  # delivered section number -> (flow code, recipient)
+Batches = Generator[list[Occurrence], None, None]
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One upload, decrypted, checked and sealed, waiting to be named and recorded."""
+
+    report: FileReport | None  # None: refused by the OpenPGP layer
+    logs: list[LogFile]
+    contents: dict[str, tuple[str, str]] = field(default_factory=dict)  # (file, sha256)
+    staged: dict[str, Path] = field(default_factory=dict)  # recipient -> sealed delivery
+    flows: list[Occurrence] = field(default_factory=list)  # the first batch
+    more: Batches | None = None  # the next batches, for a big file
+
+
+def prepare(hub: Hub, job: Job, sender: Party, keys: dict[str, str], now: datetime) -> Prepared:
+    """`keys` maps each active participant to its OpenPGP fingerprint."""
+    assert job.id is not None
+    if not decrypt(hub, job, sender):
+        problem = Problem(Code.DECHIFFREMENT)
+        return Prepared(None, [whole_upload_log(job.upload_name, problem, now, hub.layout)])
+    upload = Upload(job.id, sender.id, job.upload_name, job.received_at)
+    plain = hub.plain_file(job.spool_name)
+    report = check_plain(hub, plain, upload, keys)
+    prepared = Prepared(report, log_files(report, now, hub.layout))
+    prepared.contents = store_contents(hub, job, report)
+    for recipient, (name, _) in prepared.contents.items():
+        content = hub.contents() / name
+        prepared.staged[recipient] = seal(hub, job, content, recipient, keys[recipient])
+    sections = {s.number: (s.flow_code, s.recipient_id) for s in report.delivered_sections}
+    if sections:
+        batches = occurrence_batches(hub, plain, upload, sections)
+        prepared.flows = next(batches, [])
+        if len(prepared.flows) == BATCH:
+            prepared.more = batches
+        else:
+            batches.close()
+    return prepared
+
+
+def decrypt(hub: Hub, job: Job, sender: Party) -> bool:
+    """Decrypt the upload into its plain file; True if it is signed by the sender's key."""
+    plain = hub.plain_file(job.spool_name)
+    result = hub.pgp.decrypt_verify(
+        hub.spool_file(job.spool_name), plain, hub.settings.max_decrypted_bytes
+    )
+    if result.ok and result.signer == sender.fingerprint:
+        return True
+    log.info(
+        "upload.refused",
+        job=job.id,
+        participant=sender.id,
+        file=job.upload_name,
+        code=Code.DECHIFFREMENT.value,
+        reason=result.reason if not result.ok else "other signer",
+    )
+    plain.unlink(missing_ok=True)
+    return False
+
+
+def check_plain(hub: Hub, plain: Path, upload: Upload, keys: dict[str, str]) -> FileReport:
+    can_receive = partial(_can_receive, hub, keys)
+    ctx = CheckContext(upload.upload_name, upload.sender, can_receive, hub.layout)
+    with plain.open("rb") as stream:
+        return last_report(check_lines(stream, ctx))
+
+
+def _can_receive(hub: Hub, keys: dict[str, str], recipient: str) -> bool:
+    """Registered, active, and with an OpenPGP key that can be encrypted to right now."""
+    fingerprint = keys.get(recipient)
+    return fingerprint is not None and hub.pgp.can_encrypt_to(fingerprint)
+
+
+def store_contents(hub: Hub, job: Job, report: FileReport) -> dict[str, tuple[str, str]]:
+    """Keep each recipient's plain content for the Suivi: (file name, sha256)."""
+    hub.contents().mkdir(parents=True, exist_ok=True, mode=0o700)
+    plain = hub.plain_file(job.spool_name)
+    out = {}
+    for recipient, sections in group_by_recipient(report.delivered_sections).items():
+        name = f"{job.id:08d}-{recipient}-{uuid.uuid4().hex[:8]}.edi"
+        ranges = [(s.start, s.end) for s in sections]
+        out[recipient] = (name, copy_ranges(plain, ranges, hub.contents() / name, durable=True))
+    return out
+
+
+def seal(hub: Hub, job: Job, plain: Path, recipient: str, fingerprint: str) -> Path:
+    """Sign and encrypt one recipient's content into its staging folder."""
+    staged = hub.mailboxes.staged_path(recipient, f"{job.id}-{recipient}.pgp")
+    hub.pgp.sign_encrypt(plain, staged, fingerprint, hub.hub_fingerprint)
+    return staged
+
+
+def occurrence_batches(hub: Hub, plain: Path, upload: Upload, sections: Sections) -> Batches:
+    """The flow occurrences of the delivered sections, read from the plain file in batches."""
+    accepted = {number: code for number, (code, _) in sections.items()}
+    seq = dict.fromkeys((recipient for _, recipient in sections.values()), 0)
+    with plain.open("rb") as stream:
+        flows = iter_flows(stream, hub.layout, accepted)
+        while batch := list(itertools.islice(flows, BATCH)):
+            rows = []
+            for flow in batch:
+                recipient = sections[flow.section][1]
+                rows.append(occurrence(hub.layout, upload, recipient, flow, seq[recipient]))
+                seq[recipient] += 1
+            yield rows
+
+
+def next_batch(batches: Batches) -> list[Occurrence]:
+    return next(batches, [])
+
+
+def delivered_sections(
+    hub: Hub, plain: Path, outputs: Sequence[Output]
+) -> dict[int, tuple[str, str]]:
+    """Section number -> (flow code, recipient) of every delivered section, from the headers
+    (a resumed job: its check report is gone, its outputs' byte ranges are stored)."""
+    starts = {start: o.participant_id for o in outputs if o.kind == "delivery"
+              for start, _ in ranges(o.ranges)}  # fmt: skip
+    code = hub.layout.header.field("flow_code")
+    found: dict[int, tuple[str, str]] = {}
+    number, offset = 0, 0
+    with plain.open("rb") as stream:
+        for raw in stream:
+            if raw[:10] == b"1111111111":
+                number += 1
+                if offset in starts:
+                    flow_code = raw[code.start : code.end].decode(hub.layout.encoding)
+                    found[number] = (flow_code, starts[offset])
+            offset += len(raw)
+    return found
+
+
+def ranges(text: str) -> list[tuple[int, int]]:
+    return [(int(a), int(b)) for a, b in (r.split("-") for r in text.split(",") if r)]
+
+
+def copy_ranges(src: Path, spans: list[tuple[int, int]], dst: Path, durable: bool) -> str:
+    """Copy byte ranges of `src` into `dst`; return their sha256."""
+    digest = hashlib.sha256()
+    with src.open("rb") as inp, dst.open("wb") as out:
+        for start, end in spans:
+            inp.seek(start)
+            left = end - start
+            while left > 0:
+                chunk = inp.read(min(CHUNK, left))
+                if not chunk:
+                    raise ValueError(f"{src} ends before byte {end}")
+                digest.update(chunk)
+                out.write(chunk)
+                left -= len(chunk)
+    if durable:
+        fsync_file(dst)
+    return digest.hexdigest()
+
+
+def place_outputs(
+    hub: Hub,
+    job: Job,
+    outputs: Sequence[Output],
+    people: Mapping[str, Party],
+    staged: Mapping[str, Path],
+) -> None:
+    """Make every output not yet in place appear in its inbox, complete, under its name."""
+    for output in outputs:
+        if output.delivered_at is not None or hub.mailboxes.in_inbox(
+            output.participant_id, output.name
+        ):
+            continue
+        if output.kind == "log":
+            _place_log(hub, output)
+            log.info("log.written", job=job.id, participant=output.participant_id, file=output.name)
+            continue
+        sealed = staged.get(output.participant_id) or _seal_again(hub, job, output, people)
+        size = sealed.stat().st_size
+        hub.mailboxes.place(output.participant_id, sealed, output.name)
+        log.info("delivery.done", job=job.id, sender=job.participant_id,
+                 participant=output.participant_id, file=output.name, size=size)  # fmt: skip
+
+
+def _place_log(hub: Hub, output: Output) -> None:
+    staged = hub.mailboxes.staged_path(output.participant_id, f"{output.job_id}-{output.seq}.log")
+    staged.write_text(output.text, encoding="utf-8")
+    hub.mailboxes.place(output.participant_id, staged, output.name)
+
+
+def _seal_again(hub: Hub, job: Job, output: Output, people: Mapping[str, Party]) -> Path:
+    """A resumed job: seal the delivery again from the plain text (decrypted again if lost)."""
+    plain = hub.plain_file(job.spool_name)
+    if not plain.exists():
+        assert decrypt(hub, job, people[job.participant_id])
+    recipient = output.participant_id
+    part = hub.mailboxes.staged_path(recipient, f"{job.id}-{recipient}-{uuid.uuid4().hex[:8]}")
+    copy_ranges(plain, ranges(output.ranges), part, durable=False)
+    try:
+        return seal(hub, job, part, recipient, people[recipient].fingerprint)
+    finally:
+        part.unlink(missing_ok=True)

@@ -1,0 +1,161 @@
+"""The pipeline's writes: one connection in one thread, concurrent jobs committed together.
+
+A database with one writer (SQLite) gains nothing from several writing connections, and the
+async driver costs about five times more CPU per statement than a plain connection in a
+thread (measured: 1.0 ms against 0.19 ms per insert and commit). Work items queued while a
+transaction runs go into the next one: under load one commit (one fsync) serves many jobs.
+A failing item is retried alone so that it cannot take the others down with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+
+from bdi.store.db import sqlite_pragmas
+
+log = structlog.get_logger("bdi.store")
+T = TypeVar("T")
+Work = Callable[[Connection], Any]
+MAX_GROUP = 64  # work items per transaction
+# the synchronous driver of each async one the hub can be configured with
+_SYNC_DRIVERS = {
+    "sqlite+aiosqlite": "sqlite+pysqlite",
+    "postgresql+asyncpg": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "postgresql+psycopg_async": "postgresql+psycopg",
+}
+
+
+def sync_url(url: str) -> str:
+    """The same database through its synchronous driver."""
+    parsed = make_url(url)
+    driver = _SYNC_DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ValueError(f"no synchronous driver known for {parsed.drivername}")
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def sync_engine(url: str) -> Engine:
+    engine = create_engine(sync_url(url), poolclass=StaticPool)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", sqlite_pragmas)
+    return engine
+
+
+class _Item:
+    __slots__ = ("future", "loop", "work")
+
+    def __init__(self, work: Work, loop: asyncio.AbstractEventLoop) -> None:
+        self.work = work
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.loop.call_soon_threadsafe(_settle, self.future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the waiting task was cancelled; the work is committed all the same
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+_STOP = object()
+
+
+class Journal:
+    """Runs `work(connection)` functions in the writer thread, each in a committed transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._main, name="bdi-journal", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def open(cls, url: str) -> Journal:
+        return cls(sync_engine(url))
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        """Queue `work`; return its result once its transaction is committed."""
+        if not self._thread.is_alive():
+            raise RuntimeError("the journal is closed")
+        item = _Item(work, asyncio.get_running_loop())
+        self._queue.put(item)
+        result: T = await item.future
+        return result
+
+    async def close(self) -> None:
+        """Finish the queued work, then stop the thread and close the connection."""
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+        self._engine.dispose()
+
+    def _main(self) -> None:
+        pending: list[_Item] = []
+        try:
+            with self._engine.connect() as conn:
+                while self._take(pending):
+                    self._commit(conn, pending)
+                    pending.clear()
+                self._commit(conn, pending)
+        except BaseException as exc:  # the connection itself failed: nothing can be written
+            log.exception("journal.failed")
+            for item in [*pending, *self._drain()]:
+                item.settle(error=RuntimeError(f"the journal stopped: {exc!r}"))
+
+    def _take(self, pending: list[_Item]) -> bool:
+        """Wait for one item, then take what else is queued; False once told to stop."""
+        first = self._queue.get()
+        if first is _STOP:
+            return False
+        assert isinstance(first, _Item)
+        pending.append(first)
+        while len(pending) < MAX_GROUP:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return True
+            if item is _STOP:
+                return False
+            assert isinstance(item, _Item)
+            pending.append(item)
+        return True
+
+    def _drain(self) -> list[_Item]:
+        items: list[_Item] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return items
+            if isinstance(item, _Item):
+                items.append(item)
+
+    def _commit(self, conn: Connection, items: list[_Item]) -> None:
+        if not items:
+            return
+        try:
+            with conn.begin():
+                results = [item.work(conn) for item in items]
+        except Exception as exc:
+            if len(items) > 1:  # find the culprit: each item alone
+                for item in items:
+                    self._commit(conn, [item])
+            else:
+                items[0].settle(error=exc)
+            return
+        for item, result in zip(items, results, strict=True):
+            item.settle(result)
