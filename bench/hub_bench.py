@@ -17,6 +17,9 @@ SFTP clients run in this process. Both share the machine's cores.
     records), sealed beforehand without compression so that 256 MiB travel over SFTP too; the
     server process's peak RSS (polled) over its idle RSS (after start-up and one small upload).
 
+(b) and (a) are measured alternately, ROUNDS times, on the same running server; the target
+is on the median of the rounds' ratios, because the machine drifts between invocations.
+
 Targets: (a) >= TARGET_RATIO x (b); peak RSS growth of (d) <= RSS_GROWTH_MB.
 """
 
@@ -29,6 +32,7 @@ import math
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,6 +74,7 @@ SECTION_RECORDS = 1000  # records per section of the big file (~640 KB)
 HEADER_NUMBER = slice(50, 53)  # header columns 51-53: section number
 FOOTER_NUMBER = slice(32, 35)  # footer columns 33-35: section number
 TARGET_RATIO = 0.80
+ROUNDS = 3  # (b) then (a), alternately: the machine drifts by up to 30 % (MEASURED.md)
 RSS_GROWTH_MB = 64
 MAX_BYTES = 1 << 30  # max_upload_bytes and max_decrypted_bytes given to the server
 DEADLINE_S = 900.0  # bound of every wait for the hub
@@ -646,33 +651,45 @@ def speed(work: Path, hub: Hub, inputs: Inputs, recipient: Party, emit: Emit) ->
         f"the hub runs as a separate `bdi serve` process (workers={hub.settings.workers}); "
         f"the SFTP clients run in this process: both share the machine's {cores} cores"
     )
-    floor_s, floor_cpu = floor(hub, recipient.fingerprint, inputs.sealed, work / "floor")
+    ratios: list[float] = []
     with serving(hub, work / "server-1.log") as server:
-        route = asyncio.run(routed(hub, server, inputs.uploads, inputs.warm_ups[0]))
+        for n in range(1, ROUNDS + 1):
+            emit(f"round {n} of {ROUNDS}:")
+            b = report_floor(floor(hub, recipient.fingerprint, inputs.sealed, work / "floor"), emit)
+            route = asyncio.run(routed(hub, server, inputs.uploads, inputs.warm_ups[0]))
+            a = report_routed(route, FILES, emit)
+            ratios.append(a / b)
+            emit(f"    (a)/(b) = {a / b:.0%}")
         raw_s, raw_cpu = asyncio.run(raw_sftp(hub, server, inputs.uploads))
-    a = report_routed(route, FILES, emit)
-    b = FILES / floor_s
-    emit(
-        f"(b) OpenPGP floor: decrypt+verify with the hub's home, then sign+encrypt to "
-        f"{RECIPIENT}, {cores} processes: {floor_s:.2f} s -> {b:.1f} files/s"
-    )
-    emit(
-        f"    CPU ms per file during (b): machine {floor_cpu * 1000 / FILES:.1f}; "
-        f"machine busy {floor_cpu / (floor_s * cores):.0%} of {cores} cores"
-    )
     c = FILES / raw_s
     emit(
         f"(c) raw SFTP: {FILES} uploads as .part (never taken in), {CLIENTS} sessions: "
-        f"{raw_s:.2f} s -> {c:.1f} files/s"
+        f"{raw_s:.2f} s -> {c:.1f} files/s; (a)/(c) = {a / c:.0%} in the last round"
     )
     report_cpu("(c)", raw_cpu, FILES, raw_s, emit)
-    emit(f"ratios: (a)/(b) = {a / b:.0%}, (a)/(c) = {a / c:.0%}")
-    ok = a >= TARGET_RATIO * b
+    ratio = statistics.median(ratios)
+    ok = ratio >= TARGET_RATIO
     emit(
-        f"target (a) >= {TARGET_RATIO:.0%} of (b): {'PASS' if ok else 'FAIL'} "
-        f"({a:.1f} vs {TARGET_RATIO * b:.1f} files/s)"
+        f"target (a) >= {TARGET_RATIO:.0%} of (b), median of the rounds' ratios: "
+        f"{'PASS' if ok else 'FAIL'} ({ratio:.0%}; rounds: "
+        f"{', '.join(f'{r:.0%}' for r in ratios)})"
     )
     return ok
+
+
+def report_floor(measured: tuple[float, float], emit: Emit) -> float:
+    seconds, cpu = measured
+    cores = os.cpu_count() or 1
+    rate = FILES / seconds
+    emit(
+        f"(b) OpenPGP floor: decrypt+verify with the hub's home, then sign+encrypt to "
+        f"{RECIPIENT}, {cores} processes: {seconds:.2f} s -> {rate:.1f} files/s"
+    )
+    emit(
+        f"    CPU ms per file during (b): whole machine {cpu * 1000 / FILES:.1f}; "
+        f"machine busy {cpu / (seconds * cores):.0%} of {cores} cores"
+    )
+    return rate
 
 
 def memory(work: Path, hub: Hub, inputs: Inputs, emit: Emit) -> bool:
