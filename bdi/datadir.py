@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,3 +105,22 @@ async def open_hub(settings: Settings) -> Hub:
         pgp=OpenPGP(settings.gnupg_home),
         hub_fingerprint=fingerprint_file(settings).read_text().strip(),
     )
+
+
+class HubBusy(OSError):
+    """Another `bdi serve` holds the data folder."""
+
+
+@contextlib.contextmanager
+def serve_lock(settings: Settings) -> Iterator[None]:
+    """One server per data folder: two would resume the same jobs, and the pipeline keeps
+    the inbox names it has promised in memory. The lock dies with its process."""
+    fd = os.open(settings.data / "serve.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise HubBusy(f"another `bdi serve` is already running on {settings.data}") from None
+        yield
+    finally:
+        os.close(fd)

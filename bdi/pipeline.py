@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 import structlog
 
@@ -45,6 +47,7 @@ from bdi.store.models import Job, Output
 
 log = structlog.get_logger("bdi.pipeline")
 MAX_ATTEMPTS = 3
+T = TypeVar("T")
 
 
 class Names:
@@ -73,6 +76,9 @@ class Pipeline:
         self.workers: list[asyncio.Task[None]] = []
         self.attempts: dict[int, int] = {}
         self.names = Names(hub, {})
+        # its own threads: sharing the loop's default pool with the SFTP side would let
+        # six long jobs hold every thread while uploads wait to be spooled
+        self.executor = ThreadPoolExecutor(hub.settings.workers, thread_name_prefix="bdi-job")
 
     def start(self) -> None:
         for n in range(self.hub.settings.workers):
@@ -83,6 +89,10 @@ class Pipeline:
             task.cancel()
         await asyncio.gather(*self.workers, return_exceptions=True)
         self.workers.clear()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def submit(self, job: Job) -> None:
         self.queue.put_nowait(job)
@@ -129,7 +139,7 @@ class Pipeline:
         else:
             outputs = await self.hub.store.outputs(job.id)
             await self._index_again(job, sender, outputs)
-        await asyncio.to_thread(place_outputs, self.hub, job, outputs, people, staged)
+        await self._blocking(place_outputs, self.hub, job, outputs, people, staged)
         outcome = _outcome(outputs)
         await self.journal.run(partial(finish_job, job_id=job.id, outcome=outcome, at=utcnow()))
         job.state = "done"
@@ -142,7 +152,7 @@ class Pipeline:
     async def _prepare(self, job: Job, sender: Party, people: dict[str, Party]) -> Prepared:
         keys = {p.id: p.fingerprint for p in people.values() if p.active}
         now = local_time(self.hub, utcnow())
-        prepared = await asyncio.to_thread(prepare, self.hub, job, sender, keys, now)
+        prepared = await self._blocking(prepare, self.hub, job, sender, keys, now)
         if prepared.report is not None:
             _log_report(job, prepared.report)
         return prepared
@@ -171,7 +181,7 @@ class Pipeline:
 
     async def _store_batches(self, batches: Batches, movements: dict[str, int]) -> None:
         try:
-            while rows := await asyncio.to_thread(next_batch, batches):
+            while rows := await self._blocking(next_batch, batches):
                 await self.journal.run(partial(add_occurrences, movements=movements, batch=rows))
         finally:
             batches.close()
@@ -186,8 +196,8 @@ class Pipeline:
         await self.journal.run(partial(clear_occurrences, movement_ids=ids))
         plain = self.hub.plain_file(job.spool_name)
         if not plain.exists():
-            assert await asyncio.to_thread(decrypt, self.hub, job, sender)
-        sections = await asyncio.to_thread(delivered_sections, self.hub, plain, outputs)
+            assert await self._blocking(decrypt, self.hub, job, sender)
+        sections = await self._blocking(delivered_sections, self.hub, plain, outputs)
         upload = Upload(job.id, sender.id, job.upload_name, job.received_at)
         await self._store_batches(occurrence_batches(self.hub, plain, upload, sections), movements)
 

@@ -13,7 +13,7 @@ import structlog
 
 from bdi.admin.passwords import verify_password
 from bdi.config import Settings
-from bdi.datadir import hub_key_file, open_hub, web_secret
+from bdi.datadir import hub_key_file, open_hub, serve_lock, web_secret
 from bdi.hub import Hub, utcnow
 from bdi.mailview import MailboxView
 from bdi.pipeline import Pipeline
@@ -150,17 +150,35 @@ async def _watch_sessions(hub: Hub, sessions: Sessions) -> None:
 async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
     """Start the hub (resume unfinished jobs first, then listen); stop it on exit."""
     hub = await open_hub(settings)
-    journal = Journal.open(settings.db_url)
-    pipeline = Pipeline(hub, journal)
-    spool = Spool(settings.spool, hub.store, journal, pipeline.submit, utcnow, hub.layout)
-    spool.prepare()
-    removed = await spool.sweep()
-    resumed = await pipeline.resume()
-    pipeline.start()
-    for participant in await hub.store.participants():
-        hub.mailboxes.ensure(participant.id)
-    sessions = Sessions()
-    acceptor = await asyncssh.listen(
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(hub.store.engine.dispose)
+        stack.enter_context(serve_lock(settings))
+        stack.callback(log.info, "server.stopped")  # runs last: after everything below
+        journal = Journal.open(settings.db_url)
+        stack.push_async_callback(journal.close)
+        pipeline = Pipeline(hub, journal)
+        stack.push_async_callback(pipeline.stop)
+        spool = Spool(settings.spool, hub.store, journal, pipeline.submit, utcnow, hub.layout)
+        spool.prepare()
+        removed = await spool.sweep()
+        resumed = await pipeline.resume()
+        pipeline.start()
+        for participant in await hub.store.participants():
+            hub.mailboxes.ensure(participant.id)
+        sessions = Sessions()
+        acceptor = await _listen(hub, spool, sessions)
+        stack.push_async_callback(_close, acceptor)
+        stack.callback(asyncio.create_task(_watch_sessions(hub, sessions)).cancel)
+        web_port = await stack.enter_async_context(web_server(hub, web_secret(settings)))
+        server = RunningServer(hub, pipeline, acceptor, sessions, web_port)
+        log.info("server.started", host=settings.host, sftp_port=server.sftp_port,
+                 web_port=web_port, resumed=resumed, swept=removed)  # fmt: skip
+        yield server
+
+
+async def _listen(hub: Hub, spool: Spool, sessions: Sessions) -> asyncssh.SSHAcceptor:
+    settings = hub.settings
+    return await asyncssh.listen(
         settings.host,
         settings.sftp_port,
         server_host_keys=[str(settings.host_key)],
@@ -172,27 +190,11 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         x11_forwarding=False,
         allow_pty=False,
     )
-    watcher = asyncio.create_task(_watch_sessions(hub, sessions))
-    try:
-        async with web_server(hub, web_secret(settings)) as web_port:
-            server = RunningServer(hub, pipeline, acceptor, sessions, web_port)
-            log.info(
-                "server.started",
-                host=settings.host,
-                sftp_port=server.sftp_port,
-                web_port=web_port,
-                resumed=resumed,
-                swept=removed,
-            )
-            yield server
-    finally:
-        watcher.cancel()
-        acceptor.close()
-        await acceptor.wait_closed()
-        await pipeline.stop()
-        await journal.close()
-        await hub.store.engine.dispose()
-        log.info("server.stopped")
+
+
+async def _close(acceptor: asyncssh.SSHAcceptor) -> None:
+    acceptor.close()
+    await acceptor.wait_closed()
 
 
 async def serve_forever(settings: Settings) -> None:

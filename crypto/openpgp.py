@@ -10,11 +10,13 @@ plaintext), and its status reader mixes gpg's log with status lines and splits a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import selectors
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +38,7 @@ _OPTIONS = [
     "--no-auto-key-retrieve",  # a server must never fetch keys while verifying
     "--pinentry-mode", "error",  # never wait for a passphrase prompt
 ]  # fmt: skip
+_FAILURES = frozenset({"INV_RECP", "INV_SGNR", "FAILURE", "ERROR", "KEYEXPIRED", "KEYREVOKED"})
 _SIGNATURE_PROBLEMS = (
     ("NO_PUBKEY", "unknown key"),
     ("REVKEYSIG", "revoked key"),
@@ -210,21 +213,24 @@ class OpenPGP:
     def sign_encrypt(self, src: Path, dst: Path, recipient: str, signer: str) -> None:
         """Sign with `signer` (a secret key here) and encrypt to `recipient`, binary, file to file.
 
-        --local-user, unlike python-gnupg's --default-key, fails instead of silently signing
-        with another secret key when `signer` is missing.
+        gpg reads src and writes dst itself, so no thread pumps data through Python (as
+        python-gnupg's three per call would). --local-user, unlike python-gnupg's
+        --default-key, fails instead of silently signing with another secret key.
         """
         recipient, signer = _fingerprint(recipient), _fingerprint(signer)
-        extra = ["--sign", "--local-user", signer, "--no-encrypt-to"]
-        with src.open("rb") as plain:
-            result = self._gpg.encrypt_file(
-                plain, [recipient], armor=False, output=str(dst), extra_args=extra
-            )
-        status = _Status.parse(_text(result.stderr))
+        with src.open("rb"):  # fail with the usual error if src is missing
+            pass
+        args = [
+            "--yes", "--sign", "--local-user", signer, "--encrypt", "--recipient", recipient,
+            "--no-encrypt-to", "--output", str(dst), "--", str(src),
+        ]  # fmt: skip
+        result = self._gpg_status(args)
+        status = _Status.parse(result.status)
         signed = status.count("SIG_CREATED") == 1 and status.count("END_ENCRYPTION") == 1
         if result.returncode == 0 and signed:
             return
         dst.unlink(missing_ok=True)
-        why = f"{result.status or ''} {result.status_detail or ''}".strip()
+        why = " ".join(" ".join((k, *a)) for k, a in status.lines if k in _FAILURES)
         raise OpenPGPError(f"sign+encrypt to {recipient} failed: {why or 'gpg error'}")
 
     def stop_agent(self) -> None:
@@ -238,30 +244,42 @@ class OpenPGP:
 
         Not python-gnupg: it cannot kill gpg, and gpg, once past --max-output, still inflates
         the rest of a compressed packet (~0.5 s per 200 MB of zeros, far more for bzip2).
-        Status lines get their own pipe, so nothing gpg logs can pass for one.
         """
+        args = ["--max-output", str(sink.limit + _SLACK), "--decrypt", "--", str(src)]
+        with self._gpg_process(args, subprocess.PIPE) as (proc, status_fd):
+            try:
+                status = _pump(proc, status_fd, sink)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        return _GpgResult(status, proc.returncode)
+
+    def _gpg_status(self, args: list[str]) -> _GpgResult:
+        """Run gpg on files named in `args`; collect its status lines."""
+        with self._gpg_process(args, subprocess.DEVNULL) as (proc, status_fd):
+            status = _read_all(status_fd, _STATUS_MAX)
+        return _GpgResult(status.decode("utf-8", "replace"), proc.returncode)
+
+    @contextlib.contextmanager
+    def _gpg_process(
+        self, args: list[str], stdout: int
+    ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+        """gpg with its status lines on a pipe of their own, so nothing it logs can pass for
+        one; yields the process and that pipe's read end, and reaps the process on exit."""
         status_read, status_write = os.pipe()
-        args = [
-            "gpg", "--homedir", str(self.home), "--batch", "--no-tty", *_OPTIONS,
-            "--status-fd", str(status_write), "--max-output", str(sink.limit + _SLACK),
-            "--decrypt", "--", str(src),
-        ]  # fmt: skip
+        argv = ["gpg", "--homedir", str(self.home), "--batch", "--no-tty", *_OPTIONS,
+                "--status-fd", str(status_write), *args]  # fmt: skip
         try:
             with subprocess.Popen(
-                args,
+                argv,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
+                stdout=stdout,
                 stderr=subprocess.DEVNULL,
                 pass_fds=(status_write,),
             ) as proc:
                 os.close(status_write)
                 status_write = -1
-                try:
-                    status = _pump(proc, status_read, sink)
-                finally:
-                    if proc.poll() is None:
-                        proc.kill()
-            return _GpgResult(status, proc.returncode)
+                yield proc, status_read
         finally:
             os.close(status_read)
             if status_write >= 0:
@@ -324,6 +342,15 @@ class _Sink:
     @property
     def too_large(self) -> bool:
         return self.size > self.limit
+
+
+def _read_all(fd: int, limit: int) -> bytes:
+    """Everything written to a pipe until it closes; what is past `limit` is dropped."""
+    out = bytearray()
+    while chunk := os.read(fd, 65536):
+        if len(out) < limit:
+            out += chunk
+    return bytes(out)
 
 
 def _pump(proc: subprocess.Popen[bytes], status_fd: int, sink: _Sink) -> str:

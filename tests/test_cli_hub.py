@@ -82,3 +82,28 @@ def test_serve_stops_gracefully(tmp_path: Path, sig: signal.Signals) -> None:
     _, err = process.communicate(timeout=30)
     assert process.returncode == 0
     assert b'"event": "server.stopped"' in err
+
+
+def serving(data: Path, port: int) -> subprocess.Popen[bytes]:
+    argv = [str(BDI), "serve", "--data", str(data), "--sftp-port", str(port), "--web-port", "0"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_listening(port, process)
+    return process
+
+
+def test_a_second_server_on_the_same_folder_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    assert bdi("init", "--data", str(data)).returncode == 0
+    port = free_port()
+    first = serving(data, port)
+    try:
+        second = bdi("serve", "--data", str(data), "--sftp-port", "0", "--web-port", "0")
+        assert second.returncode != 0
+        assert "already running" in second.stderr and second.stderr.count("\n") == 1
+        assert first.poll() is None
+    finally:
+        first.terminate()
+        assert first.wait(timeout=30) == 0
+    again = serving(data, port)  # the lock died with its holder
+    again.terminate()
+    assert again.wait(timeout=30) == 0

@@ -489,6 +489,23 @@ def test_export_and_sign_errors(world: World, plain: Path) -> None:
     assert not dlv.exists()
 
 
+def test_sign_encrypt_says_why_and_leaves_nothing(world: World, plain: Path) -> None:
+    dlv = plain.with_suffix(".dlv")
+    with pytest.raises(OpenPGPError, match="INV_RECP"):  # no such recipient key here
+        world.alice.sign_encrypt(plain, dlv, "0" * 40, world.alice_fpr)
+    assert not dlv.exists()
+    with pytest.raises(FileNotFoundError):
+        world.alice.sign_encrypt(plain.with_suffix(".missing"), dlv, world.hub_fpr, world.alice_fpr)
+
+
+def test_sign_encrypt_replaces_a_stale_output(world: World, plain: Path) -> None:
+    dlv, out = plain.with_suffix(".dlv"), plain.with_suffix(".out")
+    dlv.write_bytes(b"left over by a crash")
+    world.alice.sign_encrypt(plain, dlv, world.hub_fpr, world.alice_fpr)
+    assert world.hub.decrypt_verify(dlv, out, MAX).ok
+    assert out.read_bytes() == PLAIN
+
+
 def test_home_path_too_long_for_the_agent_socket() -> None:
     home = Path("/tmp") / ("g" * 100)
     with pytest.raises(ValueError, match="too long"):
