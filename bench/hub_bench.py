@@ -220,12 +220,26 @@ def machine_busy() -> float:
     return sum(getattr(total, f, 0.0) for f in BUSY_FIELDS)
 
 
-def floor(hub: Hub, recipient: str, sealed: Sequence[Path], work: Path) -> tuple[float, float]:
-    """Seconds for the pool to do the hub's gpg work on every sealed file, and the CPU
-    seconds the whole machine used meanwhile."""
+def pool_cpu(agent: psutil.Process | None) -> Cpu:
+    """The floor's CPU so far: its pool processes (as `server`) and the gpg they reaped."""
+    workers = [p.cpu_times() for p in psutil.Process().children()]
+    a = agent.cpu_times() if agent is not None else None
+    return Cpu(
+        server=sum(w.user + w.system for w in workers),
+        gpg=sum(w.children_user + w.children_system for w in workers),
+        agent=a.user + a.system if a is not None else 0.0,
+        client=0.0,
+        machine=machine_busy(),
+    )
+
+
+def floor(hub: Hub, recipient: str, sealed: Sequence[Path], work: Path) -> tuple[float, Cpu]:
+    """Seconds for the pool to do the hub's gpg work on every sealed file, and the CPU used
+    meanwhile."""
     keys = recipient, hub.fingerprint
+    agent = hub_agent(hub.settings.gnupg_home)
     with gpg_pool(hub.settings.gnupg_home) as pool:
-        busy = machine_busy()
+        before = pool_cpu(agent)
         start = time.perf_counter()
         futures = [
             pool.submit(_route, s, work / f"{s.name}.plain", work / f"{s.name}.out", *keys)
@@ -233,10 +247,10 @@ def floor(hub: Hub, recipient: str, sealed: Sequence[Path], work: Path) -> tuple
         ]
         ok = [f.result() for f in futures]
         seconds = time.perf_counter() - start
-        busy = machine_busy() - busy
+        used = pool_cpu(agent) - before
     if not all(ok):
         raise BenchError(f"the floor refused {ok.count(False)} sealed files")
-    return seconds, busy
+    return seconds, used
 
 
 # --- the hub ----------------------------------------------------------------------------
@@ -554,11 +568,13 @@ def report_routed(r: Routed, count: int, emit: Emit) -> float:
     return rate
 
 
-def report_cpu(what: str, c: Cpu, count: int, seconds: float, emit: Emit) -> None:
+def report_cpu(
+    what: str, c: Cpu, count: int, seconds: float, emit: Emit, who: str = "server process"
+) -> None:
     per = 1000 / count
     busy = c.machine / (seconds * (os.cpu_count() or 1))
     emit(
-        f"    CPU ms per file during {what}: server process {c.server * per:.1f}, its gpg "
+        f"    CPU ms per file during {what}: {who} {c.server * per:.1f}, its gpg "
         f"{c.gpg * per:.1f}, hub gpg-agent {c.agent * per:.1f}, clients {c.client * per:.1f}, "
         f"whole machine {c.machine * per:.1f}; machine busy {busy:.0%} of {os.cpu_count()} cores"
     )
@@ -677,7 +693,7 @@ def speed(work: Path, hub: Hub, inputs: Inputs, recipient: Party, emit: Emit) ->
     return ok
 
 
-def report_floor(measured: tuple[float, float], emit: Emit) -> float:
+def report_floor(measured: tuple[float, Cpu], emit: Emit) -> float:
     seconds, cpu = measured
     cores = os.cpu_count() or 1
     rate = FILES / seconds
@@ -685,10 +701,7 @@ def report_floor(measured: tuple[float, float], emit: Emit) -> float:
         f"(b) OpenPGP floor: decrypt+verify with the hub's home, then sign+encrypt to "
         f"{RECIPIENT}, {cores} processes: {seconds:.2f} s -> {rate:.1f} files/s"
     )
-    emit(
-        f"    CPU ms per file during (b): whole machine {cpu * 1000 / FILES:.1f}; "
-        f"machine busy {cpu / (seconds * cores):.0%} of {cores} cores"
-    )
+    report_cpu("(b)", cpu, FILES, seconds, emit, who="pool processes")
     return rate
 
 
