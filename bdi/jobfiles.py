@@ -141,10 +141,6 @@ def occurrence_batches(hub: Hub, plain: Path, upload: Upload, sections: Sections
             yield rows
 
 
-def next_batch(batches: Batches) -> list[Occurrence]:
-    return next(batches, [])
-
-
 def delivered_sections(
     hub: Hub, plain: Path, outputs: Sequence[Output]
 ) -> dict[int, tuple[str, str]]:

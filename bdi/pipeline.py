@@ -5,19 +5,20 @@ each delivery into staging) is done first and recorded nowhere; naming its outpu
 recording them with their movements and flows is one transaction (`planned`); the outputs
 are then renamed into the inboxes and the job is closed in one last transaction. After a
 crash a planned output whose name is already in the inbox was placed before the crash; the
-others are sealed again. Jobs are resumed before the SFTP server accepts anyone, so no
-recipient can have deleted a file in between.
+others are sealed again. Half-done jobs are finished before the SFTP server accepts anyone,
+so no recipient can have deleted such a file in between.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
 
 import structlog
 
@@ -27,7 +28,6 @@ from bdi.jobfiles import (
     Prepared,
     decrypt,
     delivered_sections,
-    next_batch,
     occurrence_batches,
     place_outputs,
     prepare,
@@ -39,7 +39,9 @@ from bdi.store.jobs import (
     add_occurrences,
     clear_occurrences,
     finish_job,
+    job_movements,
     parties,
+    planned_outputs,
     save_plan,
 )
 from bdi.store.journal import Journal
@@ -47,7 +49,6 @@ from bdi.store.models import Job, Output
 
 log = structlog.get_logger("bdi.pipeline")
 MAX_ATTEMPTS = 3
-T = TypeVar("T")
 
 
 class Names:
@@ -55,109 +56,121 @@ class Names:
 
     def __init__(self, hub: Hub, reserved: dict[str, set[str]]) -> None:
         self.hub, self.reserved = hub, reserved
+        self._lock = threading.Lock()  # jobs run in several threads
 
     def take(self, participant: str, name: str) -> str:
-        taken = self.reserved.setdefault(participant, set())
-        chosen = self.hub.mailboxes.unique_name(participant, name, taken)
-        taken.add(chosen)
-        return chosen
+        with self._lock:
+            taken = self.reserved.setdefault(participant, set())
+            chosen = self.hub.mailboxes.unique_name(participant, name, taken)
+            taken.add(chosen)
+            return chosen
 
     def release(self, outputs: Sequence[Output]) -> None:
-        for output in outputs:
-            self.reserved.get(output.participant_id, set()).discard(output.name)
+        with self._lock:
+            for output in outputs:
+                self.reserved.get(output.participant_id, set()).discard(output.name)
 
 
 class Pipeline:
-    """A pool of workers fed by a queue of jobs."""
+    """Runs each job whole in one of `workers` threads: its OpenPGP and file work blocks
+    there, and so does its database work (through the journal), so the event loop only
+    hands jobs over. The bookkeeping of pending jobs and retries lives on the event loop."""
 
     def __init__(self, hub: Hub, journal: Journal) -> None:
         self.hub, self.journal = hub, journal
-        self.queue: asyncio.Queue[Job] = asyncio.Queue()
-        self.workers: list[asyncio.Task[None]] = []
+        self.executor = ThreadPoolExecutor(hub.settings.workers, thread_name_prefix="bdi-job")
         self.attempts: dict[int, int] = {}
         self.names = Names(hub, {})
-        # its own threads: sharing the loop's default pool with the SFTP side would let
-        # six long jobs hold every thread while uploads wait to be spooled
-        self.executor = ThreadPoolExecutor(hub.settings.workers, thread_name_prefix="bdi-job")
-
-    def start(self) -> None:
-        for n in range(self.hub.settings.workers):
-            self.workers.append(asyncio.create_task(self._work(), name=f"worker-{n}"))
-
-    async def stop(self) -> None:
-        for task in self.workers:
-            task.cancel()
-        await asyncio.gather(*self.workers, return_exceptions=True)
-        self.workers.clear()
-        self.executor.shutdown(wait=False, cancel_futures=True)
-
-    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        self._pending = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
 
     def submit(self, job: Job) -> None:
-        self.queue.put_nowait(job)
+        """Called on the event loop (by the spool, or to retry)."""
+        if self._stopping:
+            return  # left for the next start-up
+        loop = asyncio.get_running_loop()
+        self._pending += 1
+        self._idle.clear()
+        future = self.executor.submit(self.process, job)
+        future.add_done_callback(partial(_report, loop, partial(self._finished, job)))
 
-    async def resume(self) -> int:
-        """Queue every job a previous run left unfinished."""
-        self.names.reserved = await self.hub.store.reserved_names()
-        jobs = await self.hub.store.unfinished_jobs()
-        for job in jobs:
-            log.info("job.resumed", job=job.id, participant=job.participant_id, state=job.state)
-            self.submit(job)
-        return len(jobs)
+    def _finished(self, job: Job, future: Future[None]) -> None:
+        self._pending -= 1
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            self._retry(job, error)
+        if self._pending == 0:
+            self._idle.set()
 
-    async def _work(self) -> None:
-        while True:
-            job = await self.queue.get()
-            try:
-                await self.process(job)
-            except Exception:
-                self._retry(job)
-            finally:
-                self.queue.task_done()
-
-    def _retry(self, job: Job) -> None:
+    def _retry(self, job: Job, error: BaseException) -> None:
         """A failed job is tried again a few times (its steps are idempotent), then left
         for the next start-up, with the error in the log."""
         assert job.id is not None
         attempt = self.attempts.get(job.id, 0) + 1
         self.attempts[job.id] = attempt
-        log.exception("job.failed", job=job.id, attempt=attempt)
+        log.error("job.failed", job=job.id, attempt=attempt, exc_info=error)
         if attempt < MAX_ATTEMPTS:
             self.submit(job)
 
-    async def process(self, job: Job) -> None:
+    async def settled(self) -> None:
+        """Wait until every job submitted so far (and its retries) is over."""
+        await self._idle.wait()
+
+    async def resume(self) -> int:
+        """Finish the jobs a previous run left half done before anyone can log in (a
+        recipient could otherwise delete a file placed before the crash, and get it twice);
+        queue the ones it only took in."""
+        self.names.reserved = await self.hub.store.reserved_names()
+        jobs = await self.hub.store.unfinished_jobs()
+        for job in jobs:
+            log.info("job.resumed", job=job.id, participant=job.participant_id, state=job.state)
+        for job in (j for j in jobs if j.state == "planned"):
+            self.submit(job)
+        await self.settled()
+        for job in (j for j in jobs if j.state == "received"):
+            self.submit(job)
+        return len(jobs)
+
+    async def stop(self) -> None:
+        """Drop the queued jobs (they stay in the store), let the running ones finish."""
+        self._stopping = True
+        await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
+
+    # -- one job, in a worker thread ------------------------------------------------------
+
+    def process(self, job: Job) -> None:
         started = time.monotonic()
         assert job.id is not None
-        people = await self.journal.run(parties)
+        people = self.journal.call(parties)
         sender = people[job.participant_id]
         staged: dict[str, Path] = {}
         if job.state == "received":
-            prepared = await self._prepare(job, sender, people)
-            outputs = await self._plan(job, sender, prepared)
-            staged = dict(prepared.staged)
+            prepared = self._prepare(job, sender, people)
+            outputs = self._plan(job, sender, prepared)
+            staged = prepared.staged
         else:
-            outputs = await self.hub.store.outputs(job.id)
-            await self._index_again(job, sender, outputs)
-        await self._blocking(place_outputs, self.hub, job, outputs, people, staged)
+            outputs = self.journal.call(partial(planned_outputs, job_id=job.id))
+            self._index_again(job, sender, outputs)
+        place_outputs(self.hub, job, outputs, people, staged)
         outcome = _outcome(outputs)
-        await self.journal.run(partial(finish_job, job_id=job.id, outcome=outcome, at=utcnow()))
+        self.journal.call(partial(finish_job, job_id=job.id, outcome=outcome, at=utcnow()))
         job.state = "done"
         self.names.release(outputs)
-        _forget_upload(self.hub, job)  # two unlinks: cheaper than a thread hop
+        _forget_upload(self.hub, job)
         elapsed = int((time.monotonic() - started) * 1000)
         log.info("job.done", job=job.id, participant=sender.id, file=job.upload_name,
                  outcome=outcome, outputs=len(outputs), elapsed_ms=elapsed)  # fmt: skip
 
-    async def _prepare(self, job: Job, sender: Party, people: dict[str, Party]) -> Prepared:
+    def _prepare(self, job: Job, sender: Party, people: dict[str, Party]) -> Prepared:
         keys = {p.id: p.fingerprint for p in people.values() if p.active}
-        now = local_time(self.hub, utcnow())
-        prepared = await self._blocking(prepare, self.hub, job, sender, keys, now)
+        prepared = prepare(self.hub, job, sender, keys, local_time(self.hub, utcnow()))
         if prepared.report is not None:
             _log_report(job, prepared.report)
         return prepared
 
-    async def _plan(self, job: Job, sender: Party, prepared: Prepared) -> list[Output]:
+    def _plan(self, job: Job, sender: Party, prepared: Prepared) -> list[Output]:
         """Name the outputs and record them, with movements and flows, in one transaction."""
         assert job.id is not None
         upload = Upload(job.id, sender.id, job.upload_name, job.received_at)
@@ -166,7 +179,7 @@ class Pipeline:
         )
         outputs = [p.output for p in planned]
         try:
-            movements = await self.journal.run(
+            movements = self.journal.call(
                 partial(save_plan, job_id=job.id, planned=planned, occurrences=prepared.flows)
             )
         except BaseException:
@@ -176,30 +189,34 @@ class Pipeline:
             raise
         job.state = "planned"
         if prepared.more is not None:
-            await self._store_batches(prepared.more, movements)
+            self._store_batches(prepared.more, movements)
         return outputs
 
-    async def _store_batches(self, batches: Batches, movements: dict[str, int]) -> None:
-        try:
-            while rows := await self._blocking(next_batch, batches):
-                await self.journal.run(partial(add_occurrences, movements=movements, batch=rows))
-        finally:
-            batches.close()
+    def _store_batches(self, batches: Batches, movements: dict[str, int]) -> None:
+        with contextlib.closing(batches):
+            for rows in batches:
+                self.journal.call(partial(add_occurrences, movements=movements, batch=rows))
 
-    async def _index_again(self, job: Job, sender: Party, outputs: list[Output]) -> None:
+    def _index_again(self, job: Job, sender: Party, outputs: list[Output]) -> None:
         """A job found `planned` after a crash: its flows may be half stored; store them again."""
         assert job.id is not None
-        movements = await self.hub.store.job_movements(job.id)
+        movements = self.journal.call(partial(job_movements, job_id=job.id))
         if not movements:
             return
-        ids = list(movements.values())
-        await self.journal.run(partial(clear_occurrences, movement_ids=ids))
+        self.journal.call(partial(clear_occurrences, movement_ids=list(movements.values())))
         plain = self.hub.plain_file(job.spool_name)
         if not plain.exists():
-            assert await self._blocking(decrypt, self.hub, job, sender)
-        sections = await self._blocking(delivered_sections, self.hub, plain, outputs)
+            assert decrypt(self.hub, job, sender)
+        sections = delivered_sections(self.hub, plain, outputs)
         upload = Upload(job.id, sender.id, job.upload_name, job.received_at)
-        await self._store_batches(occurrence_batches(self.hub, plain, upload, sections), movements)
+        self._store_batches(occurrence_batches(self.hub, plain, upload, sections), movements)
+
+
+def _report(loop: asyncio.AbstractEventLoop, callback: Callable[[Future[None]], None],
+            future: Future[None]) -> None:  # fmt: skip
+    """Hand a finished job back to the event loop (gone if the server has stopped)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, future)
 
 
 def _forget_upload(hub: Hub, job: Job) -> None:

@@ -162,7 +162,6 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         spool.prepare()
         removed = await spool.sweep()
         resumed = await pipeline.resume()
-        pipeline.start()
         for participant in await hub.store.participants():
             hub.mailboxes.ensure(participant.id)
         sessions = Sessions()

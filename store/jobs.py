@@ -130,3 +130,19 @@ def finish_job(conn: Connection, job_id: int, outcome: str, at: datetime) -> Non
     """Every output of the job is in place: record it, with the job's end."""
     for statement in _FINISH:
         conn.execute(statement, {"b_job": job_id, "b_outcome": outcome, "b_at": at})
+
+
+_OUTPUTS = select(OUTPUT).where(OUTPUT.c.job_id == bindparam("b_job")).order_by(OUTPUT.c.seq)
+_MOVEMENTS = select(MOVEMENT.c.recipient_id, MOVEMENT.c.id).where(
+    MOVEMENT.c.job_id == bindparam("b_job")
+)
+
+
+def planned_outputs(conn: Connection, job_id: int) -> list[Output]:
+    """A planned job's outputs, in order (a job resumed after a crash)."""
+    return [Output(**row._mapping) for row in conn.execute(_OUTPUTS, {"b_job": job_id})]
+
+
+def job_movements(conn: Connection, job_id: int) -> dict[str, int]:
+    """Recipient -> movement id of a job's deliveries."""
+    return {row[0]: row[1] for row in conn.execute(_MOVEMENTS, {"b_job": job_id})}

@@ -13,6 +13,7 @@ import asyncio
 import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import structlog
@@ -52,24 +53,23 @@ def sync_engine(url: str) -> Engine:
 
 
 class _Item:
-    __slots__ = ("future", "loop", "work")
+    __slots__ = ("future", "work")
 
-    def __init__(self, work: Work, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, work: Work) -> None:
         self.work = work
-        self.loop = loop
-        self.future: asyncio.Future[Any] = loop.create_future()
+        self.future: Future[Any] = Future()
 
     def settle(self, result: Any = None, error: BaseException | None = None) -> None:
-        self.loop.call_soon_threadsafe(_settle, self.future, result, error)
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(result)
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the waiting task was cancelled; the work is committed all the same
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _keep(pending: list[_Item], item: _Item) -> None:
+    """Take an item unless its caller gave up before it started (it is then not done)."""
+    if item.future.set_running_or_notify_cancel():
+        pending.append(item)
 
 
 _STOP = object()
@@ -89,13 +89,22 @@ class Journal:
         return cls(sync_engine(url))
 
     async def run(self, work: Callable[[Connection], T]) -> T:
-        """Queue `work`; return its result once its transaction is committed."""
+        """Queue `work`; return its result once its transaction is committed. If the
+        caller is cancelled meanwhile, the work is committed all the same."""
+        result: T = await asyncio.wrap_future(self._queue_work(work))
+        return result
+
+    def call(self, work: Callable[[Connection], T]) -> T:
+        """The same, for a worker thread: blocks until committed."""
+        result: T = self._queue_work(work).result()
+        return result
+
+    def _queue_work(self, work: Work) -> Future[Any]:
         if not self._thread.is_alive():
             raise RuntimeError("the journal is closed")
-        item = _Item(work, asyncio.get_running_loop())
+        item = _Item(work)
         self._queue.put(item)
-        result: T = await item.future
-        return result
+        return item.future
 
     async def close(self) -> None:
         """Finish the queued work, then stop the thread and close the connection."""
@@ -114,6 +123,8 @@ class Journal:
         except BaseException as exc:  # the connection itself failed: nothing can be written
             log.exception("journal.failed")
             for item in [*pending, *self._drain()]:
+                if not item.future.running() and not item.future.set_running_or_notify_cancel():
+                    continue
                 item.settle(error=RuntimeError(f"the journal stopped: {exc!r}"))
 
     def _take(self, pending: list[_Item]) -> bool:
@@ -122,7 +133,7 @@ class Journal:
         if first is _STOP:
             return False
         assert isinstance(first, _Item)
-        pending.append(first)
+        _keep(pending, first)
         while len(pending) < MAX_GROUP:
             try:
                 item = self._queue.get_nowait()
@@ -131,7 +142,7 @@ class Journal:
             if item is _STOP:
                 return False
             assert isinstance(item, _Item)
-            pending.append(item)
+            _keep(pending, item)
         return True
 
     def _drain(self) -> list[_Item]:

@@ -93,19 +93,6 @@ class Store:
                 reserved.setdefault(participant, set()).add(name)
             return reserved
 
-    async def outputs(self, job_id: int) -> list[Output]:
-        async with self.session() as s:
-            rows = await s.exec(
-                select(Output).where(Output.job_id == job_id).order_by(col(Output.seq))
-            )
-            return list(rows.all())
-
-    async def job_movements(self, job_id: int) -> dict[str, int]:
-        """Recipient -> movement id of a job's deliveries."""
-        async with self.session() as s:
-            rows = await s.exec(select(Movement).where(Movement.job_id == job_id))
-            return {m.recipient_id: m.id for m in rows.all() if m.id is not None}
-
     async def movements(self, recipient_id: str | None = None) -> list[Movement]:
         async with self.session() as s:
             query = select(Movement).order_by(col(Movement.id))

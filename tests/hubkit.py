@@ -89,7 +89,7 @@ class HubUnderTest:
     async def settled(self) -> None:
         """Wait until every job submitted so far is processed."""
         async with asyncio.timeout(60):
-            await self.server.pipeline.queue.join()
+            await self.server.pipeline.settled()
 
     def sftp(self, edi_id: str) -> contextlib.AbstractAsyncContextManager[asyncssh.SFTPClient]:
         return sftp_client(self.port, self.parties[edi_id])

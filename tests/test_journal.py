@@ -129,3 +129,21 @@ def test_sync_url() -> None:
     assert sync_url("postgresql+asyncpg://u:p@db/bdi") == "postgresql+psycopg://u:p@db/bdi"
     with pytest.raises(ValueError, match="no synchronous driver"):
         sync_url("mysql+aiomysql://db/bdi")
+
+
+async def test_work_given_up_before_it_starts_is_not_done(journal: Journal) -> None:
+    """An upload whose session dies while its job row waits is never acknowledged: its row
+    must not be written either (the spool sweep removes its file)."""
+    async with Held(journal):
+        given_up = asyncio.create_task(journal.run(partial(insert_job, job=a_job("gone"))))
+        await asyncio.sleep(0)
+        given_up.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await given_up
+        await asyncio.sleep(0)  # the cancellation reaches the queued item
+    assert await journal.run(count_jobs) == 0
+
+
+def test_a_worker_thread_waits_for_its_commit(journal: Journal) -> None:
+    job_id = journal.call(partial(insert_job, job=a_job()))
+    assert isinstance(job_id, int) and journal.call(count_jobs) == 1
