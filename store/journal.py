@@ -1,4 +1,5 @@
-"""The pipeline's writes: one connection in one thread, concurrent jobs committed together.
+"""The pipeline's database work: one connection in one thread, concurrent jobs committed
+together.
 
 A database with one writer (SQLite) gains nothing from several writing connections, and the
 async driver costs about five times more CPU per statement than a plain connection in a
@@ -72,6 +73,14 @@ def _keep(pending: list[_Item], item: _Item) -> None:
         pending.append(item)
 
 
+def _refuse(items: list[_Item], error: BaseException) -> None:
+    for item in items:
+        if item.future.done():
+            continue
+        if item.future.running() or item.future.set_running_or_notify_cancel():
+            item.settle(error=error)
+
+
 _STOP = object()
 
 
@@ -120,12 +129,12 @@ class Journal:
                     self._commit(conn, pending)
                     pending.clear()
                 self._commit(conn, pending)
+                pending.clear()
         except BaseException as exc:  # the connection itself failed: nothing can be written
             log.exception("journal.failed")
-            for item in [*pending, *self._drain()]:
-                if not item.future.running() and not item.future.set_running_or_notify_cancel():
-                    continue
-                item.settle(error=RuntimeError(f"the journal stopped: {exc!r}"))
+            _refuse([*pending, *self._drain()], RuntimeError(f"the journal stopped: {exc!r}"))
+        else:  # queued after the stop: never run
+            _refuse(self._drain(), RuntimeError("the journal is closed"))
 
     def _take(self, pending: list[_Item]) -> bool:
         """Wait for one item, then take what else is queued; False once told to stop."""
