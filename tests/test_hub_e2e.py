@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hubkit import HubUnderTest, Party, hub_running, make_parties, sample_ids
+from hubkit import HubUnderTest, Party, hub_running
 from support import SAMPLES, manifest
 
 from bdi.routing.scan import CheckContext, SectionChecked, check_bytes, check_lines
-
-
-@pytest.fixture(scope="module")
-def parties() -> Iterator[dict[str, Party]]:
-    with make_parties(sample_ids()) as made:
-        yield made
 
 
 @pytest.fixture

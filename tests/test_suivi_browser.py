@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 import uvicorn
-from hubkit import HubUnderTest, Party, hub_running, make_parties, sample_ids
+from hubkit import HubUnderTest, Party, hub_running
 from playwright.async_api import Browser, Page, async_playwright, expect
 from support import REPO
 from test_suivi_support import BROKER, LEADER, MAR, NAV, route_circuit
@@ -35,12 +35,6 @@ HAVE_CHROMIUM = CHROMIUM.exists()
 # the screenshots of the README are refreshed with BDI_SCREENSHOTS=1; otherwise they are
 # taken all the same (they exercise the rendering) into a temporary folder
 SHOTS = REPO / "docs" / "screenshots" if os.environ.get("BDI_SCREENSHOTS") else None
-
-
-@pytest.fixture(scope="module")
-def parties() -> Iterator[dict[str, Party]]:
-    with make_parties(sample_ids()) as made:
-        yield made
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

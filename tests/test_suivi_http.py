@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
 import pytest_asyncio
-from hubkit import HubUnderTest, Party, hub_running, make_parties, sample_ids
+from hubkit import HubUnderTest, Party, hub_running
 from test_suivi_support import (
     BROKER,
     COGEAS,
@@ -32,12 +32,6 @@ from bdi.suivi.auth import COOKIE, Lockout, LockoutPolicy
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 SECRET = "test-secret-key-0123456789"
 VOLUME_USER, VOLUME_LEADER = "AGT005120", "CIE000452"
-
-
-@pytest.fixture(scope="module")
-def parties() -> Iterator[dict[str, Party]]:
-    with make_parties(sample_ids()) as made:
-        yield made
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

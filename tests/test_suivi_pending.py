@@ -3,12 +3,12 @@ the real hub: each upload is one transition of the seed's tables."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hubkit import HubUnderTest, Party, hub_running, make_parties, sample_ids
+from hubkit import HubUnderTest, Party, hub_running
 from test_suivi_support import (
     AXA,
     BROKER,
@@ -35,12 +35,6 @@ P_BROKER = "PCOU010234_00311_000003.edi"
 P_REJECT = "PCIE000311_00311_000002.edi"
 P_TO_CESAM = "PCIE000311_00311_000003.edi"
 P_DISTRIBUTED = "PGIE000001_00311_000001.edi"
-
-
-@pytest.fixture(scope="module")
-def parties() -> Iterator[dict[str, Party]]:
-    with make_parties(sample_ids()) as made:
-        yield made
 
 
 @pytest.fixture

@@ -3,12 +3,12 @@ every search kind returns the expected flows for the right participant and none 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 
 import pytest
 import pytest_asyncio
-from hubkit import HubUnderTest, Party, hub_running, make_parties, sample_ids
+from hubkit import HubUnderTest, Party, hub_running
 from test_suivi_support import (
     AXA,
     BROKER,
@@ -30,12 +30,6 @@ from bdi.suivi.queries import FileCriteria, Hit, Search
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 EVERYONE = (BROKER, LEADER, CESAM, GENERALI, AXA, COGEAS, *OUTSIDERS)
-
-
-@pytest.fixture(scope="module")
-def parties() -> Iterator[dict[str, Party]]:
-    with make_parties(sample_ids()) as made:
-        yield made
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
