@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import uuid
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,6 @@ from pathlib import Path
 import structlog
 
 from bdi.hub import Hub
-from bdi.mailbox.storage import fsync_file
 from bdi.plan import Upload, group_by_recipient, occurrence
 from bdi.routing.errors import Code, Problem
 from bdi.routing.flows import iter_flows
@@ -180,8 +180,9 @@ def copy_ranges(src: Path, spans: list[tuple[int, int]], dst: Path, durable: boo
                 digest.update(chunk)
                 out.write(chunk)
                 left -= len(chunk)
-    if durable:
-        fsync_file(dst)
+        if durable:
+            out.flush()
+            os.fsync(out.fileno())
     return digest.hexdigest()
 
 

@@ -86,14 +86,15 @@ class Pipeline:
         self._idle.set()
         self._stopping = False
 
-    def submit(self, job: Job) -> None:
-        """Called on the event loop (by the spool, or to retry)."""
+    def submit(self, job: Job, people: dict[str, Party] | None = None) -> None:
+        """Called on the event loop (by the spool, or to retry). `people`: the participants
+        as read when the job was taken in; None to read them when it runs."""
         if self._stopping:
             return  # left for the next start-up
         loop = asyncio.get_running_loop()
         self._pending += 1
         self._idle.clear()
-        future = self.executor.submit(self.process, job)
+        future = self.executor.submit(self.process, job, people)
         future.add_done_callback(partial(_report, loop, partial(self._finished, job)))
 
     def _finished(self, job: Job, future: Future[None]) -> None:
@@ -140,10 +141,11 @@ class Pipeline:
 
     # -- one job, in a worker thread ------------------------------------------------------
 
-    def process(self, job: Job) -> None:
+    def process(self, job: Job, people: dict[str, Party] | None = None) -> None:
         started = time.monotonic()
         assert job.id is not None
-        people = self.journal.call(parties)
+        if people is None:
+            people = self.journal.call(parties)
         sender = people[job.participant_id]
         staged: dict[str, Path] = {}
         if job.state == "received":

@@ -18,7 +18,7 @@ import structlog
 from bdi.mailbox.storage import fsync_dir, fsync_file
 from bdi.routing.layout import Layout
 from bdi.routing.scan import strip_upload_suffix
-from bdi.store.jobs import insert_job
+from bdi.store.jobs import Party, take_in_job
 from bdi.store.journal import Journal
 from bdi.store.models import Job
 from bdi.store.repo import Store
@@ -32,7 +32,7 @@ class Spool:
         folder: Path,
         store: Store,
         journal: Journal,
-        submit: Callable[[Job], None],
+        submit: Callable[[Job, dict[str, Party]], None],
         now: Callable[[], datetime],
         layout: Layout,
     ) -> None:
@@ -50,23 +50,37 @@ class Spool:
         """Move a complete upload into the spool, durably, and commit its job.
 
         The job keeps the upload name: the file name less an added .pgp/.gpg/.asc."""
-        upload_name = strip_upload_suffix(file_name, self.layout)
-        name = f"{uuid.uuid4().hex}.pgp"
-        target = self.folder / name
-        size = await asyncio.to_thread(_move_durably, path, target)
         job = Job(
             participant_id=participant,
-            upload_name=upload_name,
-            spool_name=name,
-            size=size,
+            upload_name=strip_upload_suffix(file_name, self.layout),
+            spool_name=f"{uuid.uuid4().hex}.pgp",
+            size=0,
             received_at=self.now(),
         )
-        job.id = job_id = await self.journal.run(partial(insert_job, job=job))
-        log.info(
-            "upload.accepted", participant=participant, file=upload_name, job=job_id, size=size
-        )
-        self.submit(job)
-        return job_id
+        taking = asyncio.ensure_future(asyncio.to_thread(self._keep, path, job))
+        try:
+            people = await asyncio.shield(taking)
+        except asyncio.CancelledError:  # the client is gone: a job committed is run all the same
+            taking.add_done_callback(partial(self._submit_if_kept, job))
+            raise
+        self._accepted(job, people)
+        assert job.id is not None
+        return job.id
+
+    def _keep(self, path: Path, job: Job) -> dict[str, Party]:
+        """In a thread: the upload durably in the spool, then its job committed."""
+        job.size = _move_durably(path, self.folder / job.spool_name)
+        job.id, people = self.journal.call(partial(take_in_job, job=job))
+        return people
+
+    def _submit_if_kept(self, job: Job, taking: asyncio.Future[dict[str, Party]]) -> None:
+        if not taking.cancelled() and taking.exception() is None:
+            self._accepted(job, taking.result())
+
+    def _accepted(self, job: Job, people: dict[str, Party]) -> None:
+        log.info("upload.accepted", participant=job.participant_id, file=job.upload_name,
+                 job=job.id, size=job.size)  # fmt: skip
+        self.submit(job, people)
 
     async def sweep(self) -> int:
         """Remove spool files no job owns: their upload was never acknowledged."""

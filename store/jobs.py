@@ -72,6 +72,12 @@ def insert_job(conn: Connection, job: Job) -> int:
     return insert_row(conn, JOB, job.model_dump(exclude={"id"}))
 
 
+def take_in_job(conn: Connection, job: Job) -> tuple[int, dict[str, Party]]:
+    """The job's row, and the participants as they are when it is taken in: its first run
+    routes with them rather than read them again."""
+    return insert_job(conn, job), parties(conn)
+
+
 def save_plan(
     conn: Connection,
     job_id: int,

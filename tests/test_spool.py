@@ -1,0 +1,83 @@
+"""Taking an upload in: durable spool file, committed job, handed on exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bdi.routing.layout import default_layout
+from bdi.spool import Spool
+from bdi.store.db import create_schema, make_engine
+from bdi.store.jobs import JOB, Party
+from bdi.store.journal import Journal
+from bdi.store.models import Job
+from bdi.store.repo import Store
+from tests.test_journal import Held
+
+
+class Handed(list[tuple[Job, dict[str, Party]]]):
+    """What the spool handed on to the pipeline."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.some = asyncio.Event()
+
+    def __call__(self, job: Job, people: dict[str, Party]) -> None:
+        self.append((job, people))
+        self.some.set()
+
+
+@pytest.fixture
+async def parts(tmp_path: Path) -> AsyncIterator[tuple[Spool, Journal, Handed]]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bdi.db'}"
+    engine = make_engine(url)
+    await create_schema(engine)
+    journal = Journal.open(url)
+    handed = Handed()
+    spool = Spool(tmp_path / "spool", Store(engine), journal, handed,
+                  lambda: datetime.now(UTC), default_layout())  # fmt: skip
+    spool.prepare()
+    yield spool, journal, handed
+    await journal.close()
+    await engine.dispose()
+
+
+def upload(tmp_path: Path, name: str = "RCOU010234_00311_000001.edi.pgp") -> Path:
+    path = tmp_path / name
+    path.write_bytes(b"sealed bytes")
+    return path
+
+
+async def test_an_upload_is_spooled_committed_and_handed_on(
+    parts: tuple[Spool, Journal, Handed], tmp_path: Path
+) -> None:
+    spool, journal, handed = parts
+    job_id = await spool.take_in("COU010234", upload(tmp_path), "RCOU010234_00311_000001.edi.pgp")
+    [(job, people)] = handed
+    assert job.id == job_id and job.upload_name == "RCOU010234_00311_000001.edi"
+    assert (spool.folder / job.spool_name).read_bytes() == b"sealed bytes"
+    assert job.size == len(b"sealed bytes") and people == {}
+    rows = journal.call(lambda conn: conn.execute(select(JOB.c.id, JOB.c.size)).all())
+    assert [tuple(r) for r in rows] == [(job_id, job.size)]
+
+
+async def test_a_job_committed_after_its_client_gave_up_is_still_handed_on(
+    parts: tuple[Spool, Journal, Handed], tmp_path: Path
+) -> None:
+    spool, journal, handed = parts
+    async with Held(journal):  # the commit waits: the client gives up meanwhile
+        taking = asyncio.create_task(spool.take_in("COU010234", upload(tmp_path), "A.edi"))
+        await asyncio.sleep(0)  # take_in runs up to its wait for the commit
+        taking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await taking
+        assert handed == []
+    async with asyncio.timeout(10):
+        await handed.some.wait()
+    [(job, _)] = handed
+    assert job.id is not None and job.upload_name == "A.edi"
