@@ -17,8 +17,10 @@ SFTP clients run in this process. Both share the machine's cores.
     records), sealed beforehand without compression so that 256 MiB travel over SFTP too; the
     server process's peak RSS (polled) over its idle RSS (after start-up and one small upload).
 
-(b) and (a) are measured alternately, ROUNDS times, on the same running server; the target
-is on the median of the rounds' ratios, because the machine drifts between invocations.
+(b) and (a) alternate on the same running server, (b) first and last: b a b a ... a b. Each
+of the ROUNDS ratios takes (a) over the mean of the floors measured just before and just
+after it, so that a drift of the machine during the round cancels out to first order; the
+target is on the median of the rounds' ratios, because the machine drifts by up to 30 %.
 
 Targets: (a) >= TARGET_RATIO x (b); peak RSS growth of (d) <= RSS_GROWTH_MB.
 """
@@ -42,6 +44,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import asyncssh
@@ -74,7 +77,7 @@ SECTION_RECORDS = 1000  # records per section of the big file (~640 KB)
 HEADER_NUMBER = slice(50, 53)  # header columns 51-53: section number
 FOOTER_NUMBER = slice(32, 35)  # footer columns 33-35: section number
 TARGET_RATIO = 0.80
-ROUNDS = 5  # (b) then (a), alternately: the machine drifts by up to 30 % (MEASURED.md)
+ROUNDS = 5  # (a) measurements, each between two of (b) (MEASURED.md: drift up to 30 %)
 RSS_GROWTH_MB = 64
 MAX_BYTES = 1 << 30  # max_upload_bytes and max_decrypted_bytes given to the server
 DEADLINE_S = 900.0  # bound of every wait for the hub
@@ -677,14 +680,18 @@ def speed(work: Path, hub: Hub, inputs: Inputs, recipient: Party, emit: Emit) ->
         f"the SFTP clients run in this process: both share the machine's {cores} cores"
     )
     ratios: list[float] = []
+    measure_floor = partial(floor, hub, recipient.fingerprint, inputs.sealed, work / "floor")
     with serving(hub, work / "server-1.log") as server:
+        before = report_floor(measure_floor(), emit)
         for n in range(1, ROUNDS + 1):
             emit(f"round {n} of {ROUNDS}:")
-            b = report_floor(floor(hub, recipient.fingerprint, inputs.sealed, work / "floor"), emit)
             route = asyncio.run(routed(hub, server, inputs.uploads, inputs.warm_ups[0]))
             a = report_routed(route, FILES, emit)
+            after = report_floor(measure_floor(), emit)
+            b = (before + after) / 2
             ratios.append(a / b)
-            emit(f"    (a)/(b) = {a / b:.0%}")
+            emit(f"    (a)/(b) = {a / b:.0%}, (b) the mean of the floors just before and after")
+            before = after
         raw_s, raw_cpu = asyncio.run(raw_sftp(hub, server, inputs.uploads))
     c = FILES / raw_s
     emit(
