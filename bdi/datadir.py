@@ -102,7 +102,7 @@ async def open_hub(settings: Settings) -> Hub:
         layout=default_layout(),
         store=Store(engine),
         mailboxes=Mailboxes(settings.mailboxes),
-        pgp=OpenPGP(settings.gnupg_home),
+        pgp=OpenPGP(settings.gnupg_home, max_processes=settings.gpg_limit),
         hub_fingerprint=fingerprint_file(settings).read_text().strip(),
     )
 

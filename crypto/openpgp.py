@@ -15,6 +15,7 @@ import os
 import re
 import selectors
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -83,9 +84,13 @@ class Verified:
 class OpenPGP:
     """One GnuPG home (e.g. the hub's, inside its data folder)."""
 
-    def __init__(self, home: Path) -> None:
-        """Create the home (0700) and start its agent, so concurrent calls find it running."""
+    def __init__(self, home: Path, max_processes: int | None = None) -> None:
+        """Create the home (0700) and start its agent, so concurrent calls find it running.
+
+        `max_processes`: how many of decrypt_verify and sign_encrypt may run their gpg at
+        once, whatever the number of threads calling (None: no limit)."""
         self.home = home
+        self._slots = threading.BoundedSemaphore(max_processes) if max_processes else None
         self._check_socket_path()
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         home.chmod(0o700)  # gpg warns about, and may refuse, a home others can read
@@ -266,6 +271,11 @@ class OpenPGP:
     ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         """gpg with its status lines on a pipe of their own, so nothing it logs can pass for
         one; yields the process and that pipe's read end, and reaps the process on exit."""
+        with self._slots or contextlib.nullcontext(), self._spawn(args, stdout) as spawned:
+            yield spawned
+
+    @contextlib.contextmanager
+    def _spawn(self, args: list[str], stdout: int) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         status_read, status_write = os.pipe()
         argv = ["gpg", "--homedir", str(self.home), "--batch", "--no-tty", *_OPTIONS,
                 "--status-fd", str(status_write), *args]  # fmt: skip

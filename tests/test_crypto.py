@@ -6,19 +6,23 @@ encrypted only, bombs, ...) are built with plain gpg so the hub code is not test
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
+from bdi.config import load_settings
 from bdi.crypto import KeyProblem, OpenPGP, OpenPGPError, Verified
 
 MAX = 1024 * 1024
@@ -511,3 +515,48 @@ def test_home_path_too_long_for_the_agent_socket() -> None:
     with pytest.raises(ValueError, match="too long"):
         OpenPGP(home)
     assert not home.exists()
+
+
+class GpgCount:
+    """Samples, in a thread, how many gpg processes this process has running at once."""
+
+    def __init__(self) -> None:
+        self.most = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample)
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(0.002):
+            with contextlib.suppress(psutil.Error):
+                running = [p for p in me.children() if p.name() == "gpg"]
+                self.most = max(self.most, len(running))
+
+    def __enter__(self) -> GpgCount:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_gpg_processes_at_once_stay_within_the_limit(
+    world: World, tmp_path: Path, limit: int
+) -> None:
+    alice = OpenPGP(world.alice.home, max_processes=limit)
+    big = tmp_path / "big.edi"
+    big.write_bytes(os.urandom(4 << 20))  # incompressible: each gpg runs for a while
+    outs = [tmp_path / f"{n}.pgp" for n in range(4)]
+    with GpgCount() as count, ThreadPoolExecutor(4) as pool:
+        done = pool.map(lambda out: alice.sign_encrypt(big, out, world.hub_fpr, world.alice_fpr),
+                        outs)  # fmt: skip
+        list(done)
+    assert 1 <= count.most <= limit
+    assert all(out.stat().st_size > 4 << 20 for out in outs)
+
+
+def test_the_default_gpg_limit_is_two_more_than_the_cores(tmp_path: Path) -> None:
+    assert load_settings(None, data=tmp_path).gpg_limit == (os.cpu_count() or 1) + 2
+    assert load_settings(None, data=tmp_path, gpg_processes=1).gpg_limit == 1
