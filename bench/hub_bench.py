@@ -12,6 +12,9 @@ SFTP clients run in this process. Both share the machine's cores.
 (b) the OpenPGP floor: the same gpg work on the same files (decrypt+verify with the hub's
     home, then sign+encrypt of the plain file to the recipient), through the hub's OpenPGP
     class, in a pool of one process per core.
+(b') the same floor in a pool of as many processes as the hub runs gpg at once (cores + 2):
+    one process per core leaves the cores partly idle while each waits on its gpg-agent,
+    so (b') is the higher floor; printed for reference, the target stays on (b).
 (c) raw SFTP: the same uploads under `.part` names, which the hub never takes in.
 (d) memory: one 256 MiB file (the sample's records repeated, in sections of SECTION_RECORDS
     records), sealed beforehand without compression so that 256 MiB travel over SFTP too; the
@@ -191,9 +194,10 @@ def _route(sealed: Path, plain: Path, out: Path, recipient: str, signer: str) ->
 
 
 @contextlib.contextmanager
-def gpg_pool(home: Path) -> Iterator[ProcessPoolExecutor]:
-    """One process per core, each with `home` opened (and its agent running) before use."""
-    workers = os.cpu_count() or 1
+def gpg_pool(home: Path, workers: int | None = None) -> Iterator[ProcessPoolExecutor]:
+    """`workers` processes (default: one per core), each with `home` opened (and its agent
+    running) before use."""
+    workers = workers or os.cpu_count() or 1
     with ProcessPoolExecutor(workers, initializer=_open_home, initargs=(str(home),)) as pool:
         list(pool.map(_pause, [0.2] * workers))
         yield pool
@@ -237,12 +241,14 @@ def pool_cpu(agent: psutil.Process | None) -> Cpu:
     )
 
 
-def floor(hub: Hub, recipient: str, sealed: Sequence[Path], work: Path) -> tuple[float, Cpu]:
+def floor(
+    hub: Hub, recipient: str, sealed: Sequence[Path], work: Path, workers: int | None = None
+) -> tuple[float, Cpu]:
     """Seconds for the pool to do the hub's gpg work on every sealed file, and the CPU used
     meanwhile."""
     keys = recipient, hub.fingerprint
     agent = hub_agent(hub.settings.gnupg_home)
-    with gpg_pool(hub.settings.gnupg_home) as pool:
+    with gpg_pool(hub.settings.gnupg_home, workers) as pool:
         before = pool_cpu(agent)
         start = time.perf_counter()
         futures = [
@@ -694,6 +700,7 @@ def speed(work: Path, hub: Hub, inputs: Inputs, recipient: Party, emit: Emit) ->
         f"the SFTP clients run in this process: both share the machine's {cores} cores"
     )
     ratios: list[float] = []
+    rates: list[float] = []
     measure_floor = partial(floor, hub, recipient.fingerprint, inputs.sealed, work / "floor")
     with serving(hub, work / "server-1.log") as server:
         before = report_floor(measure_floor(), emit)
@@ -701,11 +708,14 @@ def speed(work: Path, hub: Hub, inputs: Inputs, recipient: Party, emit: Emit) ->
             emit(f"round {n} of {ROUNDS}:")
             route = asyncio.run(routed(hub, server, inputs.uploads, inputs.warm_ups[0]))
             a = report_routed(route, FILES, emit)
+            rates.append(a)
             after = report_floor(measure_floor(), emit)
             b = (before + after) / 2
             ratios.append(a / b)
             emit(f"    (a)/(b) = {a / b:.0%}, (b) the mean of the floors just before and after")
             before = after
+        wide = hub.settings.gpg_limit
+        wide_s, wide_cpu = measure_floor(workers=wide)
         raw_s, raw_cpu = asyncio.run(raw_sftp(hub, server, inputs.uploads))
     c = FILES / raw_s
     emit(
@@ -713,6 +723,12 @@ def speed(work: Path, hub: Hub, inputs: Inputs, recipient: Party, emit: Emit) ->
         f"{raw_s:.2f} s -> {c:.1f} files/s; (a)/(c) = {a / c:.0%} in the last round"
     )
     report_cpu("(c)", raw_cpu, FILES, raw_s, emit)
+    emit(
+        f"(b') the same floor with {wide} processes, as many gpg at once as the hub runs "
+        f"(gpg_processes): {wide_s:.2f} s -> {FILES / wide_s:.1f} files/s; the median round's "
+        f"(a) is {statistics.median(rates) * wide_s / FILES:.0%} of it (the target is on (b))"
+    )
+    report_cpu("(b')", wide_cpu, FILES, wide_s, emit, who="pool processes")
     ratio = statistics.median(ratios)
     ok = ratio >= TARGET_RATIO
     emit(
