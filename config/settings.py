@@ -57,8 +57,8 @@ class Settings(BaseSettings):
     @property
     def gpg_limit(self) -> int:
         """More gpg processes than cores only share them, and preempt the server's threads
-        while they hold the interpreter lock: measured with bench/hub_ab.py, 4 at once on
-        2 cores route about 15 % more uploads per second than 6, and 2 fewer."""
+        while they hold the interpreter lock: measured with bench/hub_ab.py on 2 cores, 4 at
+        once route about 15 % more uploads per second than 6, and a few % more than 3 or 5."""
         return self.gpg_processes or (os.cpu_count() or 1) + 2
 
     @property
