@@ -36,12 +36,14 @@ class _Plan:
 
     def params(self, values: Mapping[str, Any]) -> Any:
         """The DBAPI parameters: a tuple (positional paramstyle) or a dict."""
-        processed = {}
-        for name in self.names:
-            value = values[name] if name in values else self.fixed[name]
-            proc = self.processors.get(name)
-            processed[name] = proc(value) if proc is not None else value
-        return tuple(processed[n] for n in self.names) if self.positional else processed
+        if self.positional:
+            return tuple(self._value(name, values) for name in self.names)
+        return {name: self._value(name, values) for name in self.names}
+
+    def _value(self, name: str, values: Mapping[str, Any]) -> Any:
+        value = values[name] if name in values else self.fixed[name]
+        proc = self.processors.get(name)
+        return proc(value) if proc is not None else value
 
 
 def _compile(statement: ClauseElement, dialect: Dialect) -> _Plan:
