@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 from sqlalchemy import Connection, func, select
+from support import Held
 
 from bdi.store.db import create_schema, make_engine
 from bdi.store.jobs import JOB, insert_job, parties
@@ -44,27 +44,6 @@ async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
 
 def count_jobs(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(JOB)).scalar_one())
-
-
-class Held:
-    """Keeps the writer busy so that the next items queue up behind it."""
-
-    def __init__(self, journal: Journal) -> None:
-        self.journal = journal
-        self.busy, self.release = threading.Event(), threading.Event()
-
-    def _hold(self, _: Connection) -> None:
-        self.busy.set()
-        self.release.wait(10)
-
-    async def __aenter__(self) -> None:
-        self.task = asyncio.create_task(self.journal.run(self._hold))
-        assert await asyncio.to_thread(self.busy.wait, 10)
-
-    async def __aexit__(self, *exc: object) -> None:
-        await asyncio.sleep(0)  # let every run started inside queue its item
-        self.release.set()
-        await self.task
 
 
 async def test_items_queued_meanwhile_share_one_transaction(journal: Journal) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from support import Held
 
 from bdi.routing.layout import default_layout
 from bdi.spool import Spool
@@ -17,7 +18,6 @@ from bdi.store.jobs import JOB, Party
 from bdi.store.journal import Journal
 from bdi.store.models import Job
 from bdi.store.repo import Store
-from tests.test_journal import Held
 
 
 class Handed(list[tuple[Job, dict[str, Party]]]):
