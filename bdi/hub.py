@@ -28,9 +28,6 @@ class Hub:
     def spool_file(self, name: str) -> Path:
         return self.settings.spool / name
 
-    def plain_file(self, name: str) -> Path:
-        return self.settings.spool / f"{name}.plain"
-
     def contents(self) -> Path:
         return self.settings.data / "contents"
 

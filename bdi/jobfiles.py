@@ -4,6 +4,10 @@
 the staging folder before anything is recorded: the store then only has to name and record
 the outputs. `place_outputs` makes them appear in the inboxes, sealing again any delivery
 whose staged file cannot be trusted (a job resumed after a crash).
+
+The decrypted upload is never a named file: it stays in memory up to PLAIN_IN_MEMORY and
+goes to an anonymous file in the spool beyond, so nothing is left of it after a crash (a
+resumed job decrypts again) and small uploads cost no file creation and deletion.
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import tempfile
 import uuid
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from typing import IO
 
 import structlog
 
@@ -32,6 +38,7 @@ from bdi.store.models import Job, Output
 
 log = structlog.get_logger("bdi.pipeline")
 CHUNK = 1 << 20
+PLAIN_IN_MEMORY = 1 << 20  # bytes of plaintext kept in memory per job before spilling to disk
 BATCH = 500  # flow occurrences per transaction: memory stays flat whatever the file's size
 Sections = Mapping[int, tuple[str, str]]  # delivered section number -> (flow code, recipient)
 Batches = Generator[list[Occurrence], None, None]
@@ -43,23 +50,46 @@ class Prepared:
 
     report: FileReport | None  # None: refused by the OpenPGP layer
     logs: list[LogFile]
+    plain: Plain | None = None  # the decrypted upload, when it is signed by its sender
     contents: dict[str, tuple[str, str]] = field(default_factory=dict)  # (file, sha256)
     staged: dict[str, Path] = field(default_factory=dict)  # recipient -> sealed delivery
     flows: list[Occurrence] = field(default_factory=list)  # the first batch
     more: Batches | None = None  # the next batches, for a big file
 
 
-def prepare(hub: Hub, job: Job, sender: Party, keys: dict[str, str], now: datetime) -> Prepared:
+class Plain:
+    """A job's decrypted upload, decrypted at most once per run of the job."""
+
+    def __init__(self, hub: Hub, job: Job, sender: Party) -> None:
+        self.hub, self.job, self.sender = hub, job, sender
+        self._text: IO[bytes] | None = None
+        self._refused = False
+
+    def open(self) -> IO[bytes] | None:
+        """The plaintext, rewound; None if the upload is not signed by its sender."""
+        if self._text is None and not self._refused:
+            self._text = decrypt(self.hub, self.job, self.sender)
+            self._refused = self._text is None
+        if self._text is not None:
+            self._text.seek(0)
+        return self._text
+
+    def close(self) -> None:
+        if self._text is not None:
+            self._text.close()
+
+
+def prepare(hub: Hub, job: Job, plain: Plain, keys: dict[str, str], now: datetime) -> Prepared:
     """`keys` maps each active participant to its OpenPGP fingerprint."""
     assert job.id is not None
-    if not decrypt(hub, job, sender):
+    stream = plain.open()
+    if stream is None:
         problem = Problem(Code.DECHIFFREMENT)
         return Prepared(None, [whole_upload_log(job.upload_name, problem, now, hub.layout)])
-    upload = Upload(job.id, sender.id, job.upload_name, job.received_at)
-    plain = hub.plain_file(job.spool_name)
-    report = check_plain(hub, plain, upload, keys)
-    prepared = Prepared(report, log_files(report, now, hub.layout))
-    prepared.contents = store_contents(hub, job, report)
+    upload = Upload(job.id, plain.sender.id, job.upload_name, job.received_at)
+    report = check_plain(hub, stream, upload, keys)
+    prepared = Prepared(report, log_files(report, now, hub.layout), plain)
+    prepared.contents = store_contents(hub, job, plain, report)
     for recipient, (name, _) in prepared.contents.items():
         content = hub.contents() / name
         prepared.staged[recipient] = seal(hub, job, content, recipient, keys[recipient])
@@ -74,14 +104,20 @@ def prepare(hub: Hub, job: Job, sender: Party, keys: dict[str, str], now: dateti
     return prepared
 
 
-def decrypt(hub: Hub, job: Job, sender: Party) -> bool:
-    """Decrypt the upload into its plain file; True if it is signed by the sender's key."""
-    plain = hub.plain_file(job.spool_name)
-    result = hub.pgp.decrypt_verify(
-        hub.spool_file(job.spool_name), plain, hub.settings.max_decrypted_bytes
-    )
+def decrypt(hub: Hub, job: Job, sender: Party) -> IO[bytes] | None:
+    """The upload's plaintext if it is signed by the sender's key, else None."""
+    spool = hub.settings.spool
+    plain: IO[bytes] = tempfile.SpooledTemporaryFile(PLAIN_IN_MEMORY, "w+b", dir=str(spool))  # noqa: SIM115
+    try:
+        result = hub.pgp.decrypt_verify_into(
+            hub.spool_file(job.spool_name), plain, hub.settings.max_decrypted_bytes
+        )
+    except BaseException:
+        plain.close()
+        raise
     if result.ok and result.signer == sender.fingerprint:
-        return True
+        return plain
+    plain.close()
     log.info(
         "upload.refused",
         job=job.id,
@@ -90,15 +126,13 @@ def decrypt(hub: Hub, job: Job, sender: Party) -> bool:
         code=Code.DECHIFFREMENT.value,
         reason=result.reason if not result.ok else "other signer",
     )
-    plain.unlink(missing_ok=True)
-    return False
+    return None
 
 
-def check_plain(hub: Hub, plain: Path, upload: Upload, keys: dict[str, str]) -> FileReport:
+def check_plain(hub: Hub, stream: IO[bytes], upload: Upload, keys: dict[str, str]) -> FileReport:
     can_receive = partial(_can_receive, hub, keys)
     ctx = CheckContext(upload.upload_name, upload.sender, can_receive, hub.layout)
-    with plain.open("rb") as stream:
-        return last_report(check_lines(stream, ctx))
+    return last_report(check_lines(stream, ctx))
 
 
 def _can_receive(hub: Hub, keys: dict[str, str], recipient: str) -> bool:
@@ -107,15 +141,18 @@ def _can_receive(hub: Hub, keys: dict[str, str], recipient: str) -> bool:
     return fingerprint is not None and hub.pgp.can_encrypt_to(fingerprint)
 
 
-def store_contents(hub: Hub, job: Job, report: FileReport) -> dict[str, tuple[str, str]]:
+def store_contents(
+    hub: Hub, job: Job, plain: Plain, report: FileReport
+) -> dict[str, tuple[str, str]]:
     """Keep each recipient's plain content for the Suivi: (file name, sha256)."""
     hub.contents().mkdir(parents=True, exist_ok=True, mode=0o700)
-    plain = hub.plain_file(job.spool_name)
     out = {}
     for recipient, sections in group_by_recipient(report.delivered_sections).items():
         name = f"{job.id:08d}-{recipient}-{uuid.uuid4().hex[:8]}.edi"
         ranges = [(s.start, s.end) for s in sections]
-        out[recipient] = (name, copy_ranges(plain, ranges, hub.contents() / name, durable=True))
+        stream = plain.open()
+        assert stream is not None  # checked, hence decrypted
+        out[recipient] = (name, copy_ranges(stream, ranges, hub.contents() / name, durable=True))
     return out
 
 
@@ -126,23 +163,25 @@ def seal(hub: Hub, job: Job, plain: Path, recipient: str, fingerprint: str) -> P
     return staged
 
 
-def occurrence_batches(hub: Hub, plain: Path, upload: Upload, sections: Sections) -> Batches:
-    """The flow occurrences of the delivered sections, read from the plain file in batches."""
+def occurrence_batches(hub: Hub, plain: Plain, upload: Upload, sections: Sections) -> Batches:
+    """The flow occurrences of the delivered sections, read from the plaintext in batches
+    (nothing else may read it until the last batch is taken)."""
     accepted = {number: code for number, (code, _) in sections.items()}
     seq = dict.fromkeys((recipient for _, recipient in sections.values()), 0)
-    with plain.open("rb") as stream:
-        flows = iter_flows(stream, hub.layout, accepted)
-        while batch := list(itertools.islice(flows, BATCH)):
-            rows = []
-            for flow in batch:
-                recipient = sections[flow.section][1]
-                rows.append(occurrence(hub.layout, upload, recipient, flow, seq[recipient]))
-                seq[recipient] += 1
-            yield rows
+    stream = plain.open()
+    assert stream is not None  # checked, hence decrypted
+    flows = iter_flows(stream, hub.layout, accepted)
+    while batch := list(itertools.islice(flows, BATCH)):
+        rows = []
+        for flow in batch:
+            recipient = sections[flow.section][1]
+            rows.append(occurrence(hub.layout, upload, recipient, flow, seq[recipient]))
+            seq[recipient] += 1
+        yield rows
 
 
 def delivered_sections(
-    hub: Hub, plain: Path, outputs: Sequence[Output]
+    hub: Hub, stream: IO[bytes], outputs: Sequence[Output]
 ) -> dict[int, tuple[str, str]]:
     """Section number -> (flow code, recipient) of every delivered section, from the headers
     (a resumed job: its check report is gone, its outputs' byte ranges are stored)."""
@@ -151,14 +190,13 @@ def delivered_sections(
     code = hub.layout.header.field("flow_code")
     found: dict[int, tuple[str, str]] = {}
     number, offset = 0, 0
-    with plain.open("rb") as stream:
-        for raw in stream:
-            if raw[:10] == b"1111111111":
-                number += 1
-                if offset in starts:
-                    flow_code = raw[code.start : code.end].decode(hub.layout.encoding)
-                    found[number] = (flow_code, starts[offset])
-            offset += len(raw)
+    for raw in stream:
+        if raw[:10] == b"1111111111":
+            number += 1
+            if offset in starts:
+                flow_code = raw[code.start : code.end].decode(hub.layout.encoding)
+                found[number] = (flow_code, starts[offset])
+        offset += len(raw)
     return found
 
 
@@ -166,17 +204,17 @@ def ranges(text: str) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in (r.split("-") for r in text.split(",") if r)]
 
 
-def copy_ranges(src: Path, spans: list[tuple[int, int]], dst: Path, durable: bool) -> str:
-    """Copy byte ranges of `src` into `dst`; return their sha256."""
+def copy_ranges(inp: IO[bytes], spans: list[tuple[int, int]], dst: Path, durable: bool) -> str:
+    """Copy byte ranges of `inp` into `dst`; return their sha256."""
     digest = hashlib.sha256()
-    with src.open("rb") as inp, dst.open("wb") as out:
+    with dst.open("wb") as out:
         for start, end in spans:
             inp.seek(start)
             left = end - start
             while left > 0:
                 chunk = inp.read(min(CHUNK, left))
                 if not chunk:
-                    raise ValueError(f"{src} ends before byte {end}")
+                    raise ValueError(f"the plaintext ends before byte {end}")
                 digest.update(chunk)
                 out.write(chunk)
                 left -= len(chunk)
@@ -192,6 +230,7 @@ def place_outputs(
     outputs: Sequence[Output],
     people: Mapping[str, Party],
     staged: Mapping[str, Path],
+    plain: Plain,
 ) -> None:
     """Make every output not yet in place appear in its inbox, complete, under its name."""
     for output in outputs:
@@ -203,7 +242,7 @@ def place_outputs(
             _place_log(hub, output)
             log.info("log.written", job=job.id, participant=output.participant_id, file=output.name)
             continue
-        sealed = staged.get(output.participant_id) or _seal_again(hub, job, output, people)
+        sealed = staged.get(output.participant_id) or _seal_again(hub, job, output, people, plain)
         size = sealed.stat().st_size
         hub.mailboxes.place(output.participant_id, sealed, output.name)
         log.info("delivery.done", job=job.id, sender=job.participant_id,
@@ -216,14 +255,15 @@ def _place_log(hub: Hub, output: Output) -> None:
     hub.mailboxes.place(output.participant_id, staged, output.name)
 
 
-def _seal_again(hub: Hub, job: Job, output: Output, people: Mapping[str, Party]) -> Path:
-    """A resumed job: seal the delivery again from the plain text (decrypted again if lost)."""
-    plain = hub.plain_file(job.spool_name)
-    if not plain.exists():
-        assert decrypt(hub, job, people[job.participant_id])
+def _seal_again(
+    hub: Hub, job: Job, output: Output, people: Mapping[str, Party], plain: Plain
+) -> Path:
+    """A resumed job: seal the delivery again from the plaintext."""
+    stream = plain.open()
+    assert stream is not None  # it was decrypted and checked before the job was planned
     recipient = output.participant_id
     part = hub.mailboxes.staged_path(recipient, f"{job.id}-{recipient}-{uuid.uuid4().hex[:8]}")
-    copy_ranges(plain, ranges(output.ranges), part, durable=False)
+    copy_ranges(stream, ranges(output.ranges), part, durable=False)
     try:
         return seal(hub, job, part, recipient, people[recipient].fingerprint)
     finally:

@@ -25,8 +25,8 @@ import structlog
 from bdi.hub import Hub, local_time, utcnow
 from bdi.jobfiles import (
     Batches,
+    Plain,
     Prepared,
-    decrypt,
     delivered_sections,
     occurrence_batches,
     place_outputs,
@@ -148,14 +148,15 @@ class Pipeline:
             people = self.journal.call(parties)
         sender = people[job.participant_id]
         staged: dict[str, Path] = {}
-        if job.state == "received":
-            prepared = self._prepare(job, sender, people)
-            outputs = self._plan(job, sender, prepared)
-            staged = prepared.staged
-        else:
-            outputs = self.journal.call(partial(planned_outputs, job_id=job.id))
-            self._index_again(job, sender, outputs)
-        place_outputs(self.hub, job, outputs, people, staged)
+        with contextlib.closing(Plain(self.hub, job, sender)) as plain:
+            if job.state == "received":
+                prepared = self._prepare(job, plain, people)
+                outputs = self._plan(job, sender, prepared)
+                staged = prepared.staged
+            else:
+                outputs = self.journal.call(partial(planned_outputs, job_id=job.id))
+                self._index_again(job, plain, outputs)
+            place_outputs(self.hub, job, outputs, people, staged, plain)
         outcome = _outcome(outputs)
         self.journal.call(partial(finish_job, job_id=job.id, outcome=outcome, at=utcnow()))
         job.state = "done"
@@ -165,9 +166,9 @@ class Pipeline:
         log.info("job.done", job=job.id, participant=sender.id, file=job.upload_name,
                  outcome=outcome, outputs=len(outputs), elapsed_ms=elapsed)  # fmt: skip
 
-    def _prepare(self, job: Job, sender: Party, people: dict[str, Party]) -> Prepared:
+    def _prepare(self, job: Job, plain: Plain, people: dict[str, Party]) -> Prepared:
         keys = {p.id: p.fingerprint for p in people.values() if p.active}
-        prepared = prepare(self.hub, job, sender, keys, local_time(self.hub, utcnow()))
+        prepared = prepare(self.hub, job, plain, keys, local_time(self.hub, utcnow()))
         if prepared.report is not None:
             _log_report(job, prepared.report)
         return prepared
@@ -199,18 +200,17 @@ class Pipeline:
             for rows in batches:
                 self.journal.call(partial(add_occurrences, movements=movements, batch=rows))
 
-    def _index_again(self, job: Job, sender: Party, outputs: list[Output]) -> None:
+    def _index_again(self, job: Job, plain: Plain, outputs: list[Output]) -> None:
         """A job found `planned` after a crash: its flows may be half stored; store them again."""
         assert job.id is not None
         movements = self.journal.call(partial(job_movements, job_id=job.id))
         if not movements:
             return
         self.journal.call(partial(clear_occurrences, movement_ids=list(movements.values())))
-        plain = self.hub.plain_file(job.spool_name)
-        if not plain.exists():
-            assert decrypt(self.hub, job, sender)
-        sections = delivered_sections(self.hub, plain, outputs)
-        upload = Upload(job.id, sender.id, job.upload_name, job.received_at)
+        stream = plain.open()
+        assert stream is not None  # it was decrypted and checked before the job was planned
+        sections = delivered_sections(self.hub, stream, outputs)
+        upload = Upload(job.id, plain.sender.id, job.upload_name, job.received_at)
         self._store_batches(occurrence_batches(self.hub, plain, upload, sections), movements)
 
 
@@ -222,8 +222,7 @@ def _report(loop: asyncio.AbstractEventLoop, callback: Callable[[Future[None]], 
 
 
 def _forget_upload(hub: Hub, job: Job) -> None:
-    for path in (hub.spool_file(job.spool_name), hub.plain_file(job.spool_name)):
-        path.unlink(missing_ok=True)
+    hub.spool_file(job.spool_name).unlink(missing_ok=True)
 
 
 def _outcome(outputs: Sequence[Output]) -> str:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import gnupg
 
@@ -189,31 +190,37 @@ class OpenPGP:
     # -- messages -----------------------------------------------------------------------
 
     def decrypt_verify(self, src: Path, dst: Path, max_bytes: int) -> Verified:
-        """Decrypt an upload into dst; ok only if encrypted to this home AND well signed.
-
-        The plaintext streams to dst and never exceeds max_bytes there: we stop writing at
-        the limit and kill gpg (which is also told to stop, --max-output, just above it). On
-        failure dst is removed. Errors writing dst (disk full) are raised, not a verdict.
-        """
-        if max_bytes < 0:
-            raise ValueError("max_bytes must be >= 0")
+        """Decrypt an upload into the file dst (owner-only); dst is removed unless ok."""
         with src.open("rb"):  # fail before creating dst if src is missing
             pass
-        sink = _Sink(dst, max_bytes)
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # plaintext: owner only
         try:
-            result = self._decrypt(src, sink)
+            with os.fdopen(fd, "wb") as out:
+                verdict = self.decrypt_verify_into(src, out, max_bytes)
         except BaseException:
-            sink.close()
             dst.unlink(missing_ok=True)
             raise
-        sink.close()
-        if sink.error is not None:
-            dst.unlink(missing_ok=True)
-            raise sink.error
-        verdict = _verdict(_Status.parse(result.status), result.returncode, sink)
         if not verdict.ok:
             dst.unlink(missing_ok=True)
         return verdict
+
+    def decrypt_verify_into(self, src: Path, out: IO[bytes], max_bytes: int) -> Verified:
+        """Decrypt an upload into `out`; ok only if encrypted to this home AND well signed.
+
+        The plaintext streams to `out` and never exceeds max_bytes there: we stop writing
+        at the limit and kill gpg (which is also told to stop, --max-output, just above
+        it). When not ok, what was written must be thrown away. Errors writing `out` (disk
+        full) are raised, not a verdict.
+        """
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        with src.open("rb"):  # fail with the usual error if src is missing
+            pass
+        sink = _Sink(out, max_bytes)
+        result = self._decrypt(src, sink)
+        if sink.error is not None:
+            raise sink.error
+        return _verdict(_Status.parse(result.status), result.returncode, sink)
 
     def sign_encrypt(self, src: Path, dst: Path, recipient: str, signer: str) -> None:
         """Sign with `signer` (a secret key here) and encrypt to `recipient`, binary, file to file.
@@ -325,14 +332,13 @@ class _GpgResult:
 
 
 class _Sink:
-    """Receives gpg's plaintext and writes at most `limit` bytes of it to dst."""
+    """Receives gpg's plaintext and writes at most `limit` bytes of it to `out`."""
 
-    def __init__(self, path: Path, limit: int) -> None:
+    def __init__(self, out: IO[bytes], limit: int) -> None:
         self.limit = limit
         self.size = 0
         self.error: OSError | None = None
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # plaintext: owner only
-        self._file = os.fdopen(fd, "wb")
+        self._file = out
 
     def write(self, chunk: bytes) -> None:
         """Count every chunk; write it only while the total stays within the limit."""
@@ -342,12 +348,6 @@ class _Sink:
                 self._file.write(chunk)
             except OSError as exc:
                 self.error = exc
-
-    def close(self) -> None:
-        try:
-            self._file.close()
-        except OSError as exc:
-            self.error = self.error or exc
 
     @property
     def too_large(self) -> bool:

@@ -16,6 +16,7 @@ import pytest
 from hubkit import HubUnderTest, Party, hub_running
 from support import SAMPLES, manifest
 
+from bdi import jobfiles
 from bdi.routing.scan import CheckContext, SectionChecked, check_bytes, check_lines
 
 
@@ -126,3 +127,19 @@ async def test_concurrent_uploads_of_one_flow_make_one_flow(
     occurrences = [o for m in movements for o in await hub.server.hub.store.occurrences(m.id or 0)]
     assert len(occurrences) == 10
     assert len({o.flow_id for o in occurrences}) == 1
+
+
+async def test_a_plaintext_past_the_memory_bound_spills_to_an_anonymous_file(
+    hub: HubUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobfiles, "PLAIN_IN_MEMORY", 512)  # every sample is larger
+    name = "PCOU010234_00311_000003.edi"
+    plain = (SAMPLES / name).read_bytes()
+    assert len(plain) > 512
+    await hub.upload("COU010234", name, hub.seal("COU010234", plain, tmp_path))
+    await hub.settled()
+    inbox = await hub.inbox("CIE000311")
+    got, _ = hub.open_delivery("CIE000311", inbox[name], tmp_path)
+    assert got == plain
+    spool = hub.server.hub.settings.spool
+    assert list(spool.iterdir()) == []  # no plaintext was ever named there, the upload is gone
