@@ -83,7 +83,8 @@ class Spool:
         self.submit(job, people)
 
     async def sweep(self) -> int:
-        """Remove spool files no job owns: their upload was never acknowledged."""
+        """Remove the spool files no unfinished job owns: an upload never acknowledged, or
+        that of a job whose end was committed just before the server stopped."""
         owned = await self.store.spool_names()
         removed = 0
         for path in self.folder.glob("*.pgp"):

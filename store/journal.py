@@ -100,15 +100,17 @@ class Journal:
     async def run(self, work: Callable[[Connection], T]) -> T:
         """Queue `work`; return its result once its transaction is committed. If the
         caller is cancelled meanwhile, the work is committed all the same."""
-        result: T = await asyncio.wrap_future(self._queue_work(work))
+        result: T = await asyncio.wrap_future(self.submit(work))
         return result
 
     def call(self, work: Callable[[Connection], T]) -> T:
         """The same, for a worker thread: blocks until committed."""
-        result: T = self._queue_work(work).result()
+        result: T = self.submit(work).result()
         return result
 
-    def _queue_work(self, work: Work) -> Future[Any]:
+    def submit(self, work: Callable[[Connection], T]) -> Future[T]:
+        """Queue `work` and return at once; the future is settled once it is committed (its
+        done-callbacks then run in the journal's thread: keep them short)."""
         if not self._thread.is_alive():
             raise RuntimeError("the journal is closed")
         item = _Item(work)

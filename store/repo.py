@@ -79,8 +79,10 @@ class Store:
             return list(rows.all())
 
     async def spool_names(self) -> set[str]:
+        """The uploads still needed: those of unfinished jobs."""
         async with self.session() as s:
-            return set((await s.exec(select(Job.spool_name))).all())
+            rows = await s.exec(select(Job.spool_name).where(Job.state != "done"))
+            return set(rows.all())
 
     async def reserved_names(self) -> dict[str, set[str]]:
         """Per participant, the names promised to outputs not yet written."""

@@ -81,3 +81,18 @@ async def test_a_job_committed_after_its_client_gave_up_is_still_handed_on(
         await handed.some.wait()
     [(job, _)] = handed
     assert job.id is not None and job.upload_name == "A.edi"
+
+
+async def test_the_sweep_keeps_only_the_uploads_of_unfinished_jobs(
+    parts: tuple[Spool, Journal, Handed], tmp_path: Path
+) -> None:
+    spool, journal, handed = parts
+    for name in ("waiting.edi", "done.edi"):
+        await spool.take_in("COU010234", upload(tmp_path, name), name)
+    (waiting, _), (done, _) = handed
+    journal.call(
+        lambda conn: conn.execute(JOB.update().where(JOB.c.id == done.id).values(state="done"))
+    )
+    (spool.folder / "never-acknowledged.pgp").write_bytes(b"partial")
+    assert await spool.sweep() == 2  # the done job's upload (not forgotten) and the orphan
+    assert sorted(p.name for p in spool.folder.iterdir()) == [waiting.spool_name]
