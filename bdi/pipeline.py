@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -95,9 +96,11 @@ class Pipeline:
         self._pending += 1
         self._idle.clear()
         future = self.executor.submit(self.process, job, people)
-        future.add_done_callback(partial(_report, loop, partial(self._finished, job)))
+        future.add_done_callback(
+            partial(_ran, partial(_report, loop, partial(self._finished, job)))
+        )
 
-    def _finished(self, job: Job, future: Future[None]) -> None:
+    def _finished(self, job: Job, future: Future[Any]) -> None:
         self._pending -= 1
         error = None if future.cancelled() else future.exception()
         if error is not None:
@@ -141,7 +144,10 @@ class Pipeline:
 
     # -- one job, in a worker thread ------------------------------------------------------
 
-    def process(self, job: Job, people: dict[str, Party] | None = None) -> None:
+    def process(self, job: Job, people: dict[str, Party] | None = None) -> Future[None]:
+        """Run one job; return the commit of its end, which is not waited for: the worker
+        moves on, and the commit joins the journal's next group. The upload is forgotten
+        once it is committed (a job found `planned` after a crash needs it)."""
         started = time.monotonic()
         assert job.id is not None
         if people is None:
@@ -157,14 +163,14 @@ class Pipeline:
                 outputs = self.journal.call(partial(planned_outputs, job_id=job.id))
                 self._index_again(job, plain, outputs)
             place_outputs(self.hub, job, outputs, people, staged, plain)
-        outcome = _outcome(outputs)
-        self.journal.call(partial(finish_job, job_id=job.id, outcome=outcome, at=utcnow()))
-        job.state = "done"
         self.names.release(outputs)
-        _forget_upload(self.hub, job)
-        elapsed = int((time.monotonic() - started) * 1000)
-        log.info("job.done", job=job.id, participant=sender.id, file=job.upload_name,
-                 outcome=outcome, outputs=len(outputs), elapsed_ms=elapsed)  # fmt: skip
+        outcome = _outcome(outputs)
+        finished = self.journal.submit(
+            partial(finish_job, job_id=job.id, outcome=outcome, at=utcnow())
+        )
+        done = partial(_log_done, job, outcome=outcome, outputs=len(outputs), started=started)
+        finished.add_done_callback(partial(_forget_upload, self.hub, job, then=done))
+        return finished
 
     def _prepare(self, job: Job, plain: Plain, people: dict[str, Party]) -> Prepared:
         keys = {p.id: p.fingerprint for p in people.values() if p.active}
@@ -214,15 +220,34 @@ class Pipeline:
         self._store_batches(occurrence_batches(self.hub, plain, upload, sections), movements)
 
 
-def _report(loop: asyncio.AbstractEventLoop, callback: Callable[[Future[None]], None],
-            future: Future[None]) -> None:  # fmt: skip
+def _report(loop: asyncio.AbstractEventLoop, callback: Callable[[Future[Any]], None],
+            future: Future[Any]) -> None:  # fmt: skip
     """Hand a finished job back to the event loop (gone if the server has stopped)."""
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(callback, future)
 
 
-def _forget_upload(hub: Hub, job: Job) -> None:
+def _ran(report: Callable[[Future[Any]], None], run: Future[Future[None]]) -> None:
+    """A job's run is over: report it once the commit of its end is (at once if it failed)."""
+    if run.cancelled() or run.exception() is not None:
+        report(run)
+    else:
+        run.result().add_done_callback(report)
+
+
+def _forget_upload(hub: Hub, job: Job, finished: Future[None], then: Callable[[], None]) -> None:
+    """In the journal's thread, once the job's end is committed (or failed to be)."""
+    if finished.cancelled() or finished.exception() is not None:
+        return  # the job is retried: it still needs its upload
+    job.state = "done"
     hub.spool_file(job.spool_name).unlink(missing_ok=True)
+    then()
+
+
+def _log_done(job: Job, outcome: str, outputs: int, started: float) -> None:
+    elapsed = int((time.monotonic() - started) * 1000)
+    log.info("job.done", job=job.id, participant=job.participant_id, file=job.upload_name,
+             outcome=outcome, outputs=outputs, elapsed_ms=elapsed)  # fmt: skip
 
 
 def _outcome(outputs: Sequence[Output]) -> str:
