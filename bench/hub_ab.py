@@ -7,7 +7,9 @@ judge: two benchmark runs a few minutes apart say little. Here two `bdi serve` p
 side by side, each on its own data folder, with the environment variables given (settings
 such as BDI_WORKERS=8); their (a) rounds alternate A B, B A, ... and each is compared with the
 mean of the OpenPGP floors measured just before and after it, as in hub_bench. A change of
-code is compared by giving B a PYTHONPATH that puts another tree first.
+code is compared by giving B a PYTHONPATH that puts another tree first. The server's CPU over
+its gpg's CPU, printed too, is a steadier measure of the server's own cost: the machine's
+drift changes both alike.
 """
 
 from __future__ import annotations
@@ -55,7 +57,10 @@ def sealed_uploads(work: Path, hub: hb.Hub, broker: hb.Party) -> list[hb.Upload]
     return [(name, path.read_bytes()) for (name, _), path in zip(files, sealed, strict=True)]
 
 
-def compare(work: Path, configs: dict[str, dict[str, str]], pairs: int) -> dict[str, list[float]]:
+Found = dict[str, list[tuple[float, float]]]  # config -> per round: (a)/(b), server/gpg CPU
+
+
+def compare(work: Path, configs: dict[str, dict[str, str]], pairs: int) -> Found:
     parties = {edi_id: hb.make_party(edi_id) for edi_id in (hb.SENDER, hb.RECIPIENT)}
     try:
         hubs, uploads = {}, {}
@@ -77,11 +82,11 @@ def rounds(
     configs: dict[str, dict[str, str]],
     recipient: hb.Party,
     pairs: int,
-) -> dict[str, list[float]]:
+) -> Found:
     first = next(iter(hubs))
     sealed = [work / f"{first}-files" / f"{n}.pgp" for n, _ in uploads[first][: hb.FILES]]
     (work / "floor").mkdir()
-    ratios: dict[str, list[float]] = {name: [] for name in configs}
+    found: Found = {name: [] for name in configs}
     with contextlib.ExitStack() as stack:
         servers = {}
         for name, changes in configs.items():
@@ -100,11 +105,14 @@ def rounds(
                 todo = uploads[name]
                 r = asyncio.run(hb.routed(hubs[name], servers[name], todo[: hb.FILES], todo[-1]))
                 after = floor()
-                ratios[name].append(hb.FILES / r.delivered_s / ((before + after) / 2))
+                ratio = hb.FILES / r.delivered_s / ((before + after) / 2)
                 before = after
-                cpu = r.cpu.machine * 1000 / hb.FILES
-                emit(f"{name}: (a)/(b) {ratios[name][-1]:.0%}, machine CPU {cpu:.1f} ms per file")
-    return ratios
+                ms = {k: getattr(r.cpu, k) * 1000 / hb.FILES for k in ("machine", "server", "gpg")}
+                found[name].append((ratio, ms["server"] / ms["gpg"]))
+                emit(f"{name}: (a)/(b) {ratio:.0%}, CPU ms per file: machine "
+                     f"{ms['machine']:.1f}, server {ms['server']:.1f}, its gpg {ms['gpg']:.1f}; "
+                     f"server/gpg {ms['server'] / ms['gpg']:.2f}")  # fmt: skip
+    return found
 
 
 def parse(text: str) -> dict[str, str]:
@@ -120,13 +128,15 @@ def main() -> int:
     configs = {"A": parse(args.a), "B": parse(args.b)}
     work = Path(tempfile.mkdtemp(prefix="bdi-hub-ab-", dir="/tmp"))
     try:
-        ratios = compare(work, configs, args.pairs)
+        found = compare(work, configs, args.pairs)
     finally:
         hb.stop_agents([work / name / "gnupg" for name in configs])
         shutil.rmtree(work, ignore_errors=True)
-    for name, found in ratios.items():
+    for name, rounds_found in found.items():
+        ratios, cpu = [r for r, _ in rounds_found], [c for _, c in rounds_found]
         emit(f"{name} {configs[name] or '(defaults)'}: median (a)/(b) "
-             f"{statistics.median(found):.0%}, mean {statistics.mean(found):.0%}")  # fmt: skip
+             f"{statistics.median(ratios):.0%}, mean {statistics.mean(ratios):.0%}; "
+             f"median server/gpg CPU {statistics.median(cpu):.2f}")  # fmt: skip
     return 0
 
 
