@@ -7,7 +7,8 @@ judge: two benchmark runs a few minutes apart say little. Here two `bdi serve` p
 side by side, each on its own data folder, with the environment variables given (settings
 such as BDI_WORKERS=8); their (a) rounds alternate A B, B A, ... and each is compared with the
 mean of the OpenPGP floors measured just before and after it, as in hub_bench. A change of
-code is compared by giving B a PYTHONPATH that puts another tree first. The server's CPU over
+code is compared by giving B a PYTHONPATH that puts another tree first (`bench/tree_at REV DIR`
+lays one out). The server's CPU over
 its gpg's CPU, printed too, is a steadier measure of the server's own cost: the machine's
 drift changes both alike.
 """
