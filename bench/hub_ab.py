@@ -8,9 +8,8 @@ side by side, each on its own data folder, with the environment variables given 
 such as BDI_WORKERS=8); their (a) rounds alternate A B, B A, ... and each is compared with the
 mean of the OpenPGP floors measured just before and after it, as in hub_bench. A change of
 code is compared by giving B a PYTHONPATH that puts another tree first (`bench/tree_at REV DIR`
-lays one out). The server's CPU over
-its gpg's CPU, printed too, is a steadier measure of the server's own cost: the machine's
-drift changes both alike.
+lays one out). The server's CPU over its gpg's CPU, printed too, is a steadier measure of the
+server's own cost: the machine's drift changes both alike.
 """
 
 from __future__ import annotations
