@@ -27,6 +27,7 @@ from typing import IO
 import structlog
 
 from bdi.hub import Hub
+from bdi.mailbox.storage import fsync_dir
 from bdi.plan import Upload, group_by_recipient, occurrence
 from bdi.routing.errors import Code, Problem
 from bdi.routing.flows import iter_flows
@@ -148,11 +149,13 @@ def store_contents(
     hub.contents().mkdir(parents=True, exist_ok=True, mode=0o700)
     out = {}
     for recipient, sections in group_by_recipient(report.delivered_sections).items():
-        name = f"{job.id:08d}-{recipient}-{uuid.uuid4().hex[:8]}.edi"
+        name = f"{job.id:08d}-{recipient}.edi"  # a run of the job again rewrites its own
         ranges = [(s.start, s.end) for s in sections]
         stream = plain.open()
         assert stream is not None  # checked, hence decrypted
         out[recipient] = (name, copy_ranges(stream, ranges, hub.contents() / name, durable=True))
+    if out:
+        fsync_dir(hub.contents())  # their names too, before a movement refers to them
     return out
 
 

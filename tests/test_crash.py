@@ -176,5 +176,8 @@ async def test_sigkill_loses_and_duplicates_nothing(
     assert {f"ERREUR{n.removesuffix('.edi')}_1.log" for n in attempted} >= set(logs)
     assert not [n for n in inbox + logs if "_2." in n]
     with contextlib.closing(sqlite3.connect(settings.data / "bdi.sqlite3")) as db:
-        movements = db.execute("SELECT file_name FROM movement").fetchall()
+        movements = db.execute("SELECT file_name, content_path FROM movement").fetchall()
     assert sorted(m[0] for m in movements) == inbox
+    # each movement's content kept once: a job run again after a kill rewrote its own
+    contents = sorted(p.name for p in (settings.data / "contents").iterdir())
+    assert contents == sorted(m[1] for m in movements)
