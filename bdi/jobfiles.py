@@ -34,8 +34,8 @@ from bdi.routing.flows import iter_flows
 from bdi.routing.logs import LogFile, log_files, whole_upload_log
 from bdi.routing.model import FileReport
 from bdi.routing.scan import CheckContext, check_lines, last_report
-from bdi.store.jobs import Occurrence, Party
-from bdi.store.models import Job, Output
+from bdi.store.jobs import JobRef, Occurrence, Party
+from bdi.store.models import Output
 
 log = structlog.get_logger("bdi.pipeline")
 CHUNK = 1 << 20
@@ -61,7 +61,7 @@ class Prepared:
 class Plain:
     """A job's decrypted upload, decrypted at most once per run of the job."""
 
-    def __init__(self, hub: Hub, job: Job, sender: Party) -> None:
+    def __init__(self, hub: Hub, job: JobRef, sender: Party) -> None:
         self.hub, self.job, self.sender = hub, job, sender
         self._text: IO[bytes] | None = None
         self._refused = False
@@ -80,7 +80,7 @@ class Plain:
             self._text.close()
 
 
-def prepare(hub: Hub, job: Job, plain: Plain, keys: dict[str, str], now: datetime) -> Prepared:
+def prepare(hub: Hub, job: JobRef, plain: Plain, keys: dict[str, str], now: datetime) -> Prepared:
     """`keys` maps each active participant to its OpenPGP fingerprint."""
     assert job.id is not None
     stream = plain.open()
@@ -105,7 +105,7 @@ def prepare(hub: Hub, job: Job, plain: Plain, keys: dict[str, str], now: datetim
     return prepared
 
 
-def decrypt(hub: Hub, job: Job, sender: Party) -> IO[bytes] | None:
+def decrypt(hub: Hub, job: JobRef, sender: Party) -> IO[bytes] | None:
     """The upload's plaintext if it is signed by the sender's key, else None."""
     spool = hub.settings.spool
     plain: IO[bytes] = tempfile.SpooledTemporaryFile(PLAIN_IN_MEMORY, "w+b", dir=str(spool))  # noqa: SIM115
@@ -143,7 +143,7 @@ def _can_receive(hub: Hub, keys: dict[str, str], recipient: str) -> bool:
 
 
 def store_contents(
-    hub: Hub, job: Job, plain: Plain, report: FileReport
+    hub: Hub, job: JobRef, plain: Plain, report: FileReport
 ) -> dict[str, tuple[str, str]]:
     """Keep each recipient's plain content for the Suivi: (file name, sha256)."""
     hub.contents().mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -159,7 +159,7 @@ def store_contents(
     return out
 
 
-def seal(hub: Hub, job: Job, plain: Path, recipient: str, fingerprint: str) -> Path:
+def seal(hub: Hub, job: JobRef, plain: Path, recipient: str, fingerprint: str) -> Path:
     """Sign and encrypt one recipient's content into its staging folder."""
     staged = hub.mailboxes.staged_path(recipient, f"{job.id}-{recipient}.pgp")
     hub.pgp.sign_encrypt(plain, staged, fingerprint, hub.hub_fingerprint)
@@ -229,7 +229,7 @@ def copy_ranges(inp: IO[bytes], spans: list[tuple[int, int]], dst: Path, durable
 
 def place_outputs(
     hub: Hub,
-    job: Job,
+    job: JobRef,
     outputs: Sequence[Output],
     people: Mapping[str, Party],
     staged: Mapping[str, Path],
@@ -259,7 +259,7 @@ def _place_log(hub: Hub, output: Output) -> None:
 
 
 def _seal_again(
-    hub: Hub, job: Job, output: Output, people: Mapping[str, Party], plain: Plain
+    hub: Hub, job: JobRef, output: Output, people: Mapping[str, Party], plain: Plain
 ) -> Path:
     """A resumed job: seal the delivery again from the plaintext."""
     stream = plain.open()

@@ -36,6 +36,7 @@ from bdi.jobfiles import (
 from bdi.plan import Upload, plan_outputs
 from bdi.routing.model import FileReport
 from bdi.store.jobs import (
+    JobRef,
     Party,
     add_occurrences,
     clear_occurrences,
@@ -46,7 +47,7 @@ from bdi.store.jobs import (
     save_plan,
 )
 from bdi.store.journal import Journal
-from bdi.store.models import Job, Output
+from bdi.store.models import Output
 
 log = structlog.get_logger("bdi.pipeline")
 MAX_ATTEMPTS = 3
@@ -87,7 +88,7 @@ class Pipeline:
         self._idle.set()
         self._stopping = False
 
-    def submit(self, job: Job, people: dict[str, Party] | None = None) -> None:
+    def submit(self, job: JobRef, people: dict[str, Party] | None = None) -> None:
         """Called on the event loop (by the spool, or to retry). `people`: the participants
         as read when the job was taken in; None to read them when it runs."""
         if self._stopping:
@@ -100,7 +101,7 @@ class Pipeline:
             partial(_ran, partial(_report, loop, partial(self._finished, job)))
         )
 
-    def _finished(self, job: Job, future: Future[Any]) -> None:
+    def _finished(self, job: JobRef, future: Future[Any]) -> None:
         self._pending -= 1
         error = None if future.cancelled() else future.exception()
         if error is not None:
@@ -108,7 +109,7 @@ class Pipeline:
         if self._pending == 0:
             self._idle.set()
 
-    def _retry(self, job: Job, error: BaseException) -> None:
+    def _retry(self, job: JobRef, error: BaseException) -> None:
         """A failed job is tried again a few times (its steps are idempotent), then left
         for the next start-up, with the error in the log."""
         assert job.id is not None
@@ -127,7 +128,7 @@ class Pipeline:
         recipient could otherwise delete a file placed before the crash, and get it twice);
         queue the ones it only took in."""
         self.names.reserved = await self.hub.store.reserved_names()
-        jobs = await self.hub.store.unfinished_jobs()
+        jobs = [JobRef.of(job) for job in await self.hub.store.unfinished_jobs()]
         for job in jobs:
             log.info("job.resumed", job=job.id, participant=job.participant_id, state=job.state)
         for job in (j for j in jobs if j.state == "planned"):
@@ -144,7 +145,7 @@ class Pipeline:
 
     # -- one job, in a worker thread ------------------------------------------------------
 
-    def process(self, job: Job, people: dict[str, Party] | None = None) -> Future[None]:
+    def process(self, job: JobRef, people: dict[str, Party] | None = None) -> Future[None]:
         """Run one job; return the commit of its end, which is not waited for: the worker
         moves on, and the commit joins the journal's next group. The upload is forgotten
         once it is committed (a job found `planned` after a crash needs it)."""
@@ -172,14 +173,14 @@ class Pipeline:
         finished.add_done_callback(partial(_forget_upload, self.hub, job, then=done))
         return finished
 
-    def _prepare(self, job: Job, plain: Plain, people: dict[str, Party]) -> Prepared:
+    def _prepare(self, job: JobRef, plain: Plain, people: dict[str, Party]) -> Prepared:
         keys = {p.id: p.fingerprint for p in people.values() if p.active}
         prepared = prepare(self.hub, job, plain, keys, local_time(self.hub, utcnow()))
         if prepared.report is not None:
             _log_report(job, prepared.report)
         return prepared
 
-    def _plan(self, job: Job, sender: Party, prepared: Prepared) -> list[Output]:
+    def _plan(self, job: JobRef, sender: Party, prepared: Prepared) -> list[Output]:
         """Name the outputs and record them, with movements and flows, in one transaction."""
         assert job.id is not None
         upload = Upload(job.id, sender.id, job.upload_name, job.received_at)
@@ -206,7 +207,7 @@ class Pipeline:
             for rows in batches:
                 self.journal.call(partial(add_occurrences, movements=movements, batch=rows))
 
-    def _index_again(self, job: Job, plain: Plain, outputs: list[Output]) -> None:
+    def _index_again(self, job: JobRef, plain: Plain, outputs: list[Output]) -> None:
         """A job found `planned` after a crash: its flows may be half stored; store them again."""
         assert job.id is not None
         movements = self.journal.call(partial(job_movements, job_id=job.id))
@@ -235,7 +236,7 @@ def _ran(report: Callable[[Future[Any]], None], run: Future[Future[None]]) -> No
         run.result().add_done_callback(report)
 
 
-def _forget_upload(hub: Hub, job: Job, finished: Future[None], then: Callable[[], None]) -> None:
+def _forget_upload(hub: Hub, job: JobRef, finished: Future[None], then: Callable[[], None]) -> None:
     """In the journal's thread, once the job's end is committed (or failed to be)."""
     if finished.cancelled() or finished.exception() is not None:
         return  # the job is retried: it still needs its upload
@@ -244,7 +245,7 @@ def _forget_upload(hub: Hub, job: Job, finished: Future[None], then: Callable[[]
     then()
 
 
-def _log_done(job: Job, outcome: str, outputs: int, started: float) -> None:
+def _log_done(job: JobRef, outcome: str, outputs: int, started: float) -> None:
     elapsed = int((time.monotonic() - started) * 1000)
     log.info("job.done", job=job.id, participant=job.participant_id, file=job.upload_name,
              outcome=outcome, outputs=outputs, elapsed_ms=elapsed)  # fmt: skip
@@ -256,7 +257,7 @@ def _outcome(outputs: Sequence[Output]) -> str:
     return "partial" if deliveries and logs else "delivered" if deliveries else "refused"
 
 
-def _log_report(job: Job, report: FileReport) -> None:
+def _log_report(job: JobRef, report: FileReport) -> None:
     if not report.accepted:
         log.info(
             "upload.refused",

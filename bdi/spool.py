@@ -18,9 +18,8 @@ import structlog
 from bdi.mailbox.storage import fsync_dir, fsync_file
 from bdi.routing.layout import Layout
 from bdi.routing.scan import strip_upload_suffix
-from bdi.store.jobs import Party, take_in_job
+from bdi.store.jobs import JobRef, Party, take_in_job
 from bdi.store.journal import Journal
-from bdi.store.models import Job
 from bdi.store.repo import Store
 
 log = structlog.get_logger("bdi.spool")
@@ -32,7 +31,7 @@ class Spool:
         folder: Path,
         store: Store,
         journal: Journal,
-        submit: Callable[[Job, dict[str, Party]], None],
+        submit: Callable[[JobRef, dict[str, Party]], None],
         now: Callable[[], datetime],
         layout: Layout,
     ) -> None:
@@ -50,13 +49,8 @@ class Spool:
         """Move a complete upload into the spool, durably, and commit its job.
 
         The job keeps the upload name: the file name less an added .pgp/.gpg/.asc."""
-        job = Job(
-            participant_id=participant,
-            upload_name=strip_upload_suffix(file_name, self.layout),
-            spool_name=f"{uuid.uuid4().hex}.pgp",
-            size=0,
-            received_at=self.now(),
-        )
+        upload_name = strip_upload_suffix(file_name, self.layout)
+        job = JobRef(participant, upload_name, f"{uuid.uuid4().hex}.pgp", 0, self.now())
         taking = asyncio.ensure_future(asyncio.to_thread(self._keep, path, job))
         try:
             people = await asyncio.shield(taking)
@@ -67,17 +61,17 @@ class Spool:
         assert job.id is not None
         return job.id
 
-    def _keep(self, path: Path, job: Job) -> dict[str, Party]:
+    def _keep(self, path: Path, job: JobRef) -> dict[str, Party]:
         """In a thread: the upload durably in the spool, then its job committed."""
         job.size = _move_durably(path, self.folder / job.spool_name)
         job.id, people = self.journal.call(partial(take_in_job, job=job))
         return people
 
-    def _submit_if_kept(self, job: Job, taking: asyncio.Future[dict[str, Party]]) -> None:
+    def _submit_if_kept(self, job: JobRef, taking: asyncio.Future[dict[str, Party]]) -> None:
         if not taking.cancelled() and taking.exception() is None:
             self._accepted(job, taking.result())
 
-    def _accepted(self, job: Job, people: dict[str, Party]) -> None:
+    def _accepted(self, job: JobRef, people: dict[str, Party]) -> None:
         log.info("upload.accepted", participant=job.participant_id, file=job.upload_name,
                  job=job.id, size=job.size)  # fmt: skip
         self.submit(job, people)

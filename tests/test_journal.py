@@ -15,14 +15,14 @@ from sqlalchemy import Connection, func, select
 from support import Held
 
 from bdi.store.db import create_schema, make_engine
-from bdi.store.jobs import JOB, insert_job, parties
+from bdi.store.jobs import JOB, JobRef, insert_job, parties
 from bdi.store.journal import Journal, sync_url
-from bdi.store.models import Job, Participant
+from bdi.store.models import Participant
 from bdi.store.repo import Store
 
 
-def a_job(spool_name: str | None = None) -> Job:
-    return Job(
+def a_job(spool_name: str | None = None) -> JobRef:
+    return JobRef(
         participant_id="COU010234",
         upload_name="RCOU010234_00311_000001.edi",
         spool_name=spool_name or uuid.uuid4().hex,

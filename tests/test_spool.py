@@ -14,20 +14,19 @@ from support import Held
 from bdi.routing.layout import default_layout
 from bdi.spool import Spool
 from bdi.store.db import create_schema, make_engine
-from bdi.store.jobs import JOB, Party
+from bdi.store.jobs import JOB, JobRef, Party
 from bdi.store.journal import Journal
-from bdi.store.models import Job
 from bdi.store.repo import Store
 
 
-class Handed(list[tuple[Job, dict[str, Party]]]):
+class Handed(list[tuple[JobRef, dict[str, Party]]]):
     """What the spool handed on to the pipeline."""
 
     def __init__(self) -> None:
         super().__init__()
         self.some = asyncio.Event()
 
-    def __call__(self, job: Job, people: dict[str, Party]) -> None:
+    def __call__(self, job: JobRef, people: dict[str, Party]) -> None:
         self.append((job, people))
         self.some.set()
 
