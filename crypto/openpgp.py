@@ -39,6 +39,10 @@ _OPTIONS = [
     "--trust-model", "always",  # we trust exactly the keys in the home; no trustdb churn or locks
     "--no-auto-key-retrieve",  # a server must never fetch keys while verifying
     "--pinentry-mode", "error",  # never wait for a passphrase prompt
+    # libgcrypt locks the seed file with F_SETLK and sleeps 0.25 s, then 1.25 s, ... when
+    # another gpg holds it: concurrent sign+encrypt calls stalled for up to 1.5 s. Without
+    # the file, each gpg seeds its generator from the kernel (getrandom).
+    "--no-random-seed-file",
 ]  # fmt: skip
 _FAILURES = frozenset({"INV_RECP", "INV_SGNR", "FAILURE", "ERROR", "KEYEXPIRED", "KEYREVOKED"})
 _SIGNATURE_PROBLEMS = (

@@ -560,3 +560,18 @@ def test_gpg_processes_at_once_stay_within_the_limit(
 def test_the_default_gpg_limit_is_two_more_than_the_cores(tmp_path: Path) -> None:
     assert load_settings(None, data=tmp_path).gpg_limit == (os.cpu_count() or 1) + 2
     assert load_settings(None, data=tmp_path, gpg_processes=1).gpg_limit == 1
+
+
+def test_no_gpg_call_keeps_a_random_seed_file(plain: Path) -> None:
+    """libgcrypt locks that file with sleeps of 0.25 s and more when another gpg holds it:
+    concurrent sign+encrypt calls of the pipeline stalled on it for up to 1.5 s."""
+    pgp = OpenPGP(Path(tempfile.mkdtemp(prefix="g", dir="/tmp")))
+    try:
+        me = pgp.generate_key("seed test")
+        enc = plain.with_suffix(".pgp")
+        pgp.sign_encrypt(plain, enc, me, me)
+        assert pgp.decrypt_verify(enc, plain.with_suffix(".out"), MAX).ok
+        assert not (pgp.home / "random_seed").exists()
+    finally:
+        pgp.stop_agent()
+        shutil.rmtree(pgp.home, ignore_errors=True)
