@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     gpg_processes: int | None = Field(
         default=None,
         ge=1,
-        description="gpg processes the pipeline runs at once; default: two more than the cores",
+        description="gpg processes the pipeline runs at once; default: one more than the cores",
     )
     ssh_ciphers: tuple[str, ...] = Field(
         default=("aes128-gcm@openssh.com", "aes256-gcm@openssh.com"),
@@ -57,9 +57,11 @@ class Settings(BaseSettings):
     @property
     def gpg_limit(self) -> int:
         """More gpg processes than cores only share them, and preempt the server's threads
-        while they hold the interpreter lock: measured with bench/hub_ab.py on 2 cores, 4 at
-        once route about 15 % more uploads per second than 6, and a few % more than 3 or 5."""
-        return self.gpg_processes or (os.cpu_count() or 1) + 2
+        while they hold the interpreter lock; one more keeps a core busy while a gpg waits on
+        its agent. Measured with bench/hub_ab.py on 2 cores, once gpg no longer slept on its
+        seed file's lock: 2 or 3 at once route ~5 % more uploads per second than 4 (which
+        beat 6 by ~15 % while the lock made each gpg wait)."""
+        return self.gpg_processes or (os.cpu_count() or 1) + 1
 
     @property
     def gnupg_home(self) -> Path:
