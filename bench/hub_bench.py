@@ -12,9 +12,10 @@ SFTP clients run in this process. Both share the machine's cores.
 (b) the OpenPGP floor: the same gpg work on the same files (decrypt+verify with the hub's
     home, then sign+encrypt of the plain file to the recipient), through the hub's OpenPGP
     class, in a pool of one process per core.
-(b') the same floor in a pool of as many processes as the hub runs gpg at once (cores + 2):
-    one process per core leaves the cores partly idle while each waits on its gpg-agent,
-    so (b') is the higher floor; printed for reference, the target stays on (b).
+(b') the same floor in a pool of as many processes as the hub runs gpg at once (cores + 1),
+    printed for reference; the target stays on (b). While gpg kept a random seed file, its
+    lock left one process per core partly idle and (b') was the higher floor; now the two
+    are within a few %.
 (c) raw SFTP: the same uploads under `.part` names, which the hub never takes in.
 (d) memory: one 256 MiB file (the sample's records repeated, in sections of SECTION_RECORDS
     records), sealed beforehand without compression so that 256 MiB travel over SFTP too; the
