@@ -75,11 +75,13 @@ class Ledger:
 
 
 async def upload_once(settings: Settings, party: Party, name: str, sealed: bytes) -> None:
-    async with (
-        sftp_client(settings.sftp_port, party) as sftp,
-        sftp.open(f"/outbox/{name}", "wb") as f,
-    ):
-        await f.write(sealed)
+    async with sftp_client(settings.sftp_port, party) as sftp:
+        async with sftp.open(f"/outbox/{name}", "wb") as f:
+            await f.write(sealed)
+        # asyncssh's client close returns quietly, sending nothing, when the session died
+        # before it (a kill between the write's answer and the close): one more request
+        # fails then, so only a close really sent and answered counts as acknowledged
+        await sftp.realpath("/outbox")
 
 
 async def client(
