@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,7 +150,7 @@ class MailboxView:
     def open_write(self, place: Place) -> UploadHandle:
         if place.area != OUTBOX or place.name is None:
             raise Denied("upload into /outbox/ only")
-        path = self.mailboxes.outbox(self.participant) / f".up-{uuid.uuid4().hex}"
+        path = self.mailboxes.new_upload(self.participant)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         return UploadHandle(place.name, path, fd)
 

@@ -165,6 +165,7 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         resumed = await pipeline.resume()
         for participant in await hub.store.participants():
             hub.mailboxes.ensure(participant.id)
+            removed += hub.mailboxes.forget_unfinished_uploads(participant.id)
         sessions = Sessions()
         acceptor = await _listen(hub, spool, sessions)
         stack.push_async_callback(_close, acceptor)

@@ -4,6 +4,7 @@ a staging folder where outputs are written before they appear, complete, under t
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 INBOX, OUTBOX, STAGING = "inbox", "outbox", ".staging"
@@ -33,6 +34,9 @@ def suffixed(name: str, n: int) -> str:
     return f"{stem}_{n}.{ext}" if dot and stem else f"{name}_{n}"
 
 
+UPLOADING = ".up-"  # prefix of an upload being written
+
+
 class Mailboxes:
     """The mailbox folders under one root (`<data>/mailboxes`)."""
 
@@ -54,6 +58,19 @@ class Mailboxes:
     def ensure(self, participant_id: str) -> None:
         for path in (self.inbox, self.outbox, self.staging):
             path(participant_id).mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def new_upload(self, participant_id: str) -> Path:
+        """Where an upload is written until its close takes it in (hidden from listings)."""
+        return self.outbox(participant_id) / f"{UPLOADING}{uuid.uuid4().hex}"
+
+    def forget_unfinished_uploads(self, participant_id: str) -> int:
+        """At start-up: uploads still being written when the server stopped were never
+        acknowledged (their clients send them again); remove them."""
+        removed = 0
+        for path in self.outbox(participant_id).glob(f"{UPLOADING}*"):
+            path.unlink(missing_ok=True)
+            removed += 1
+        return removed
 
     def unique_name(self, participant_id: str, name: str, reserved: set[str]) -> str:
         """The first of name, name_2, name_3... not in the inbox nor promised to another output."""

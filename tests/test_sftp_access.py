@@ -697,3 +697,14 @@ async def test_changed_credentials_close_open_sessions(
         assert await names(sftp, "/") == ROOT_NAMES
         assert not conn.is_closed()
     assert await names(mallory, "/") == ROOT_NAMES
+
+
+async def test_an_upload_left_open_by_a_crash_is_removed_at_the_next_start(
+    tmp_path: Path, parties: dict[str, Party]
+) -> None:
+    data = tmp_path / "data"
+    async with hub_running(data, parties) as hub:
+        outbox = hub.settings.mailboxes / "COU010234" / "outbox"
+    (outbox / ".up-0123456789abcdef").write_bytes(b"the first half of an upload")
+    async with hub_running(data, parties):
+        assert list(outbox.iterdir()) == []
