@@ -51,7 +51,6 @@ class Prepared:
 
     report: FileReport | None  # None: refused by the OpenPGP layer
     logs: list[LogFile]
-    plain: Plain | None = None  # the decrypted upload, when it is signed by its sender
     contents: dict[str, tuple[str, str]] = field(default_factory=dict)  # (file, sha256)
     staged: dict[str, Path] = field(default_factory=dict)  # recipient -> sealed delivery
     flows: list[Occurrence] = field(default_factory=list)  # the first batch
@@ -89,7 +88,7 @@ def prepare(hub: Hub, job: JobRef, plain: Plain, keys: dict[str, str], now: date
         return Prepared(None, [whole_upload_log(job.upload_name, problem, now, hub.layout)])
     upload = Upload(job.id, plain.sender.id, job.upload_name, job.received_at)
     report = check_plain(hub, stream, upload, keys)
-    prepared = Prepared(report, log_files(report, now, hub.layout), plain)
+    prepared = Prepared(report, log_files(report, now, hub.layout))
     prepared.contents = store_contents(hub, job, plain, report)
     for recipient, (name, _) in prepared.contents.items():
         content = hub.contents() / name
