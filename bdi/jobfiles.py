@@ -74,6 +74,13 @@ class Plain:
             self._text.seek(0)
         return self._text
 
+    def checked(self) -> IO[bytes]:
+        """The plaintext of an upload already found signed by its sender (checked, or
+        planned before a crash), rewound."""
+        stream = self.open()
+        assert stream is not None
+        return stream
+
     def close(self) -> None:
         if self._text is not None:
             self._text.close()
@@ -146,12 +153,11 @@ def store_contents(
 ) -> dict[str, tuple[str, str]]:
     """Keep each recipient's plain content for the Suivi: (file name, sha256)."""
     hub.contents().mkdir(parents=True, exist_ok=True, mode=0o700)
+    stream = plain.checked()
     out = {}
     for recipient, sections in group_by_recipient(report.delivered_sections).items():
         name = f"{job.id:08d}-{recipient}.edi"  # a run of the job again rewrites its own
         ranges = [(s.start, s.end) for s in sections]
-        stream = plain.open()
-        assert stream is not None  # checked, hence decrypted
         out[recipient] = (name, copy_ranges(stream, ranges, hub.contents() / name, durable=True))
     if out:
         fsync_dir(hub.contents())  # their names too, before a movement refers to them
@@ -170,9 +176,7 @@ def occurrence_batches(hub: Hub, plain: Plain, upload: Upload, sections: Section
     (nothing else may read it until the last batch is taken)."""
     accepted = {number: code for number, (code, _) in sections.items()}
     seq = dict.fromkeys((recipient for _, recipient in sections.values()), 0)
-    stream = plain.open()
-    assert stream is not None  # checked, hence decrypted
-    flows = iter_flows(stream, hub.layout, accepted)
+    flows = iter_flows(plain.checked(), hub.layout, accepted)
     while batch := list(itertools.islice(flows, BATCH)):
         rows = []
         for flow in batch:
@@ -261,8 +265,7 @@ def _seal_again(
     hub: Hub, job: JobRef, output: Output, people: Mapping[str, Party], plain: Plain
 ) -> Path:
     """A resumed job: seal the delivery again from the plaintext."""
-    stream = plain.open()
-    assert stream is not None  # it was decrypted and checked before the job was planned
+    stream = plain.checked()
     recipient = output.participant_id
     part = hub.mailboxes.staged_path(recipient, f"{job.id}-{recipient}-{uuid.uuid4().hex[:8]}")
     copy_ranges(stream, ranges(output.ranges), part, durable=False)

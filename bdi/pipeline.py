@@ -214,9 +214,7 @@ class Pipeline:
         if not movements:
             return
         self.journal.call(partial(clear_occurrences, movement_ids=list(movements.values())))
-        stream = plain.open()
-        assert stream is not None  # it was decrypted and checked before the job was planned
-        sections = delivered_sections(self.hub, stream, outputs)
+        sections = delivered_sections(self.hub, plain.checked(), outputs)
         upload = Upload(job.id, plain.sender.id, job.upload_name, job.received_at)
         self._store_batches(occurrence_batches(self.hub, plain, upload, sections), movements)
 
