@@ -116,9 +116,8 @@ def decrypt(hub: Hub, job: JobRef, sender: Party) -> IO[bytes] | None:
     spool = hub.settings.spool
     plain: IO[bytes] = tempfile.SpooledTemporaryFile(PLAIN_IN_MEMORY, "w+b", dir=str(spool))  # noqa: SIM115
     try:
-        result = hub.pgp.decrypt_verify_into(
-            hub.spool_file(job.spool_name), plain, hub.settings.max_decrypted_bytes
-        )
+        upload = job.data if job.data is not None else hub.spool_file(job.spool_name)
+        result = hub.pgp.decrypt_verify_into(upload, plain, hub.settings.max_decrypted_bytes)
     except BaseException:
         plain.close()
         raise

@@ -57,13 +57,51 @@ class Entry:
     mtime: int
 
 
+# An upload to be taken in at its close stays in memory up to this size and is committed
+# with its job: no spool file to create, fsync, rename and delete for the usual small file.
+UPLOAD_IN_MEMORY = 64 * 1024
+
+
 @dataclass(slots=True)
 class UploadHandle:
+    """An upload being written: in `buffer` while it is small and will be taken in at its
+    close, else in the hidden file `path` (opened as `fd`)."""
+
     name: str
     path: Path
-    fd: int
+    fd: int = -1
+    buffer: bytearray | None = None
     size: int = 0
     failed: bool = False
+
+    def write(self, offset: int, data: bytes) -> None:
+        end = offset + len(data)
+        if self.buffer is not None and end > UPLOAD_IN_MEMORY:
+            self._spill()
+        if self.buffer is not None:
+            if offset > len(self.buffer):
+                self.buffer.extend(bytes(offset - len(self.buffer)))  # a hole reads as zeros
+            self.buffer[offset:end] = data
+        else:
+            os.pwrite(self.fd, data, offset)
+        self.size = max(self.size, end)
+
+    def _spill(self) -> None:
+        assert self.buffer is not None
+        self.fd = _create(self.path)
+        os.write(self.fd, self.buffer)  # at most UPLOAD_IN_MEMORY bytes: one write
+        self.buffer = None
+
+    def fsync(self) -> None:
+        if self.fd >= 0:
+            os.fsync(self.fd)
+
+    def discard(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            self.path.unlink(missing_ok=True)
+        self.buffer = None
 
 
 @dataclass(slots=True)
@@ -151,22 +189,25 @@ class MailboxView:
         if place.area != OUTBOX or place.name is None:
             raise Denied("upload into /outbox/ only")
         path = self.mailboxes.new_upload(self.participant)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        return UploadHandle(place.name, path, fd)
+        if place.name.endswith(TEMP_SUFFIXES):  # renamed later, maybe in another session
+            return UploadHandle(place.name, path, fd=_create(path))
+        return UploadHandle(place.name, path, buffer=bytearray())
 
     def write(self, handle: UploadHandle, offset: int, data: bytes) -> None:
-        end = offset + len(data)
-        if end > self.max_upload:
+        if offset + len(data) > self.max_upload:
             handle.failed = True
             raise TooLarge(f"upload larger than the maximum of {self.max_upload} bytes")
-        os.pwrite(handle.fd, data, offset)
-        handle.size = max(handle.size, end)
+        handle.write(offset, data)
 
     async def close_upload(self, handle: UploadHandle) -> None:
-        os.close(handle.fd)
         if handle.failed:
-            handle.path.unlink(missing_ok=True)
+            handle.discard()
             return
+        if handle.buffer is not None:
+            data, handle.buffer = bytes(handle.buffer), None
+            await self.spool.take_in_bytes(self.participant, data, handle.name)
+            return
+        os.close(handle.fd)
         if handle.name.endswith(TEMP_SUFFIXES):
             handle.path.replace(self.mailboxes.outbox(self.participant) / handle.name)
             return
@@ -175,8 +216,7 @@ class MailboxView:
     def abandon_upload(self, handle: UploadHandle) -> None:
         """The session ended before the client closed the upload: it was never acknowledged,
         so it is not taken in (the client sends it again)."""
-        os.close(handle.fd)
-        handle.path.unlink(missing_ok=True)
+        handle.discard()
 
     async def rename(self, old: Place, new: Place) -> None:
         if old.area != OUTBOX or new.area != OUTBOX or not old.name or not new.name:
@@ -196,6 +236,10 @@ class MailboxView:
             self._file(place).unlink()
         except FileNotFoundError as exc:
             raise NotFound(place.name) from exc
+
+
+def _create(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
 
 def _visible(path: Path) -> bool:

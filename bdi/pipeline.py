@@ -239,7 +239,9 @@ def _forget_upload(hub: Hub, job: JobRef, finished: Future[None], then: Callable
     if finished.cancelled() or finished.exception() is not None:
         return  # the job is retried: it still needs its upload
     job.state = "done"
-    hub.spool_file(job.spool_name).unlink(missing_ok=True)
+    if job.data is None:
+        hub.spool_file(job.spool_name).unlink(missing_ok=True)
+    job.data = None
     then()
 
 

@@ -138,7 +138,7 @@ class HubSFTPServer(asyncssh.SFTPServer):
 
     async def fsync(self, file_obj: object) -> None:
         if isinstance(file_obj, UploadHandle):
-            os.fsync(file_obj.fd)
+            file_obj.fsync()
 
     def _denied(self, what: str) -> None:
         raise asyncssh.SFTPPermissionDenied(f"{what} is not allowed")

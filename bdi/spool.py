@@ -1,4 +1,5 @@
 """Taking an upload in: make it durable in the spool and commit its job, then hand it on.
+A small upload is durable as part of its job's row instead: no spool file.
 
 The SFTP close (or rename) is acknowledged only after `take_in` returns, so from the
 client's point of view an acknowledged upload is never lost.
@@ -8,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
 
 import structlog
+from sqlalchemy import Connection
 
 from bdi.mailbox.storage import fsync_dir, fsync_file
 from bdi.routing.layout import Layout
@@ -49,9 +51,22 @@ class Spool:
         """Move a complete upload into the spool, durably, and commit its job.
 
         The job keeps the upload name: the file name less an added .pgp/.gpg/.asc."""
+        job = self._job(participant, file_name)
+        return await self._taking(job, asyncio.to_thread(self._keep, path, job))
+
+    async def take_in_bytes(self, participant: str, data: bytes, file_name: str) -> int:
+        """A small upload, held in memory: committed with its job, in its row."""
+        job = self._job(participant, file_name)
+        job.size, job.data = len(data), data
+        return await self._taking(job, self.journal.run(partial(_commit, job=job)))
+
+    def _job(self, participant: str, file_name: str) -> JobRef:
         upload_name = strip_upload_suffix(file_name, self.layout)
-        job = JobRef(participant, upload_name, f"{uuid.uuid4().hex}.pgp", 0, self.now())
-        taking = asyncio.ensure_future(asyncio.to_thread(self._keep, path, job))
+        return JobRef(participant, upload_name, f"{uuid.uuid4().hex}.pgp", 0, self.now())
+
+    async def _taking(self, job: JobRef, keeping: Awaitable[dict[str, Party]]) -> int:
+        """Wait until the job is committed, then hand it to the pipeline."""
+        taking = asyncio.ensure_future(keeping)
         try:
             people = await asyncio.shield(taking)
         except asyncio.CancelledError:  # the client is gone: a job committed is run all the same
@@ -64,8 +79,7 @@ class Spool:
     def _keep(self, path: Path, job: JobRef) -> dict[str, Party]:
         """In a thread: the upload durably in the spool, then its job committed."""
         job.size = _move_durably(path, self.folder / job.spool_name)
-        job.id, people = self.journal.call(partial(take_in_job, job=job))
-        return people
+        return self.journal.call(partial(_commit, job=job))
 
     def _submit_if_kept(self, job: JobRef, taking: asyncio.Future[dict[str, Party]]) -> None:
         if not taking.cancelled() and taking.exception() is None:
@@ -86,6 +100,11 @@ class Spool:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+
+def _commit(conn: Connection, job: JobRef) -> dict[str, Party]:
+    job.id, people = take_in_job(conn, job)
+    return people
 
 
 def _move_durably(source: Path, target: Path) -> int:

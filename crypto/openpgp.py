@@ -208,8 +208,9 @@ class OpenPGP:
             dst.unlink(missing_ok=True)
         return verdict
 
-    def decrypt_verify_into(self, src: Path, out: IO[bytes], max_bytes: int) -> Verified:
-        """Decrypt an upload into `out`; ok only if encrypted to this home AND well signed.
+    def decrypt_verify_into(self, src: Path | bytes, out: IO[bytes], max_bytes: int) -> Verified:
+        """Decrypt an upload (a file, or the message itself) into `out`; ok only if
+        encrypted to this home AND well signed.
 
         The plaintext streams to `out` and never exceeds max_bytes there: we stop writing
         at the limit and kill gpg (which is also told to stop, --max-output, just above
@@ -218,8 +219,9 @@ class OpenPGP:
         """
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
-        with src.open("rb"):  # fail with the usual error if src is missing
-            pass
+        if isinstance(src, Path):
+            with src.open("rb"):  # fail with the usual error if src is missing
+                pass
         sink = _Sink(out, max_bytes)
         result = self._decrypt(src, sink)
         if sink.error is not None:
@@ -255,16 +257,19 @@ class OpenPGP:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _decrypt(self, src: Path, sink: _Sink) -> _GpgResult:
-        """Run gpg --decrypt on src, streaming its stdout into sink; kill it past the limit.
+    def _decrypt(self, src: Path | bytes, sink: _Sink) -> _GpgResult:
+        """Run gpg --decrypt on src (a file, or bytes fed on its stdin), streaming its stdout
+        into sink; kill it past the limit.
 
         Not python-gnupg: it cannot kill gpg, and gpg, once past --max-output, still inflates
         the rest of a compressed packet (~0.5 s per 200 MB of zeros, far more for bzip2).
         """
-        args = ["--max-output", str(sink.limit + _SLACK), "--decrypt", "--", str(src)]
-        with self._gpg_process(args, subprocess.PIPE) as (proc, status_fd):
+        args = ["--max-output", str(sink.limit + _SLACK), "--decrypt"]
+        args += ["--", str(src)] if isinstance(src, Path) else []
+        feed = None if isinstance(src, Path) else src
+        with self._gpg_process(args, subprocess.PIPE, feed is not None) as (proc, status_fd):
             try:
-                status = _pump(proc, status_fd, sink)
+                status = _pump(proc, status_fd, sink, feed)
             finally:
                 if proc.poll() is None:
                     proc.kill()
@@ -278,22 +283,28 @@ class OpenPGP:
 
     @contextlib.contextmanager
     def _gpg_process(
-        self, args: list[str], stdout: int
+        self, args: list[str], stdout: int, stdin: bool = False
     ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         """gpg with its status lines on a pipe of their own, so nothing it logs can pass for
-        one; yields the process and that pipe's read end, and reaps the process on exit."""
-        with self._slots or contextlib.nullcontext(), self._spawn(args, stdout) as spawned:
+        one; yields the process and that pipe's read end, and reaps the process on exit.
+        `stdin`: give it a pipe to read its input from."""
+        with (
+            self._slots or contextlib.nullcontext(),
+            self._spawn(args, stdout, stdin) as spawned,
+        ):
             yield spawned
 
     @contextlib.contextmanager
-    def _spawn(self, args: list[str], stdout: int) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    def _spawn(
+        self, args: list[str], stdout: int, stdin: bool
+    ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         status_read, status_write = os.pipe()
         argv = ["gpg", "--homedir", str(self.home), "--batch", "--no-tty", *_OPTIONS,
                 "--status-fd", str(status_write), *args]  # fmt: skip
         try:
             with subprocess.Popen(
                 argv,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=subprocess.DEVNULL,
                 pass_fds=(status_write,),
@@ -367,15 +378,48 @@ def _read_all(fd: int, limit: int) -> bytes:
     return bytes(out)
 
 
-def _pump(proc: subprocess.Popen[bytes], status_fd: int, sink: _Sink) -> str:
-    """Read gpg's plaintext and status pipes until both close; kill gpg on excess."""
+class _Feed:
+    """Writes a message to gpg's stdin as the pipe takes it (gpg may write its output
+    before it has read all of its input: both pipes are served by one loop)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], data: bytes) -> None:
+        assert proc.stdin is not None
+        self.pipe, self.data, self.offset = proc.stdin, memoryview(data), 0
+        os.set_blocking(self.pipe.fileno(), False)
+
+    def write(self) -> bool:
+        """Write what the pipe takes now; True once all is written (or gpg stopped reading)."""
+        try:
+            self.offset += os.write(
+                self.pipe.fileno(), self.data[self.offset : self.offset + 65536]
+            )
+        except BlockingIOError:
+            return False
+        except BrokenPipeError:
+            self.offset = len(self.data)
+        return self.offset >= len(self.data)
+
+
+def _pump(
+    proc: subprocess.Popen[bytes], status_fd: int, sink: _Sink, feed: bytes | None = None
+) -> str:
+    """Read gpg's plaintext and status pipes until both close (writing `feed` to its stdin
+    meanwhile); kill gpg on excess."""
     assert proc.stdout is not None
     status = bytearray()
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout.fileno(), selectors.EVENT_READ, "plaintext")
         selector.register(status_fd, selectors.EVENT_READ, "status")
+        if feed is not None:
+            writer = _Feed(proc, feed)
+            selector.register(writer.pipe.fileno(), selectors.EVENT_WRITE, writer)
         while selector.get_map():
             for key, _ in selector.select():
+                if isinstance(key.data, _Feed):
+                    if key.data.write():
+                        selector.unregister(key.fd)
+                        key.data.pipe.close()  # end of input
+                    continue
                 chunk = os.read(key.fd, 65536)
                 if not chunk:
                     selector.unregister(key.fd)

@@ -35,7 +35,8 @@ _FLOW = select(FLOW.c.id).where(
 _CLEAR = delete(OCCURRENCE).where(OCCURRENCE.c.movement_id.in_(bindparam("b_ids", expanding=True)))
 _FINISH = (
     update(JOB).where(JOB.c.id == bindparam("b_job"))
-    .values(state="done", outcome=bindparam("b_outcome"), finished_at=bindparam("b_at")),
+    .values(state="done", outcome=bindparam("b_outcome"), finished_at=bindparam("b_at"),
+            data=None),
     update(OUTPUT).where(OUTPUT.c.job_id == bindparam("b_job"), OUTPUT.c.delivered_at.is_(None))
     .values(delivered_at=bindparam("b_at")),
     update(MOVEMENT).where(MOVEMENT.c.job_id == bindparam("b_job")).values(delivered=True),
@@ -80,17 +81,18 @@ class JobRef:
     received_at: datetime
     id: int | None = None
     state: str = "received"  # received | planned | done
+    data: bytes | None = None  # the upload itself when it is kept in the job's row
 
     @classmethod
     def of(cls, job: Job) -> JobRef:
         return cls(job.participant_id, job.upload_name, job.spool_name, job.size,
-                   job.received_at, job.id, job.state)  # fmt: skip
+                   job.received_at, job.id, job.state, job.data)  # fmt: skip
 
 
 def insert_job(conn: Connection, job: JobRef) -> int:
     row = {"participant_id": job.participant_id, "upload_name": job.upload_name,
            "spool_name": job.spool_name, "size": job.size, "received_at": job.received_at,
-           "state": job.state}  # fmt: skip
+           "state": job.state, "data": job.data}  # fmt: skip
     return insert_row(conn, JOB, row)
 
 

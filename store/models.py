@@ -42,6 +42,8 @@ class Job(SQLModel, table=True):
     state: str = Field(default="received", index=True)  # received | planned | done
     outcome: str | None = None  # delivered | partial | refused
     finished_at: datetime | None = None
+    # a small upload, kept here from its take-in to the job's end instead of a spool file
+    data: bytes | None = None
 
 
 class Output(SQLModel, table=True):

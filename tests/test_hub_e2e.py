@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 from hubkit import HubUnderTest, Party, hub_running
+from sqlalchemy import select
 from support import SAMPLES, manifest
 
-from bdi import jobfiles
+from bdi import jobfiles, mailview
 from bdi.routing.scan import CheckContext, SectionChecked, check_bytes, check_lines
+from bdi.store.jobs import JOB
 
 
 @pytest.fixture
@@ -143,3 +145,35 @@ async def test_a_plaintext_past_the_memory_bound_spills_to_an_anonymous_file(
     assert got == plain
     spool = hub.server.hub.settings.spool
     assert list(spool.iterdir()) == []  # no plaintext was ever named there, the upload is gone
+
+
+async def test_a_small_upload_lives_in_its_job_row_until_the_job_ends(
+    hub: HubUnderTest, tmp_path: Path
+) -> None:
+    name = "RCOU010234_00311_000001.edi"
+    plain = (SAMPLES / name).read_bytes()
+    sealed = hub.seal("COU010234", plain, tmp_path)
+    assert len(sealed) <= mailview.UPLOAD_IN_MEMORY
+    await hub.upload("COU010234", name, sealed)
+    await hub.settled()
+    got, _ = hub.open_delivery("CIE000311", (await hub.inbox("CIE000311"))[name], tmp_path)
+    assert got == plain
+    assert list(hub.server.hub.settings.spool.iterdir()) == []  # never there
+    async with hub.server.hub.store.engine.connect() as conn:
+        rows = (await conn.execute(select(JOB.c.state, JOB.c.size, JOB.c.data))).all()
+    assert [tuple(r) for r in rows] == [("done", len(sealed), None)]  # kept until the end only
+
+
+async def test_an_upload_past_the_memory_bound_goes_through_a_spool_file(
+    hub: HubUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mailview, "UPLOAD_IN_MEMORY", 100)  # every sealed sample is larger
+    name = "PCOU010234_00311_000003.edi"
+    plain = (SAMPLES / name).read_bytes()
+    sealed = hub.seal("COU010234", plain, tmp_path)
+    assert len(sealed) > 100
+    await hub.upload("COU010234", name, sealed)
+    await hub.settled()
+    got, _ = hub.open_delivery("CIE000311", (await hub.inbox("CIE000311"))[name], tmp_path)
+    assert got == plain
+    assert list(hub.server.hub.settings.spool.iterdir()) == []  # the upload is gone

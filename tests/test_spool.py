@@ -65,12 +65,28 @@ async def test_an_upload_is_spooled_committed_and_handed_on(
     assert [tuple(r) for r in rows] == [(job_id, job.size)]
 
 
+async def test_a_small_upload_is_committed_in_its_job_row_without_a_spool_file(
+    parts: tuple[Spool, Journal, Handed],
+) -> None:
+    spool, journal, handed = parts
+    job_id = await spool.take_in_bytes("COU010234", b"sealed bytes", "A.edi.pgp")
+    [(job, _)] = handed
+    assert job.id == job_id and job.upload_name == "A.edi" and job.data == b"sealed bytes"
+    assert list(spool.folder.iterdir()) == []
+    rows = journal.call(lambda conn: conn.execute(select(JOB.c.size, JOB.c.data)).all())
+    assert [tuple(r) for r in rows] == [(len(b"sealed bytes"), b"sealed bytes")]
+
+
+@pytest.mark.parametrize("in_row", [False, True], ids=["spool-file", "in-row"])
 async def test_a_job_committed_after_its_client_gave_up_is_still_handed_on(
-    parts: tuple[Spool, Journal, Handed], tmp_path: Path
+    parts: tuple[Spool, Journal, Handed], tmp_path: Path, in_row: bool
 ) -> None:
     spool, journal, handed = parts
     async with Held(journal):  # the commit waits: the client gives up meanwhile
-        taking = asyncio.create_task(spool.take_in("COU010234", upload(tmp_path), "A.edi"))
+        if in_row:
+            taking = asyncio.create_task(spool.take_in_bytes("COU010234", b"sealed", "A.edi"))
+        else:
+            taking = asyncio.create_task(spool.take_in("COU010234", upload(tmp_path), "A.edi"))
         await asyncio.sleep(0)  # take_in runs up to its wait for the commit
         taking.cancel()
         with pytest.raises(asyncio.CancelledError):

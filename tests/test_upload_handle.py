@@ -1,0 +1,44 @@
+"""An upload handle keeps a small upload in memory and moves to its file past the bound."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bdi import mailview
+from bdi.mailview import UploadHandle
+
+
+def test_a_small_upload_stays_in_memory_holes_reading_as_zeros(tmp_path: Path) -> None:
+    handle = UploadHandle("A.edi", tmp_path / ".up-a", buffer=bytearray())
+    handle.write(4, b"tail")
+    handle.write(0, b"he")
+    assert handle.buffer == b"he\0\0tail" and handle.size == 8
+    assert not handle.path.exists()
+
+
+def test_past_the_bound_the_upload_moves_to_its_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mailview, "UPLOAD_IN_MEMORY", 8)
+    handle = UploadHandle("A.edi", tmp_path / ".up-a", buffer=bytearray())
+    handle.write(0, b"12345678")
+    assert handle.buffer is not None
+    handle.write(8, b"9")
+    handle.write(2, b"ab")
+    assert handle.buffer is None and handle.size == 9
+    os.close(handle.fd)
+    assert handle.path.read_bytes() == b"12ab56789"
+
+
+def test_discarding_removes_a_spilled_upload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mailview, "UPLOAD_IN_MEMORY", 2)
+    handle = UploadHandle("A.edi", tmp_path / ".up-a", buffer=bytearray())
+    handle.write(0, b"123")
+    assert handle.path.exists()
+    handle.discard()
+    assert not handle.path.exists() and handle.fd == -1
