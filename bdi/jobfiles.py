@@ -28,7 +28,7 @@ import structlog
 
 from bdi.hub import Hub
 from bdi.mailbox.storage import fsync_dir
-from bdi.plan import Upload, group_by_recipient, occurrence
+from bdi.plan import Content, Upload, group_by_recipient, occurrence
 from bdi.routing.errors import Code, Problem
 from bdi.routing.flows import iter_flows
 from bdi.routing.logs import LogFile, log_files, whole_upload_log
@@ -40,6 +40,7 @@ from bdi.store.models import Output
 log = structlog.get_logger("bdi.pipeline")
 CHUNK = 1 << 20
 PLAIN_IN_MEMORY = 1 << 20  # bytes of plaintext kept in memory per job before spilling to disk
+CONTENT_IN_ROW = 64 * 1024  # a recipient's content up to this size is kept in the store
 BATCH = 500  # flow occurrences per transaction: memory stays flat whatever the file's size
 Sections = Mapping[int, tuple[str, str]]  # delivered section number -> (flow code, recipient)
 Batches = Generator[list[Occurrence], None, None]
@@ -51,7 +52,7 @@ class Prepared:
 
     report: FileReport | None  # None: refused by the OpenPGP layer
     logs: list[LogFile]
-    contents: dict[str, tuple[str, str]] = field(default_factory=dict)  # (file, sha256)
+    contents: dict[str, Content] = field(default_factory=dict)  # by recipient
     staged: dict[str, Path] = field(default_factory=dict)  # recipient -> sealed delivery
     flows: list[Occurrence] = field(default_factory=list)  # the first batch
     more: Batches | None = None  # the next batches, for a big file
@@ -97,9 +98,9 @@ def prepare(hub: Hub, job: JobRef, plain: Plain, keys: dict[str, str], now: date
     report = check_plain(hub, stream, upload, keys)
     prepared = Prepared(report, log_files(report, now, hub.layout))
     prepared.contents = store_contents(hub, job, plain, report)
-    for recipient, (name, _) in prepared.contents.items():
-        content = hub.contents() / name
-        prepared.staged[recipient] = seal(hub, job, content, recipient, keys[recipient])
+    for recipient, content in prepared.contents.items():
+        text = content.data if content.data is not None else hub.contents() / content.name
+        prepared.staged[recipient] = seal(hub, job, text, recipient, keys[recipient])
     sections = {s.number: (s.flow_code, s.recipient_id) for s in report.delivered_sections}
     if sections:
         batches = occurrence_batches(hub, plain, upload, sections)
@@ -147,23 +148,28 @@ def _can_receive(hub: Hub, keys: dict[str, str], recipient: str) -> bool:
     return fingerprint is not None and hub.pgp.can_encrypt_to(fingerprint)
 
 
-def store_contents(
-    hub: Hub, job: JobRef, plain: Plain, report: FileReport
-) -> dict[str, tuple[str, str]]:
-    """Keep each recipient's plain content for the Suivi: (file name, sha256)."""
-    hub.contents().mkdir(parents=True, exist_ok=True, mode=0o700)
+def store_contents(hub: Hub, job: JobRef, plain: Plain, report: FileReport) -> dict[str, Content]:
+    """Keep each recipient's plain content for the Suivi: in memory, to be recorded with
+    its movement, up to CONTENT_IN_ROW bytes; as a durable file of the contents folder beyond."""
     stream = plain.checked()
-    out = {}
+    out, files = {}, False
     for recipient, sections in group_by_recipient(report.delivered_sections).items():
+        spans = [(s.start, s.end) for s in sections]
+        if sum(end - start for start, end in spans) <= CONTENT_IN_ROW:
+            data = read_ranges(stream, spans)
+            out[recipient] = Content("", hashlib.sha256(data).hexdigest(), data)
+            continue
+        if not files:
+            hub.contents().mkdir(parents=True, exist_ok=True, mode=0o700)
+        files = True
         name = f"{job.id:08d}-{recipient}.edi"  # a run of the job again rewrites its own
-        ranges = [(s.start, s.end) for s in sections]
-        out[recipient] = (name, copy_ranges(stream, ranges, hub.contents() / name, durable=True))
-    if out:
+        out[recipient] = Content(name, copy_ranges(stream, spans, hub.contents() / name, True))
+    if files:
         fsync_dir(hub.contents())  # their names too, before a movement refers to them
     return out
 
 
-def seal(hub: Hub, job: JobRef, plain: Path, recipient: str, fingerprint: str) -> Path:
+def seal(hub: Hub, job: JobRef, plain: Path | bytes, recipient: str, fingerprint: str) -> Path:
     """Sign and encrypt one recipient's content into its staging folder."""
     staged = hub.mailboxes.staged_path(recipient, f"{job.id}-{recipient}.pgp")
     hub.pgp.sign_encrypt(plain, staged, fingerprint, hub.hub_fingerprint)
@@ -207,6 +213,18 @@ def delivered_sections(
 
 def ranges(text: str) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in (r.split("-") for r in text.split(",") if r)]
+
+
+def read_ranges(inp: IO[bytes], spans: list[tuple[int, int]]) -> bytes:
+    """Byte ranges of `inp`, joined (small: the caller bounds their total)."""
+    parts = []
+    for start, end in spans:
+        inp.seek(start)
+        part = inp.read(end - start)
+        if len(part) != end - start:
+            raise ValueError(f"the plaintext ends before byte {end}")
+        parts.append(part)
+    return b"".join(parts)
 
 
 def copy_ranges(inp: IO[bytes], spans: list[tuple[int, int]], dst: Path, durable: bool) -> str:

@@ -20,6 +20,16 @@ NameFor = Callable[[str, str], str]  # (participant, wanted name) -> free name
 
 
 @dataclass(frozen=True, slots=True)
+class Content:
+    """One recipient's plain content, kept for the Suivi: a file of the contents folder
+    (`name`), or, when small, bytes recorded in the store with its movement (`name` "")."""
+
+    name: str
+    sha256: str
+    data: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Upload:
     job_id: int
     sender: str
@@ -107,7 +117,7 @@ def delivery(
     sections: list[SectionReport],
     name: str,
     seq: int,
-    content: tuple[str, str],
+    content: Content,
 ) -> PlannedOutput:
     """One recipient's file: its output and its movement (flows are stored afterwards)."""
     output = Output(
@@ -127,10 +137,10 @@ def delivery(
         file_name=name,
         file_type=sections[0].file_type,
         size=sum(s.end - s.start for s in sections),
-        sha256=content[1],
-        content_path=content[0],
+        sha256=content.sha256,
+        content_path=content.name,
     )
-    return PlannedOutput(output, movement)
+    return PlannedOutput(output, movement, content.data)
 
 
 def log_output(upload: Upload, log: LogFile, name: str, seq: int) -> PlannedOutput:
@@ -150,7 +160,7 @@ def plan_outputs(
     report: FileReport | None,
     logs: Sequence[LogFile],
     name_for: NameFor,
-    content_for: Callable[[str], tuple[str, str]],
+    content_for: Callable[[str], Content],
 ) -> list[PlannedOutput]:
     """Deliveries first (one per recipient, sections in file order), then the `.log` files."""
     planned: list[PlannedOutput] = []

@@ -228,21 +228,24 @@ class OpenPGP:
             raise sink.error
         return _verdict(_Status.parse(result.status), result.returncode, sink)
 
-    def sign_encrypt(self, src: Path, dst: Path, recipient: str, signer: str) -> None:
-        """Sign with `signer` (a secret key here) and encrypt to `recipient`, binary, file to file.
+    def sign_encrypt(self, src: Path | bytes, dst: Path, recipient: str, signer: str) -> None:
+        """Sign with `signer` (a secret key here) and encrypt to `recipient`, binary, into
+        the file dst; src is a file gpg reads itself, or bytes fed on its stdin.
 
-        gpg reads src and writes dst itself, so no thread pumps data through Python (as
-        python-gnupg's three per call would). --local-user, unlike python-gnupg's
-        --default-key, fails instead of silently signing with another secret key.
+        No thread pumps data through Python (as python-gnupg's three per call would).
+        --local-user, unlike python-gnupg's --default-key, fails instead of silently signing
+        with another secret key.
         """
         recipient, signer = _fingerprint(recipient), _fingerprint(signer)
-        with src.open("rb"):  # fail with the usual error if src is missing
-            pass
+        if isinstance(src, Path):
+            with src.open("rb"):  # fail with the usual error if src is missing
+                pass
         args = [
             "--yes", "--sign", "--local-user", signer, "--encrypt", "--recipient", recipient,
-            "--no-encrypt-to", "--output", str(dst), "--", str(src),
+            "--no-encrypt-to", "--output", str(dst),
         ]  # fmt: skip
-        result = self._gpg_status(args)
+        args += ["--", str(src)] if isinstance(src, Path) else []
+        result = self._gpg_status(args, None if isinstance(src, Path) else src)
         status = _Status.parse(result.status)
         signed = status.count("SIG_CREATED") == 1 and status.count("END_ENCRYPTION") == 1
         if result.returncode == 0 and signed:
@@ -275,11 +278,14 @@ class OpenPGP:
                     proc.kill()
         return _GpgResult(status, proc.returncode)
 
-    def _gpg_status(self, args: list[str]) -> _GpgResult:
-        """Run gpg on files named in `args`; collect its status lines."""
-        with self._gpg_process(args, subprocess.DEVNULL) as (proc, status_fd):
-            status = _read_all(status_fd, _STATUS_MAX)
-        return _GpgResult(status.decode("utf-8", "replace"), proc.returncode)
+    def _gpg_status(self, args: list[str], feed: bytes | None = None) -> _GpgResult:
+        """Run gpg on files named in `args` (and `feed` on its stdin); collect its status."""
+        with self._gpg_process(args, subprocess.DEVNULL, feed is not None) as (proc, status_fd):
+            if feed is None:
+                status = _read_all(status_fd, _STATUS_MAX).decode("utf-8", "replace")
+            else:
+                status = _pump(proc, status_fd, None, feed)
+        return _GpgResult(status, proc.returncode)
 
     @contextlib.contextmanager
     def _gpg_process(
@@ -401,14 +407,15 @@ class _Feed:
 
 
 def _pump(
-    proc: subprocess.Popen[bytes], status_fd: int, sink: _Sink, feed: bytes | None = None
+    proc: subprocess.Popen[bytes], status_fd: int, sink: _Sink | None, feed: bytes | None = None
 ) -> str:
-    """Read gpg's plaintext and status pipes until both close (writing `feed` to its stdin
-    meanwhile); kill gpg on excess."""
-    assert proc.stdout is not None
+    """Read gpg's output (into `sink`, if any) and status pipes until they close, writing
+    `feed` to its stdin meanwhile; kill gpg on excess."""
     status = bytearray()
     with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout.fileno(), selectors.EVENT_READ, "plaintext")
+        if sink is not None:
+            assert proc.stdout is not None
+            selector.register(proc.stdout.fileno(), selectors.EVENT_READ, sink)
         selector.register(status_fd, selectors.EVENT_READ, "status")
         if feed is not None:
             writer = _Feed(proc, feed)
@@ -423,11 +430,12 @@ def _pump(
                 chunk = os.read(key.fd, 65536)
                 if not chunk:
                     selector.unregister(key.fd)
-                elif key.data == "plaintext":
-                    sink.write(chunk)
+                elif isinstance(key.data, _Sink):
+                    key.data.write(chunk)
                 else:
                     status += chunk
-                if (sink.too_large or len(status) > _STATUS_MAX) and proc.poll() is None:
+                excess = sink is not None and sink.too_large
+                if (excess or len(status) > _STATUS_MAX) and proc.poll() is None:
                     proc.kill()  # stop now: the pipes then drain and close
     proc.wait()
     if len(status) > _STATUS_MAX:

@@ -17,7 +17,15 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, delete, select, update
 
 from bdi.store.compiled import execute, insert_row, insert_rows
-from bdi.store.models import Flow, FlowOccurrence, Job, Movement, Output, Participant
+from bdi.store.models import (
+    Flow,
+    FlowOccurrence,
+    Job,
+    Movement,
+    Output,
+    Participant,
+    StoredContent,
+)
 
 
 def _table(model: Any) -> Table:
@@ -27,6 +35,7 @@ def _table(model: Any) -> Table:
 
 JOB, OUTPUT, MOVEMENT = _table(Job), _table(Output), _table(Movement)
 FLOW, OCCURRENCE, PARTICIPANT = _table(Flow), _table(FlowOccurrence), _table(Participant)
+CONTENT = _table(StoredContent)
 _PARTIES = select(PARTICIPANT.c.id, PARTICIPANT.c.active, PARTICIPANT.c.pgp_fingerprint)
 _PLANNED = update(JOB).where(JOB.c.id == bindparam("b_job")).values(state="planned")
 _FLOW = select(FLOW.c.id).where(
@@ -63,10 +72,11 @@ def parties(conn: Connection) -> dict[str, Party]:
 
 @dataclass(slots=True)
 class PlannedOutput:
-    """An output with, for a delivery, its movement."""
+    """An output with, for a delivery, its movement (and its content, if kept in the store)."""
 
     output: Output
     movement: Movement | None = None
+    content: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -118,6 +128,10 @@ def save_plan(
             row = item.movement.model_dump(exclude={"id"})
             item.movement.id = insert_row(conn, MOVEMENT, row)
             movements[item.movement.recipient_id] = item.movement.id
+            if item.content is not None:
+                insert_rows(
+                    conn, CONTENT, [{"movement_id": item.movement.id, "data": item.content}]
+                )
     execute(conn, _PLANNED, {"b_job": job_id})
     add_occurrences(conn, movements, occurrences)
     return movements

@@ -77,8 +77,17 @@ class Movement(SQLModel, table=True):
     file_type: str
     size: int
     sha256: str
-    content_path: str
+    content_path: str  # file in the contents folder; "" when the content is a StoredContent row
     delivered: bool = False
+
+
+class StoredContent(SQLModel, table=True):
+    """The plain content of a small movement, kept in the store rather than as a file (one
+    file, two fsyncs and a directory entry less per upload). Its own table: the Suivi's
+    lists of movements never load it."""
+
+    movement_id: int = Field(foreign_key="movement.id", primary_key=True)
+    data: bytes
 
 
 class Flow(SQLModel, table=True):

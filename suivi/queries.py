@@ -22,7 +22,7 @@ from sqlalchemy import ColumnElement, Row, Select, select
 from sqlmodel import col
 
 from bdi.routing.layout import Column, Layout, SearchSpec
-from bdi.store.models import FlowOccurrence, Movement
+from bdi.store.models import FlowOccurrence, Movement, StoredContent
 from bdi.store.repo import Store
 from bdi.suivi import sql, textindex
 from bdi.suivi.values import ACCOUNT_BALANCE, LINE_CONTROL, PARIS, Kind, kinds_of, text_of
@@ -524,6 +524,10 @@ async def content(store: Store, contents: Path, user: str, movement_id: int) -> 
     row = await movement(store, user, movement_id)
     if row is None:
         return None
+    if not row.content_path:  # kept in the store
+        async with sql.session(store) as s:
+            stored = await s.get(StoredContent, movement_id)
+        return stored.data if stored is not None else None
     return await asyncio.to_thread(_read_content, contents, row.content_path)
 
 

@@ -178,8 +178,14 @@ async def test_sigkill_loses_and_duplicates_nothing(
     assert {f"ERREUR{n.removesuffix('.edi')}_1.log" for n in attempted} >= set(logs)
     assert not [n for n in inbox + logs if "_2." in n]
     with contextlib.closing(sqlite3.connect(settings.data / "bdi.sqlite3")) as db:
-        movements = db.execute("SELECT file_name, content_path FROM movement").fetchall()
+        movements = db.execute(
+            "SELECT m.file_name, m.content_path, c.movement_id IS NOT NULL FROM movement m"
+            " LEFT JOIN storedcontent c ON c.movement_id = m.id"
+        ).fetchall()
     assert sorted(m[0] for m in movements) == inbox
-    # each movement's content kept once: a job run again after a kill rewrote its own
-    contents = sorted(p.name for p in (settings.data / "contents").iterdir())
-    assert contents == sorted(m[1] for m in movements)
+    # each movement's content kept once, in the store or as a file (a job run again after a
+    # kill rewrote its own file), and no file left that no movement refers to
+    assert all(bool(path) != bool(in_row) for _, path, in_row in movements)
+    folder = settings.data / "contents"
+    files = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    assert files == sorted(path for _, path, _ in movements if path)

@@ -7,6 +7,7 @@ encrypted only, bombs, ...) are built with plain gpg so the hub code is not test
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import resource
 import shutil
@@ -241,6 +242,20 @@ def test_armoured_input(world: World, plain: Path) -> None:
     assert out.read_bytes() == PLAIN
 
 
+def test_messages_given_as_bytes_both_ways(world: World, tmp_path: Path) -> None:
+    """The hub's small uploads and contents never are files: gpg reads them on its stdin,
+    here more than a pipe holds at once, while it writes its output."""
+    big = PLAIN * 100  # ~450 KB: gpg writes output before it has read all its input
+    enc, back = tmp_path / "big.pgp", io.BytesIO()
+    world.alice.sign_encrypt(big, enc, world.hub_fpr, world.alice_fpr)
+    verdict = world.hub.decrypt_verify_into(enc.read_bytes(), back, MAX)
+    assert verdict == Verified(True, world.alice_fpr, "", len(big))
+    assert back.getvalue() == big
+    tampered = bytearray(enc.read_bytes())
+    tampered[len(tampered) // 2] ^= 0xFF
+    assert not world.hub.decrypt_verify_into(bytes(tampered), io.BytesIO(), MAX).ok
+
+
 def test_size_limit_is_exact(world: World, plain: Path) -> None:
     enc, out = plain.with_suffix(".pgp"), plain.with_suffix(".out")
     world.alice.sign_encrypt(plain, enc, world.hub_fpr, world.alice_fpr)
@@ -271,6 +286,9 @@ def test_compression_bomb_stops_early(world: World, tmp_path: Path) -> None:
     # killed: inflating the other 199 MB would cost gpg ~0.4 s of CPU on this machine
     assert cpu < 0.2, cpu
     assert elapsed < 2, elapsed
+    # the same bomb given as bytes (fed on gpg's stdin)
+    verdict = world.hub.decrypt_verify_into(bomb.read_bytes(), io.BytesIO(), MAX)
+    assert verdict.reason == "too large" and verdict.size <= MAX + 64 * 1024
 
 
 def children_cpu() -> float:

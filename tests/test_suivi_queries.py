@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from hubkit import HubUnderTest, Party, hub_running
+from support import SAMPLES
 from test_suivi_support import (
     AXA,
     BROKER,
@@ -22,6 +24,7 @@ from test_suivi_support import (
     route_circuit,
 )
 
+from bdi import jobfiles
 from bdi.routing.layout import Layout
 from bdi.store.repo import Store
 from bdi.suivi import queries as q
@@ -298,6 +301,22 @@ async def test_file_search_detail_and_content_for_sender_or_recipient_only(
         assert await q.movement(store, user, rgie.id) is None
         assert await q.file_flows(store, user, rgie.id) is None
         assert await q.content(store, contents, user, rgie.id) is None
+
+
+async def test_a_content_past_the_row_bound_is_read_from_its_file(
+    tmp_path: Path, parties: dict[str, Party], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobfiles, "CONTENT_IN_ROW", 100)  # every sample's content is larger
+    name = "RCOU010234_00311_000001.edi"
+    plain = (SAMPLES / name).read_bytes()
+    async with hub_running(tmp_path / "data", parties) as hub:
+        await hub.upload(BROKER, name, hub.seal(BROKER, plain, tmp_path))
+        await hub.settled()
+        [moved] = await hub.server.hub.store.movements()
+        assert moved.content_path and moved.id is not None
+        contents = hub.server.hub.contents()
+        assert (contents / moved.content_path).read_bytes() == plain
+        assert await q.content(store_of(hub), contents, BROKER, moved.id) == plain
 
 
 async def test_files_never_include_logs_or_other_participants(routed: HubUnderTest) -> None:
