@@ -34,8 +34,7 @@ from bdi.routing.flows import iter_flows
 from bdi.routing.logs import LogFile, log_files, whole_upload_log
 from bdi.routing.model import FileReport
 from bdi.routing.scan import CheckContext, check_lines, last_report
-from bdi.store.jobs import JobRef, Occurrence, Party
-from bdi.store.models import Output
+from bdi.store.jobs import JobRef, Occurrence, OutputRef, Party
 
 log = structlog.get_logger("bdi.pipeline")
 CHUNK = 1 << 20
@@ -192,7 +191,7 @@ def occurrence_batches(hub: Hub, plain: Plain, upload: Upload, sections: Section
 
 
 def delivered_sections(
-    hub: Hub, stream: IO[bytes], outputs: Sequence[Output]
+    hub: Hub, stream: IO[bytes], outputs: Sequence[OutputRef]
 ) -> dict[int, tuple[str, str]]:
     """Section number -> (flow code, recipient) of every delivered section, from the headers
     (a resumed job: its check report is gone, its outputs' byte ranges are stored)."""
@@ -250,7 +249,7 @@ def copy_ranges(inp: IO[bytes], spans: list[tuple[int, int]], dst: Path, durable
 def place_outputs(
     hub: Hub,
     job: JobRef,
-    outputs: Sequence[Output],
+    outputs: Sequence[OutputRef],
     people: Mapping[str, Party],
     staged: Mapping[str, Path],
     plain: Plain,
@@ -272,14 +271,14 @@ def place_outputs(
                  participant=output.participant_id, file=output.name, size=size)  # fmt: skip
 
 
-def _place_log(hub: Hub, output: Output) -> None:
+def _place_log(hub: Hub, output: OutputRef) -> None:
     staged = hub.mailboxes.staged_path(output.participant_id, f"{output.job_id}-{output.seq}.log")
     staged.write_text(output.text, encoding="utf-8")
     hub.mailboxes.place(output.participant_id, staged, output.name)
 
 
 def _seal_again(
-    hub: Hub, job: JobRef, output: Output, people: Mapping[str, Party], plain: Plain
+    hub: Hub, job: JobRef, output: OutputRef, people: Mapping[str, Party], plain: Plain
 ) -> Path:
     """A resumed job: seal the delivery again from the plaintext."""
     stream = plain.checked()

@@ -37,6 +37,7 @@ from bdi.plan import Upload, plan_outputs
 from bdi.routing.model import FileReport
 from bdi.store.jobs import (
     JobRef,
+    OutputRef,
     Party,
     add_occurrences,
     clear_occurrences,
@@ -47,7 +48,6 @@ from bdi.store.jobs import (
     save_plan,
 )
 from bdi.store.journal import Journal
-from bdi.store.models import Output
 
 log = structlog.get_logger("bdi.pipeline")
 MAX_ATTEMPTS = 3
@@ -67,7 +67,7 @@ class Names:
             taken.add(chosen)
             return chosen
 
-    def release(self, outputs: Sequence[Output]) -> None:
+    def release(self, outputs: Sequence[OutputRef]) -> None:
         with self._lock:
             for output in outputs:
                 self.reserved.get(output.participant_id, set()).discard(output.name)
@@ -180,7 +180,7 @@ class Pipeline:
             _log_report(job, prepared.report)
         return prepared
 
-    def _plan(self, job: JobRef, sender: Party, prepared: Prepared) -> list[Output]:
+    def _plan(self, job: JobRef, sender: Party, prepared: Prepared) -> list[OutputRef]:
         """Name the outputs and record them, with movements and flows, in one transaction."""
         assert job.id is not None
         upload = Upload(job.id, sender.id, job.upload_name, job.received_at)
@@ -207,7 +207,7 @@ class Pipeline:
             for rows in batches:
                 self.journal.call(partial(add_occurrences, movements=movements, batch=rows))
 
-    def _index_again(self, job: JobRef, plain: Plain, outputs: list[Output]) -> None:
+    def _index_again(self, job: JobRef, plain: Plain, outputs: list[OutputRef]) -> None:
         """A job found `planned` after a crash: its flows may be half stored; store them again."""
         assert job.id is not None
         movements = self.journal.call(partial(job_movements, job_id=job.id))
@@ -251,7 +251,7 @@ def _log_done(job: JobRef, outcome: str, outputs: int, started: float) -> None:
              outcome=outcome, outputs=outputs, elapsed_ms=elapsed)  # fmt: skip
 
 
-def _outcome(outputs: Sequence[Output]) -> str:
+def _outcome(outputs: Sequence[OutputRef]) -> str:
     deliveries = any(o.kind == "delivery" for o in outputs)
     logs = any(o.kind == "log" for o in outputs)
     return "partial" if deliveries and logs else "delivered" if deliveries else "refused"

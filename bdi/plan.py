@@ -13,8 +13,7 @@ from bdi.routing.fields import Value
 from bdi.routing.layout import Layout
 from bdi.routing.logs import LogFile
 from bdi.routing.model import FileReport, Flow, SectionReport
-from bdi.store.jobs import Occurrence, PlannedOutput
-from bdi.store.models import Movement, Output
+from bdi.store.jobs import MovementRef, Occurrence, OutputRef, PlannedOutput
 
 NameFor = Callable[[str, str], str]  # (participant, wanted name) -> free name
 
@@ -120,7 +119,7 @@ def delivery(
     content: Content,
 ) -> PlannedOutput:
     """One recipient's file: its output and its movement (flows are stored afterwards)."""
-    output = Output(
+    output = OutputRef(
         job_id=upload.job_id,
         seq=seq,
         kind="delivery",
@@ -128,9 +127,8 @@ def delivery(
         name=name,
         ranges=",".join(f"{s.start}-{s.end}" for s in sections),
     )
-    movement = Movement(
+    movement = MovementRef(
         job_id=upload.job_id,
-        output_id=0,
         created_at=upload.received_at,
         sender_id=upload.sender,
         recipient_id=recipient,
@@ -144,7 +142,7 @@ def delivery(
 
 
 def log_output(upload: Upload, log: LogFile, name: str, seq: int) -> PlannedOutput:
-    output = Output(
+    output = OutputRef(
         job_id=upload.job_id,
         seq=seq,
         kind="log",
