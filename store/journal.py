@@ -5,7 +5,8 @@ A database with one writer (SQLite) gains nothing from several writing connectio
 async driver costs about five times more CPU per statement than a plain connection in a
 thread (measured: 1.0 ms against 0.19 ms per insert and commit). Work items queued while a
 transaction runs go into the next one: under load one commit (one fsync) serves many jobs.
-A failing item is retried alone so that it cannot take the others down with it.
+A transaction waits a few milliseconds after its first item for others to join it. A failing
+item is retried alone so that it cannot take the others down with it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -28,6 +30,10 @@ log = structlog.get_logger("bdi.store")
 T = TypeVar("T")
 Work = Callable[[Connection], Any]
 MAX_GROUP = 64  # work items per transaction
+# how long a transaction waits for more work after its first item: under load, fewer and
+# larger commits (measured on 2 cores: ~1.5 items per commit without it, the journal's CPU
+# per upload -20 %); alone, an item waits this much longer for its commit
+GROUP_WAIT = 0.005
 # the synchronous driver of each async one the hub can be configured with
 _SYNC_DRIVERS = {
     "sqlite+aiosqlite": "sqlite+pysqlite",
@@ -139,15 +145,17 @@ class Journal:
             _refuse(self._drain(), RuntimeError("the journal is closed"))
 
     def _take(self, pending: list[_Item]) -> bool:
-        """Wait for one item, then take what else is queued; False once told to stop."""
+        """Wait for one item, then take what else comes within GROUP_WAIT; False once told
+        to stop."""
         first = self._queue.get()
         if first is _STOP:
             return False
         assert isinstance(first, _Item)
         _keep(pending, first)
+        deadline = time.monotonic() + GROUP_WAIT
         while len(pending) < MAX_GROUP:
             try:
-                item = self._queue.get_nowait()
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 return True
             if item is _STOP:
