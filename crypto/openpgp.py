@@ -34,6 +34,7 @@ _SUN_PATH_MAX = 107  # a Unix socket path is 108 bytes including its final NUL
 _SLACK = 64 * 1024
 _USABLE_TTL = 10.0  # seconds a can_encrypt_to answer is trusted while the keyring is unchanged
 _STATUS_MAX = 1024 * 1024  # status lines of a sane message are a few KiB
+_STATUS_DRAIN_S = 0.2  # how often the status pipe is emptied while gpg runs
 _UNUSABLE = frozenset({"r", "e", "i", "d", "n"})  # revoked, expired, invalid, disabled, not valid
 _OPTIONS = [
     "--trust-model", "always",  # we trust exactly the keys in the home; no trustdb churn or locks
@@ -281,10 +282,11 @@ class OpenPGP:
     def _gpg_status(self, args: list[str], feed: bytes | None = None) -> _GpgResult:
         """Run gpg on files named in `args` (and `feed` on its stdin); collect its status."""
         with self._gpg_process(args, subprocess.DEVNULL, feed is not None) as (proc, status_fd):
-            if feed is None:
-                status = _read_all(status_fd, _STATUS_MAX).decode("utf-8", "replace")
-            else:
+            try:
                 status = _pump(proc, status_fd, None, feed)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
         return _GpgResult(status, proc.returncode)
 
     @contextlib.contextmanager
@@ -375,15 +377,6 @@ class _Sink:
         return self.size > self.limit
 
 
-def _read_all(fd: int, limit: int) -> bytes:
-    """Everything written to a pipe until it closes; what is past `limit` is dropped."""
-    out = bytearray()
-    while chunk := os.read(fd, 65536):
-        if len(out) < limit:
-            out += chunk
-    return bytes(out)
-
-
 class _Feed:
     """Writes a message to gpg's stdin as the pipe takes it (gpg may write its output
     before it has read all of its input: both pipes are served by one loop)."""
@@ -406,41 +399,89 @@ class _Feed:
         return self.offset >= len(self.data)
 
 
+class _StatusPipe:
+    """gpg's status lines, read without waking for each: gpg writes every line on its own,
+    and a wakeup of the calling thread (and its wait for the interpreter lock) per line cost
+    more than the reading. The pipe holds a sane message's status whole (~2 KB of 64 KB); it
+    is emptied once gpg has exited, and every _STATUS_DRAIN_S meanwhile, so that a message
+    making gpg write more cannot block it."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.data = fd, bytearray()
+        os.set_blocking(fd, False)
+
+    def drain(self) -> bool:
+        """Read what is there; True at the end (gpg gone). Past _STATUS_MAX, only count."""
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return False
+            if not chunk:
+                return True
+            if len(self.data) <= _STATUS_MAX:
+                self.data += chunk
+
+    @property
+    def too_large(self) -> bool:
+        return len(self.data) > _STATUS_MAX
+
+
 def _pump(
     proc: subprocess.Popen[bytes], status_fd: int, sink: _Sink | None, feed: bytes | None = None
 ) -> str:
-    """Read gpg's output (into `sink`, if any) and status pipes until they close, writing
-    `feed` to its stdin meanwhile; kill gpg on excess."""
-    status = bytearray()
-    with selectors.DefaultSelector() as selector:
+    """Serve gpg until it exits: its output into `sink` (if any), `feed` to its stdin (if
+    any), its status lines collected and returned; kill it on excess."""
+    status = _StatusPipe(status_fd)
+    exited = os.pidfd_open(proc.pid)  # readable once gpg has exited
+    with selectors.DefaultSelector() as selector, contextlib.closing(_Fd(exited)):
+        selector.register(exited, selectors.EVENT_READ, "exit")
         if sink is not None:
             assert proc.stdout is not None
             selector.register(proc.stdout.fileno(), selectors.EVENT_READ, sink)
-        selector.register(status_fd, selectors.EVENT_READ, "status")
         if feed is not None:
             writer = _Feed(proc, feed)
             selector.register(writer.pipe.fileno(), selectors.EVENT_WRITE, writer)
         while selector.get_map():
-            for key, _ in selector.select():
-                if isinstance(key.data, _Feed):
-                    if key.data.write():
-                        selector.unregister(key.fd)
-                        key.data.pipe.close()  # end of input
-                    continue
-                chunk = os.read(key.fd, 65536)
-                if not chunk:
-                    selector.unregister(key.fd)
-                elif isinstance(key.data, _Sink):
-                    key.data.write(chunk)
-                else:
-                    status += chunk
-                excess = sink is not None and sink.too_large
-                if (excess or len(status) > _STATUS_MAX) and proc.poll() is None:
-                    proc.kill()  # stop now: the pipes then drain and close
+            events = selector.select(_STATUS_DRAIN_S)
+            if not events:
+                status.drain()
+            for key, _ in events:
+                _serve(selector, key)
+            excess = status.too_large or (sink is not None and sink.too_large)
+            if excess and proc.poll() is None:
+                proc.kill()  # stop now: the pipes then drain and close
     proc.wait()
-    if len(status) > _STATUS_MAX:
+    while not status.drain():  # gpg is gone: what is left is there, then the end
+        pass
+    if status.too_large:
         return ""  # no status lines: refused as "not OpenPGP"
-    return status.decode("utf-8", "replace")
+    return status.data.decode("utf-8", "replace")
+
+
+def _serve(selector: selectors.BaseSelector, key: selectors.SelectorKey) -> None:
+    """One ready pipe (or gpg's exit): move data; forget the pipe once it is done."""
+    if isinstance(key.data, _Feed):
+        if key.data.write():
+            selector.unregister(key.fd)
+            key.data.pipe.close()  # end of input
+        return
+    if key.data == "exit":
+        selector.unregister(key.fd)
+        return
+    chunk = os.read(key.fd, 65536)
+    if not chunk:
+        selector.unregister(key.fd)
+    else:
+        key.data.write(chunk)
+
+
+class _Fd:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 @dataclass(frozen=True, slots=True)
