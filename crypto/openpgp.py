@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import selectors
+import shutil
 import subprocess
 import threading
 import time
@@ -96,11 +97,13 @@ class OpenPGP:
         `max_processes`: how many of decrypt_verify and sign_encrypt may run their gpg at
         once, whatever the number of threads calling (None: no limit)."""
         self.home = home
+        # found once: otherwise every call's child tries each folder of PATH in turn
+        self._gpg_bin = shutil.which("gpg") or "gpg"
         self._slots = threading.BoundedSemaphore(max_processes) if max_processes else None
         self._check_socket_path()
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         home.chmod(0o700)  # gpg warns about, and may refuse, a home others can read
-        self._gpg = gnupg.GPG(gnupghome=str(home), options=list(_OPTIONS))
+        self._gpg = gnupg.GPG(self._gpg_bin, gnupghome=str(home), options=list(_OPTIONS))
         self._usable: dict[str, tuple[tuple[int, int], bool]] = {}
         self._gpgconf("--launch", "gpg-agent")
 
@@ -307,7 +310,7 @@ class OpenPGP:
         self, args: list[str], stdout: int, stdin: bool
     ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         status_read, status_write = os.pipe()
-        argv = ["gpg", "--homedir", str(self.home), "--batch", "--no-tty", *_OPTIONS,
+        argv = [self._gpg_bin, "--homedir", str(self.home), "--batch", "--no-tty", *_OPTIONS,
                 "--status-fd", str(status_write), *args]  # fmt: skip
         try:
             with subprocess.Popen(
