@@ -9,9 +9,10 @@ SFTP clients run in this process. Both share the machine's cores.
     its policy number varied), sealed beforehand (signed by the broker, encrypted to the hub),
     uploaded over CLIENTS concurrent SFTP sessions; timed from the first upload to the moment
     the recipient's inbox holds them all.
-(b) the OpenPGP floor: the same gpg work on the same files (decrypt+verify with the hub's
-    home, then sign+encrypt of the plain file to the recipient), through the hub's OpenPGP
-    class, in a pool of one process per core.
+(b) the OpenPGP floor: the same gpg work on the same files, through the hub's OpenPGP class
+    and the same calls the hub makes for a small upload (decrypt+verify of the sealed bytes
+    with the hub's home into memory, then sign+encrypt of the plaintext's bytes to the
+    recipient into a file), in a pool of one process per core.
 (b') the same floor in a pool of as many processes as the hub runs gpg at once (cores + 1),
     printed for reference; the target stays on (b). While gpg kept a random seed file, its
     lock left one process per core partly idle and (b') was the higher floor; now the two
@@ -34,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import io
 import json
 import math
 import os
@@ -185,12 +187,14 @@ def _seal(src: Path, dst: Path, recipient: str, signer: str) -> None:
     _PGP[0].sign_encrypt(src, dst, recipient, signer)
 
 
-def _route(sealed: Path, plain: Path, out: Path, recipient: str, signer: str) -> bool:
-    """What the hub's gpg does for one upload: decrypt+verify, then sign+encrypt."""
-    verdict = _PGP[0].decrypt_verify(sealed, plain, MAX_BYTES)
+def _route(sealed: Path, out: Path, recipient: str, signer: str) -> bool:
+    """What the hub's gpg does for one small upload, through the same calls: decrypt+verify
+    of the upload's bytes into memory, then sign+encrypt of the plaintext's bytes to a file."""
+    plain = io.BytesIO()
+    verdict = _PGP[0].decrypt_verify_into(sealed.read_bytes(), plain, MAX_BYTES)
     if not verdict.ok:
         return False
-    _PGP[0].sign_encrypt(plain, out, recipient, signer)
+    _PGP[0].sign_encrypt(plain.getvalue(), out, recipient, signer)
     return True
 
 
@@ -252,10 +256,7 @@ def floor(
     with gpg_pool(hub.settings.gnupg_home, workers) as pool:
         before = pool_cpu(agent)
         start = time.perf_counter()
-        futures = [
-            pool.submit(_route, s, work / f"{s.name}.plain", work / f"{s.name}.out", *keys)
-            for s in sealed
-        ]
+        futures = [pool.submit(_route, s, work / f"{s.name}.out", *keys) for s in sealed]
         ok = [f.result() for f in futures]
         seconds = time.perf_counter() - start
         used = pool_cpu(agent) - before
