@@ -249,7 +249,7 @@ class OpenPGP:
             "--no-encrypt-to", "--output", str(dst),
         ]  # fmt: skip
         args += ["--", str(src)] if isinstance(src, Path) else []
-        result = self._gpg_status(args, None if isinstance(src, Path) else src)
+        result = self._run(args, feed=None if isinstance(src, Path) else src)
         status = _Status.parse(result.status)
         signed = status.count("SIG_CREATED") == 1 and status.count("END_ENCRYPTION") == 1
         if result.returncode == 0 and signed:
@@ -273,20 +273,17 @@ class OpenPGP:
         """
         args = ["--max-output", str(sink.limit + _SLACK), "--decrypt"]
         args += ["--", str(src)] if isinstance(src, Path) else []
-        feed = None if isinstance(src, Path) else src
-        with self._gpg_process(args, subprocess.PIPE, feed is not None) as (proc, status_fd):
+        return self._run(args, sink, None if isinstance(src, Path) else src)
+
+    def _run(
+        self, args: list[str], sink: _Sink | None = None, feed: bytes | None = None
+    ) -> _GpgResult:
+        """Run gpg on files named in `args`, `feed` on its stdin and its stdout into `sink`
+        (each if given); collect its status. gpg is killed if anything goes wrong."""
+        stdout = subprocess.DEVNULL if sink is None else subprocess.PIPE
+        with self._gpg_process(args, stdout, feed is not None) as (proc, status_fd):
             try:
                 status = _pump(proc, status_fd, sink, feed)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-        return _GpgResult(status, proc.returncode)
-
-    def _gpg_status(self, args: list[str], feed: bytes | None = None) -> _GpgResult:
-        """Run gpg on files named in `args` (and `feed` on its stdin); collect its status."""
-        with self._gpg_process(args, subprocess.DEVNULL, feed is not None) as (proc, status_fd):
-            try:
-                status = _pump(proc, status_fd, None, feed)
             finally:
                 if proc.poll() is None:
                     proc.kill()
