@@ -21,6 +21,7 @@ from bdi.pipeline import Pipeline
 from bdi.sftp import HubSFTPServer
 from bdi.spool import Spool
 from bdi.store.journal import Journal
+from bdi.throttle import LoginThrottle
 from bdi.web import web_server
 
 log = structlog.get_logger("bdi.server")
@@ -56,8 +57,8 @@ class Sessions:
 class HubSSHServer(asyncssh.SSHServer):
     """Authentication of one connection: issued password or registered SSH key."""
 
-    def __init__(self, hub: Hub, sessions: Sessions) -> None:
-        self.hub, self.sessions = hub, sessions
+    def __init__(self, hub: Hub, sessions: Sessions, throttle: LoginThrottle) -> None:
+        self.hub, self.sessions, self.throttle = hub, sessions, throttle
         self.conn: asyncssh.SSHServerConnection | None = None
         self.user: str | None = None
         self.version = 0
@@ -87,12 +88,22 @@ class HubSSHServer(asyncssh.SSHServer):
         return True
 
     async def validate_password(self, username: str, password: str) -> bool:
+        key = (username, self._peer())
+        if self.throttle.blocked(key):
+            log.warning("login.throttled", participant=username, address=key[1])
+            return False
         row = await self.hub.store.participant(username)
         if row is None or not row.active:
+            self.throttle.record(key, ok=False)
             return False
         ok = await asyncio.to_thread(verify_password, row.password_hash, password)
+        self.throttle.record(key, ok)
         log.info("login.password", participant=username, ok=ok)
         return ok
+
+    def _peer(self) -> str:
+        peer = self.conn.get_extra_info("peername") if self.conn is not None else None
+        return str(peer[0]) if peer else ""
 
     def auth_completed(self) -> None:
         assert self.conn is not None
@@ -179,11 +190,12 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
 
 async def _listen(hub: Hub, spool: Spool, sessions: Sessions) -> asyncssh.SSHAcceptor:
     settings = hub.settings
+    throttle = LoginThrottle(settings.login_failures, settings.login_failure_window_s)
     return await asyncssh.listen(
         settings.host,
         settings.sftp_port,
         server_host_keys=[str(settings.host_key)],
-        server_factory=lambda: HubSSHServer(hub, sessions),
+        server_factory=lambda: HubSSHServer(hub, sessions, throttle),
         sftp_factory=sftp_factory(hub, spool),
         allow_scp=False,
         encryption_algs=list(settings.ssh_ciphers),  # AES-GCM: +40 % small files

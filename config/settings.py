@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         default=("aes128-gcm@openssh.com", "aes256-gcm@openssh.com"),
         description="SSH ciphers offered; AES-GCM only by default (the client picks among them)",
     )
+    login_failures: int = Field(
+        default=5, ge=1, description="failed passwords (one user, one address) before a pause"
+    )
+    login_failure_window_s: float = Field(
+        default=300.0, gt=0, description="seconds over which failed passwords are counted"
+    )
     timezone: str = "Europe/Paris"
     tls_cert: Path | None = None
     tls_key: Path | None = None
