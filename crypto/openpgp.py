@@ -46,6 +46,11 @@ _OPTIONS = [
     # the file, each gpg seeds its generator from the kernel (getrandom).
     "--no-random-seed-file",
 ]  # fmt: skip
+# decrypt+verify and sign+encrypt only read the keyring: no lock file. gpg otherwise creates,
+# links and deletes one in the home on every call (the lock is released before the keybox is
+# read, so it never kept a reader from an import), and on an ext4 without a journal every new
+# inode costs a scan past the recently deleted ones. Imports still lock among themselves.
+_READ_ONLY = ["--lock-never"]
 _FAILURES = frozenset({"INV_RECP", "INV_SGNR", "FAILURE", "ERROR", "KEYEXPIRED", "KEYREVOKED"})
 _SIGNATURE_PROBLEMS = (
     ("NO_PUBKEY", "unknown key"),
@@ -308,7 +313,7 @@ class OpenPGP:
     ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         status_read, status_write = os.pipe()
         argv = [self._gpg_bin, "--homedir", str(self.home), "--batch", "--no-tty", *_OPTIONS,
-                "--status-fd", str(status_write), *args]  # fmt: skip
+                *_READ_ONLY, "--status-fd", str(status_write), *args]  # fmt: skip
         try:
             with subprocess.Popen(
                 argv,
