@@ -17,7 +17,7 @@ import itertools
 import os
 import tempfile
 import uuid
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -32,8 +32,8 @@ from bdi.plan import Content, Upload, group_by_recipient, occurrence
 from bdi.routing.errors import Code, Problem
 from bdi.routing.flows import iter_flows
 from bdi.routing.logs import LogFile, log_files, whole_upload_log
-from bdi.routing.model import FileReport
-from bdi.routing.scan import CheckContext, check_lines, last_report
+from bdi.routing.model import FileReport, Flow
+from bdi.routing.scan import CheckContext, SectionChecked, check_lines
 from bdi.store.jobs import JobRef, Occurrence, OutputRef, Party
 
 log = structlog.get_logger("bdi.pipeline")
@@ -41,6 +41,7 @@ CHUNK = 1 << 20
 PLAIN_IN_MEMORY = 1 << 20  # bytes of plaintext kept in memory per job before spilling to disk
 CONTENT_IN_ROW = 64 * 1024  # a recipient's content up to this size is kept in the store
 BATCH = 500  # flow occurrences per transaction: memory stays flat whatever the file's size
+FLOWS_IN_ONE_PASS = 1 << 20  # plaintext bytes up to which the checks also collect the flows
 Sections = Mapping[int, tuple[str, str]]  # delivered section number -> (flow code, recipient)
 Batches = Generator[list[Occurrence], None, None]
 
@@ -94,7 +95,7 @@ def prepare(hub: Hub, job: JobRef, plain: Plain, keys: dict[str, str], now: date
         problem = Problem(Code.DECHIFFREMENT)
         return Prepared(None, [whole_upload_log(job.upload_name, problem, now, hub.layout)])
     upload = Upload(job.id, plain.sender.id, job.upload_name, job.received_at)
-    report = check_plain(hub, stream, upload, keys)
+    report, flows = check_plain(hub, stream, upload, keys)
     prepared = Prepared(report, log_files(report, now, hub.layout))
     prepared.contents = store_contents(hub, job, plain, report)
     for recipient, content in prepared.contents.items():
@@ -102,7 +103,8 @@ def prepare(hub: Hub, job: JobRef, plain: Plain, keys: dict[str, str], now: date
         prepared.staged[recipient] = seal(hub, job, text, recipient, keys[recipient])
     sections = {s.number: (s.flow_code, s.recipient_id) for s in report.delivered_sections}
     if sections:
-        batches = occurrence_batches(hub, plain, upload, sections)
+        found = iter(flows) if flows is not None else None
+        batches = occurrence_batches(hub, plain, upload, sections, found)
         prepared.flows = next(batches, [])
         if len(prepared.flows) == BATCH:
             prepared.more = batches
@@ -135,10 +137,24 @@ def decrypt(hub: Hub, job: JobRef, sender: Party) -> IO[bytes] | None:
     return None
 
 
-def check_plain(hub: Hub, stream: IO[bytes], upload: Upload, keys: dict[str, str]) -> FileReport:
+def check_plain(
+    hub: Hub, stream: IO[bytes], upload: Upload, keys: dict[str, str]
+) -> tuple[FileReport, list[Flow] | None]:
+    """The checks' report, and for a plaintext of up to FLOWS_IN_ONE_PASS bytes the flows of
+    its accepted sections, collected by the same pass (a bigger one is read again for them,
+    a batch at a time, so that they are never all in memory)."""
+    size = stream.seek(0, os.SEEK_END)
+    stream.seek(0)
+    collect = size <= FLOWS_IN_ONE_PASS
     can_receive = partial(_can_receive, hub, keys)
-    ctx = CheckContext(upload.upload_name, upload.sender, can_receive, hub.layout)
-    return last_report(check_lines(stream, ctx))
+    ctx = CheckContext(upload.upload_name, upload.sender, can_receive, hub.layout, collect)
+    flows: list[Flow] = []
+    for event in check_lines(stream, ctx):
+        if isinstance(event, SectionChecked):
+            flows.extend(event.flows)
+        else:
+            return event.report, flows if collect else None
+    raise RuntimeError("check_lines ended without a FileChecked event")
 
 
 def _can_receive(hub: Hub, keys: dict[str, str], recipient: str) -> bool:
@@ -175,12 +191,18 @@ def seal(hub: Hub, job: JobRef, plain: Path | bytes, recipient: str, fingerprint
     return staged
 
 
-def occurrence_batches(hub: Hub, plain: Plain, upload: Upload, sections: Sections) -> Batches:
-    """The flow occurrences of the delivered sections, read from the plaintext in batches
-    (nothing else may read it until the last batch is taken)."""
+def occurrence_batches(
+    hub: Hub, plain: Plain, upload: Upload, sections: Sections, flows: Iterator[Flow] | None = None
+) -> Batches:
+    """The flow occurrences of the delivered sections, in batches: from `flows` (those of
+    the accepted sections, in file order) or else read from the plaintext (nothing else may
+    read it until the last batch is taken)."""
     accepted = {number: code for number, (code, _) in sections.items()}
     seq = dict.fromkeys((recipient for _, recipient in sections.values()), 0)
-    flows = iter_flows(plain.checked(), hub.layout, accepted)
+    if flows is None:
+        flows = iter_flows(plain.checked(), hub.layout, accepted)
+    else:  # a section accepted by its checks is not delivered if the file is refused
+        flows = (flow for flow in flows if flow.section in accepted)
     while batch := list(itertools.islice(flows, BATCH)):
         rows = []
         for flow in batch:

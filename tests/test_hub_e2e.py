@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from hubkit import HubUnderTest, Party, hub_running
-from sqlalchemy import select
+from sqlalchemy import select, text
 from support import SAMPLES, manifest
 
 from bdi import jobfiles, mailview
@@ -177,3 +177,31 @@ async def test_an_upload_past_the_memory_bound_goes_through_a_spool_file(
     got, _ = hub.open_delivery("CIE000311", (await hub.inbox("CIE000311"))[name], tmp_path)
     assert got == plain
     assert list(hub.server.hub.settings.spool.iterdir()) == []  # the upload is gone
+
+
+@pytest.mark.parametrize(
+    ("name", "sender"),
+    [("RGIE000001_00311_000001.edi", "GIE000001"), ("PCOU010234_00311_000003.edi", "COU010234")],
+)
+async def test_flows_collected_by_the_checks_equal_those_read_again(
+    hub: HubUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, sender: str
+) -> None:
+    """A small plaintext's flows come from the checks' pass; a big one's are read again."""
+    plain = (SAMPLES / name).read_bytes()
+    await hub.upload(sender, name, hub.seal(sender, plain, tmp_path))
+    await hub.settled()
+    monkeypatch.setattr(jobfiles, "FLOWS_IN_ONE_PASS", 0)  # every plaintext is "big" now
+    await hub.upload(sender, name, hub.seal(sender, plain, tmp_path))
+    await hub.settled()
+    columns = "o.seq, o.layout, o.flow_code, o.optiflux_key, o.control, o.comment, o.fields_json"
+    query = (
+        f"SELECT m.job_id, m.recipient_id, {columns}, o.lines_json, o.grid_json"
+        " FROM flowoccurrence o JOIN movement m ON m.id = o.movement_id ORDER BY m.id, o.seq"
+    )
+    async with hub.server.hub.store.engine.connect() as conn:
+        rows = (await conn.execute(text(query))).all()
+    by_job: dict[int, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        by_job.setdefault(row[0], []).append(tuple(row[1:]))
+    first, second = by_job.values()
+    assert first and first == second
