@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import asyncssh
 from support import SAMPLES
@@ -117,12 +118,12 @@ class HubUnderTest:
     async def inbox(self, edi_id: str) -> dict[str, bytes]:
         async with self.sftp(edi_id) as sftp:
             names = sorted(await sftp.listdir("/inbox"))
-            out = {}
+            out: dict[str, bytes] = {}
             for name in names:
                 if name in (".", ".."):
                     continue
                 async with sftp.open(f"/inbox/{name}", "rb") as f:
-                    out[name] = await f.read()
+                    out[name] = cast(bytes, await f.read())  # "rb": bytes (typed AnyStr)
             return out
 
 

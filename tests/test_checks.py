@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest.mark import ParameterSet
 from support import SAMPLES, manifest
 
 from bdi.routing.errors import Code, Problem
@@ -597,9 +598,15 @@ def test_section_check(bad: Upload, good: Upload, expected: list[Found]) -> None
     assert abs(bad.data.count(b"\n") - good.data.count(b"\n")) <= 1
 
 
+def expected_of(case: ParameterSet) -> list[Found]:
+    expected = case.values[2]
+    assert isinstance(expected, list)
+    return expected
+
+
 def test_every_code_is_exercised() -> None:
     """Every code but DECHIFFREMENT (the OpenPGP layer) has a failing case in this file."""
-    section_codes = {code for case in SECTION_CASES for code, _, _ in case.values[2]}
+    section_codes = {code for case in SECTION_CASES for code, _, _ in expected_of(case)}
     file_codes = {"NOM", "TYPE_FICHIER", "VIDE", "HORS_SECTION"}  # tests below
     assert section_codes | file_codes == {c.value for c in Code} - {"DECHIFFREMENT"}
 
@@ -635,7 +642,7 @@ SEVERAL = (
     set_field(2, "allocation_2", "hull_or_cargo", "X"),
     set_field(7, "footer", "functional_record_count", "00000009"),
 )
-SEVERAL_FOUND = [
+SEVERAL_FOUND: list[Found] = [
     ("SIGNATURE", 1, "COU010234 / COU010999"),
     ("ORDRE", 3, ANY),
     ("FORMAT", 2, "allocation_2.hull_or_cargo"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ AT = datetime(2026, 11, 28, 13, 45, 7, 123456, tzinfo=UTC)
 
 
 @pytest.fixture
-def conn(tmp_path: Path) -> Connection:
+def conn(tmp_path: Path) -> Iterator[Connection]:
     engine = sync_engine(f"sqlite+aiosqlite:///{tmp_path / 'c.sqlite3'}")
     SQLModel.metadata.create_all(engine)
     with engine.connect() as connection:

@@ -270,7 +270,7 @@ def test_parse_inverts_write_and_written_files_pass_every_check(
     flow_code: str, data: st.DataObject
 ) -> None:
     name, uploader, sections = data.draw(uploads(flow_code))
-    clean = [(n, []) for n in range(1, len(sections) + 1)]
+    clean: list[tuple[int, list[str]]] = [(n, []) for n in range(1, len(sections) + 1)]
     for newline in ("\n", "\r\n"):
         written = write_file(sections, newline=newline)
         assert parse_file(written) == sections

@@ -18,6 +18,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import asyncssh
 import pytest
@@ -174,7 +175,7 @@ async def put(sftp: asyncssh.SFTPClient, path: str | bytes, data: bytes) -> None
 
 async def get(sftp: asyncssh.SFTPClient, path: str | bytes) -> bytes:
     async with sftp.open(path, "rb") as f:
-        return bytes(await f.read())
+        return cast(bytes, await f.read())  # "rb": bytes (typed AnyStr)
 
 
 async def names(sftp: asyncssh.SFTPClient, path: str) -> set[str]:
@@ -476,16 +477,16 @@ async def test_realpath_stays_under_the_root(
     for path, expected in REALPATHS.items():
         assert await mallory.realpath(path) == expected, path
     real = str(hub.settings.data.resolve())
-    for path in ESCAPES:
+    for escape in ESCAPES:
         try:
-            resolved = await mallory.realpath(_raw(path, hub))
+            resolved = await mallory.realpath(_raw(escape, hub))
         except asyncssh.SFTPNoSuchFile:
             continue
         text = os.fsdecode(resolved)
         assert text.startswith("/") and real not in text and ".." not in text.split("/")
         assert text in {"/", "/inbox", "/outbox", "/hub-public-key.asc"} or (
             text.count("/") == 2 and text.startswith(("/inbox/", "/outbox/"))
-        ), (path, text)
+        ), (escape, text)
 
 
 # -- 3. uploads -------------------------------------------------------------------------------
