@@ -118,7 +118,8 @@ def decrypt(hub: Hub, job: JobRef, sender: Party) -> IO[bytes] | None:
     spool = hub.settings.spool
     plain: IO[bytes] = tempfile.SpooledTemporaryFile(PLAIN_IN_MEMORY, "w+b", dir=str(spool))  # noqa: SIM115
     try:
-        upload = job.data if job.data is not None else hub.spool_file(job.spool_name)
+        upload = job.data if job.in_row else hub.spool_file(job.spool_name)
+        assert upload is not None  # a job kept in its row is given its data before it runs
         result = hub.pgp.decrypt_verify_into(upload, plain, hub.settings.max_decrypted_bytes)
     except BaseException:
         plain.close()

@@ -46,11 +46,14 @@ from bdi.store.jobs import (
     parties,
     planned_outputs,
     save_plan,
+    unfinished_jobs,
+    upload_data,
 )
 from bdi.store.journal import Journal
 
 log = structlog.get_logger("bdi.pipeline")
 MAX_ATTEMPTS = 3
+HELD_IN_MEMORY = 256  # queued jobs that keep a copy of their (small) upload in memory
 
 
 class Names:
@@ -93,6 +96,8 @@ class Pipeline:
         as read when the job was taken in; None to read them when it runs."""
         if self._stopping:
             return  # left for the next start-up
+        if self._pending >= HELD_IN_MEMORY:
+            job.data = None  # a long queue does not hold its uploads: each is read when it runs
         loop = asyncio.get_running_loop()
         self._pending += 1
         self._idle.clear()
@@ -128,7 +133,7 @@ class Pipeline:
         recipient could otherwise delete a file placed before the crash, and get it twice);
         queue the ones it only took in."""
         self.names.reserved = await self.hub.store.reserved_names()
-        jobs = [JobRef.of(job) for job in await self.hub.store.unfinished_jobs()]
+        jobs = await self.journal.run(unfinished_jobs)
         for job in jobs:
             log.info("job.resumed", job=job.id, participant=job.participant_id, state=job.state)
         for job in (j for j in jobs if j.state == "planned"):
@@ -153,6 +158,8 @@ class Pipeline:
         assert job.id is not None
         if people is None:
             people = self.journal.call(parties)
+        if job.in_row and job.data is None:
+            job.data = self.journal.call(partial(upload_data, job_id=job.id))
         sender = people[job.participant_id]
         staged: dict[str, Path] = {}
         with contextlib.closing(Plain(self.hub, job, sender)) as plain:
@@ -239,7 +246,7 @@ def _forget_upload(hub: Hub, job: JobRef, finished: Future[None], then: Callable
     if finished.cancelled() or finished.exception() is not None:
         return  # the job is retried: it still needs its upload
     job.state = "done"
-    if job.data is None:
+    if not job.in_row:
         hub.spool_file(job.spool_name).unlink(missing_ok=True)
     job.data = None
     then()

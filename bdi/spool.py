@@ -57,7 +57,7 @@ class Spool:
     async def take_in_bytes(self, participant: str, data: bytes, file_name: str) -> int:
         """A small upload, held in memory: committed with its job, in its row."""
         job = self._job(participant, file_name)
-        job.size, job.data = len(data), data
+        job.size, job.in_row, job.data = len(data), True, data
         return await self._taking(job, self.journal.run(partial(_commit, job=job)))
 
     def _job(self, participant: str, file_name: str) -> JobRef:

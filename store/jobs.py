@@ -138,12 +138,32 @@ class JobRef:
     received_at: datetime
     id: int | None = None
     state: str = "received"  # received | planned | done
-    data: bytes | None = None  # the upload itself when it is kept in the job's row
+    in_row: bool = False  # the upload is kept in the job's row, not in a spool file
+    data: bytes | None = None  # a copy of it, while held in memory (None: read the row)
 
-    @classmethod
-    def of(cls, job: Job) -> JobRef:
-        return cls(job.participant_id, job.upload_name, job.spool_name, job.size,
-                   job.received_at, job.id, job.state, job.data)  # fmt: skip
+
+_UNFINISHED = select(
+    JOB.c.participant_id, JOB.c.upload_name, JOB.c.spool_name, JOB.c.size, JOB.c.received_at,
+    JOB.c.id, JOB.c.state, JOB.c.data.is_not(None),
+).where(JOB.c.state != "done").order_by(JOB.c.id)  # fmt: skip
+_DATA = select(JOB.c.data).where(JOB.c.id == bindparam("b_job"))
+
+
+def unfinished_jobs(conn: Connection) -> list[JobRef]:
+    """The jobs a previous run left unfinished, in order; their uploads are not read."""
+    jobs = []
+    for participant, upload, spool, size, received, job_id, state, in_row in conn.execute(
+        _UNFINISHED
+    ):
+        jobs.append(JobRef(participant, upload, spool, size, received, job_id, state, bool(in_row)))
+    return jobs
+
+
+def upload_data(conn: Connection, job_id: int) -> bytes:
+    """The upload a job keeps in its row."""
+    data = conn.execute(_DATA, {"b_job": job_id}).scalar_one()
+    assert isinstance(data, bytes)
+    return data
 
 
 def insert_job(conn: Connection, job: JobRef) -> int:

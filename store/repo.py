@@ -73,11 +73,6 @@ class Store:
         async with self.session() as s:
             return await s.get(Job, job_id)
 
-    async def unfinished_jobs(self) -> list[Job]:
-        async with self.session() as s:
-            rows = await s.exec(select(Job).where(Job.state != "done").order_by(col(Job.id)))
-            return list(rows.all())
-
     async def spool_names(self) -> set[str]:
         """The uploads still needed: those of unfinished jobs."""
         async with self.session() as s:

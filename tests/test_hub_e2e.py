@@ -17,7 +17,7 @@ from hubkit import HubUnderTest, Party, hub_running
 from sqlalchemy import select, text
 from support import SAMPLES, manifest
 
-from bdi import jobfiles, mailview
+from bdi import jobfiles, mailview, pipeline
 from bdi.routing.scan import CheckContext, SectionChecked, check_bytes, check_lines
 from bdi.store.jobs import JOB
 
@@ -205,3 +205,16 @@ async def test_flows_collected_by_the_checks_equal_those_read_again(
         by_job.setdefault(row[0], []).append(tuple(row[1:]))
     first, second = by_job.values()
     assert first and first == second
+
+
+async def test_a_queued_job_reads_its_upload_from_its_row(
+    hub: HubUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past HELD_IN_MEMORY queued jobs, a job keeps no copy of its upload in memory."""
+    monkeypatch.setattr(pipeline, "HELD_IN_MEMORY", 0)  # no job keeps its copy
+    name = "RCOU010234_00311_000001.edi"
+    plain = (SAMPLES / name).read_bytes()
+    await hub.upload("COU010234", name, hub.seal("COU010234", plain, tmp_path))
+    await hub.settled()
+    got, _ = hub.open_delivery("CIE000311", (await hub.inbox("CIE000311"))[name], tmp_path)
+    assert got == plain
