@@ -60,23 +60,42 @@ class Entry:
 # An upload to be taken in at its close stays in memory up to this size and is committed
 # with its job: no spool file to create, fsync, rename and delete for the usual small file.
 UPLOAD_IN_MEMORY = 64 * 1024
+UPLOADS_IN_MEMORY = 64 * 1024 * 1024  # all uploads being written, held in memory at once
+
+
+class MemoryBudget:
+    """Bytes the uploads being written may hold in memory, all sessions together: past it
+    an upload goes to its file, as a big one does (many open uploads cannot exhaust memory)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
 
 
 @dataclass(slots=True)
 class UploadHandle:
     """An upload being written: in `buffer` while it is small and will be taken in at its
-    close, else in the hidden file `path` (opened as `fd`)."""
+    close (its bytes counted in `budget`), else in the hidden file `path` (opened as `fd`)."""
 
     name: str
     path: Path
     fd: int = -1
     buffer: bytearray | None = None
+    budget: MemoryBudget | None = None
     size: int = 0
     failed: bool = False
 
     def write(self, offset: int, data: bytes) -> None:
         end = offset + len(data)
-        if self.buffer is not None and end > UPLOAD_IN_MEMORY:
+        if self.buffer is not None and not self._room(end):
             self._spill()
         if self.buffer is not None:
             if offset > len(self.buffer):
@@ -86,10 +105,28 @@ class UploadHandle:
             os.pwrite(self.fd, data, offset)
         self.size = max(self.size, end)
 
+    def take_buffer(self) -> bytes:
+        """The whole upload, held in memory (its budget given back)."""
+        assert self.buffer is not None
+        data = bytes(self.buffer)
+        self._release()
+        return data
+
+    def _room(self, end: int) -> bool:
+        grow = end - len(self.buffer or b"")
+        if grow <= 0:
+            return True
+        return end <= UPLOAD_IN_MEMORY and (self.budget is None or self.budget.take(grow))
+
     def _spill(self) -> None:
         assert self.buffer is not None
         self.fd = _create(self.path)
         os.write(self.fd, self.buffer)  # at most UPLOAD_IN_MEMORY bytes: one write
+        self._release()
+
+    def _release(self) -> None:
+        if self.buffer is not None and self.budget is not None:
+            self.budget.give(len(self.buffer))
         self.buffer = None
 
     def fsync(self) -> None:
@@ -101,7 +138,7 @@ class UploadHandle:
             os.close(self.fd)
             self.fd = -1
             self.path.unlink(missing_ok=True)
-        self.buffer = None
+        self._release()
 
 
 @dataclass(slots=True)
@@ -121,6 +158,7 @@ class MailboxView:
     spool: Spool
     hub_key: Path
     max_upload: int
+    budget: MemoryBudget
 
     # -- paths --------------------------------------------------------------------------
     def resolve(self, raw: bytes) -> Place:
@@ -191,7 +229,7 @@ class MailboxView:
         path = self.mailboxes.new_upload(self.participant)
         if place.name.endswith(TEMP_SUFFIXES):  # renamed later, maybe in another session
             return UploadHandle(place.name, path, fd=_create(path))
-        return UploadHandle(place.name, path, buffer=bytearray())
+        return UploadHandle(place.name, path, buffer=bytearray(), budget=self.budget)
 
     def write(self, handle: UploadHandle, offset: int, data: bytes) -> None:
         if offset + len(data) > self.max_upload:
@@ -204,8 +242,7 @@ class MailboxView:
             handle.discard()
             return
         if handle.buffer is not None:
-            data, handle.buffer = bytes(handle.buffer), None
-            await self.spool.take_in_bytes(self.participant, data, handle.name)
+            await self.spool.take_in_bytes(self.participant, handle.take_buffer(), handle.name)
             return
         os.close(handle.fd)
         if handle.name.endswith(TEMP_SUFFIXES):

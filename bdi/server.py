@@ -16,7 +16,7 @@ from bdi.admin.passwords import verify_password
 from bdi.config import Settings
 from bdi.datadir import hub_key_file, open_hub, serve_lock, web_secret
 from bdi.hub import Hub, utcnow
-from bdi.mailview import MailboxView
+from bdi.mailview import UPLOADS_IN_MEMORY, MailboxView, MemoryBudget
 from bdi.pipeline import Pipeline
 from bdi.sftp import HubSFTPServer
 from bdi.spool import Spool
@@ -136,6 +136,7 @@ def sftp_factory(
     hub: Hub, spool: Spool
 ) -> Callable[[asyncssh.SSHServerChannel[bytes]], HubSFTPServer]:
     """The injected policy: each SFTP session gets a view of its participant's mailbox."""
+    budget = MemoryBudget(UPLOADS_IN_MEMORY)
 
     def make(chan: asyncssh.SSHServerChannel[bytes]) -> HubSFTPServer:
         participant = chan.get_extra_info("username")
@@ -145,6 +146,7 @@ def sftp_factory(
             spool,
             hub_key_file(hub.settings),
             hub.settings.max_upload_bytes,
+            budget,
         )
         return HubSFTPServer(chan, view)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bdi import mailview
-from bdi.mailview import UploadHandle
+from bdi.mailview import MemoryBudget, UploadHandle
 
 
 def in_memory(handle: UploadHandle) -> bool:
@@ -46,3 +46,21 @@ def test_discarding_removes_a_spilled_upload(
     assert handle.path.exists()
     handle.discard()
     assert not handle.path.exists() and handle.fd == -1
+
+
+def test_past_the_shared_budget_an_upload_goes_to_its_file(tmp_path: Path) -> None:
+    budget = MemoryBudget(10)
+    first = UploadHandle("A.edi", tmp_path / ".up-a", buffer=bytearray(), budget=budget)
+    second = UploadHandle("B.edi", tmp_path / ".up-b", buffer=bytearray(), budget=budget)
+    first.write(0, b"12345678")
+    second.write(0, b"12")
+    assert budget.used == 10 and in_memory(first) and in_memory(second)
+    second.write(2, b"3")  # one byte more than the budget
+    assert not in_memory(second) and budget.used == 8
+    os.close(second.fd)
+    assert second.path.read_bytes() == b"123"
+    assert first.take_buffer() == b"12345678" and budget.used == 0
+    third = UploadHandle("C.edi", tmp_path / ".up-c", buffer=bytearray(), budget=budget)
+    third.write(0, b"abc")
+    third.discard()
+    assert budget.used == 0
