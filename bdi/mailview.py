@@ -235,7 +235,11 @@ class MailboxView:
         if offset + len(data) > self.max_upload:
             handle.failed = True
             raise TooLarge(f"upload larger than the maximum of {self.max_upload} bytes")
-        handle.write(offset, data)
+        try:
+            handle.write(offset, data)
+        except OSError:
+            handle.failed = True  # a hole in the upload: its close takes nothing in
+            raise
 
     async def close_upload(self, handle: UploadHandle) -> None:
         if handle.failed:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from bdi import mailview
-from bdi.mailview import MemoryBudget, UploadHandle
+from bdi.mailbox.storage import Mailboxes
+from bdi.mailview import MailboxView, MemoryBudget, UploadHandle
+from bdi.spool import Spool
 
 
 def in_memory(handle: UploadHandle) -> bool:
@@ -64,3 +67,17 @@ def test_past_the_shared_budget_an_upload_goes_to_its_file(tmp_path: Path) -> No
     third.write(0, b"abc")
     third.discard()
     assert budget.used == 0
+
+
+def test_a_write_that_fails_leaves_nothing_to_take_in(tmp_path: Path) -> None:
+    """A disk error while writing (here: the hidden file cannot be created) fails the
+    upload: its close discards it rather than taking in a file with a hole."""
+    budget = MemoryBudget(0)  # the first byte must go to a file
+    no_spool = cast(Spool, None)  # write never takes anything in
+    view = MailboxView("COU010234", Mailboxes(tmp_path), no_spool, tmp_path, 1 << 20, budget)
+    handle = UploadHandle(
+        "A.edi", tmp_path / "missing" / ".up-a", buffer=bytearray(), budget=budget
+    )
+    with pytest.raises(FileNotFoundError):
+        view.write(handle, 0, b"x")
+    assert handle.failed
