@@ -131,6 +131,14 @@ async def test_concurrent_uploads_of_one_flow_make_one_flow(
     assert len({o.flow_id for o in occurrences}) == 1
 
 
+async def route_back(hub: HubUnderTest, tmp_path: Path, name: str, sealed: bytes) -> bytes:
+    """Upload `sealed` as COU010234's `name`; what CIE000311 then finds under that name."""
+    await hub.upload("COU010234", name, sealed)
+    await hub.settled()
+    got, _ = hub.open_delivery("CIE000311", (await hub.inbox("CIE000311"))[name], tmp_path)
+    return got
+
+
 async def test_a_plaintext_past_the_memory_bound_spills_to_an_anonymous_file(
     hub: HubUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -138,11 +146,7 @@ async def test_a_plaintext_past_the_memory_bound_spills_to_an_anonymous_file(
     name = "PCOU010234_00311_000003.edi"
     plain = (SAMPLES / name).read_bytes()
     assert len(plain) > 512
-    await hub.upload("COU010234", name, hub.seal("COU010234", plain, tmp_path))
-    await hub.settled()
-    inbox = await hub.inbox("CIE000311")
-    got, _ = hub.open_delivery("CIE000311", inbox[name], tmp_path)
-    assert got == plain
+    assert await route_back(hub, tmp_path, name, hub.seal("COU010234", plain, tmp_path)) == plain
     spool = hub.server.hub.settings.spool
     assert list(spool.iterdir()) == []  # no plaintext was ever named there, the upload is gone
 
@@ -154,10 +158,7 @@ async def test_a_small_upload_lives_in_its_job_row_until_the_job_ends(
     plain = (SAMPLES / name).read_bytes()
     sealed = hub.seal("COU010234", plain, tmp_path)
     assert len(sealed) <= mailview.UPLOAD_IN_MEMORY
-    await hub.upload("COU010234", name, sealed)
-    await hub.settled()
-    got, _ = hub.open_delivery("CIE000311", (await hub.inbox("CIE000311"))[name], tmp_path)
-    assert got == plain
+    assert await route_back(hub, tmp_path, name, sealed) == plain
     assert list(hub.server.hub.settings.spool.iterdir()) == []  # never there
     async with hub.server.hub.store.engine.connect() as conn:
         rows = (await conn.execute(select(JOB.c.state, JOB.c.size, JOB.c.data))).all()
@@ -172,10 +173,7 @@ async def test_an_upload_past_the_memory_bound_goes_through_a_spool_file(
     plain = (SAMPLES / name).read_bytes()
     sealed = hub.seal("COU010234", plain, tmp_path)
     assert len(sealed) > 100
-    await hub.upload("COU010234", name, sealed)
-    await hub.settled()
-    got, _ = hub.open_delivery("CIE000311", (await hub.inbox("CIE000311"))[name], tmp_path)
-    assert got == plain
+    assert await route_back(hub, tmp_path, name, sealed) == plain
     assert list(hub.server.hub.settings.spool.iterdir()) == []  # the upload is gone
 
 
@@ -214,7 +212,4 @@ async def test_a_queued_job_reads_its_upload_from_its_row(
     monkeypatch.setattr(pipeline, "HELD_IN_MEMORY", 0)  # no job keeps its copy
     name = "RCOU010234_00311_000001.edi"
     plain = (SAMPLES / name).read_bytes()
-    await hub.upload("COU010234", name, hub.seal("COU010234", plain, tmp_path))
-    await hub.settled()
-    got, _ = hub.open_delivery("CIE000311", (await hub.inbox("CIE000311"))[name], tmp_path)
-    assert got == plain
+    assert await route_back(hub, tmp_path, name, hub.seal("COU010234", plain, tmp_path)) == plain
