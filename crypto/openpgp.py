@@ -415,15 +415,15 @@ class _StatusPipe:
         self.fd, self.data = fd, bytearray()
         os.set_blocking(fd, False)
 
-    def drain(self) -> bool:
-        """Read what is there; True at the end (gpg gone). Past _STATUS_MAX, only count."""
+    def drain(self) -> None:
+        """Read what is there now; past _STATUS_MAX the rest is dropped (too_large says so)."""
         while True:
             try:
                 chunk = os.read(self.fd, 65536)
             except BlockingIOError:
-                return False
+                return
             if not chunk:
-                return True
+                return
             if len(self.data) <= _STATUS_MAX:
                 self.data += chunk
 
@@ -457,8 +457,7 @@ def _pump(
             if excess and proc.poll() is None:
                 proc.kill()  # stop now: the pipes then drain and close
     proc.wait()
-    while not status.drain():  # gpg is gone: what is left is there, then the end
-        pass
+    status.drain()  # gpg is gone: all it wrote is in the pipe (whoever else may hold it)
     if status.too_large:
         return ""  # no status lines: refused as "not OpenPGP"
     return status.data.decode("utf-8", "replace")
