@@ -72,8 +72,8 @@ def parties(conn: Connection) -> dict[str, Party]:
 
 @dataclass(slots=True)
 class OutputRef:
-    """An `Output` row as the pipeline builds and carries it: a plain dataclass, as building
-    the SQLModel instances of a job's outputs and movements took ~10 % of the server's CPU."""
+    """An `Output` row as the pipeline builds and carries it: a plain dataclass, as an SQLModel
+    instance (validated on every attribute set) costs ~45 µs to build, ~100 µs per job."""
 
     job_id: int
     seq: int
