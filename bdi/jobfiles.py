@@ -13,11 +13,12 @@ resumed job decrypts again) and small uploads cost no file creation and deletion
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import os
 import tempfile
 import uuid
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -103,8 +104,7 @@ def prepare(hub: Hub, job: JobRef, plain: Plain, keys: dict[str, str], now: date
         prepared.staged[recipient] = seal(hub, job, text, recipient, keys[recipient])
     sections = {s.number: (s.flow_code, s.recipient_id) for s in report.delivered_sections}
     if sections:
-        found = iter(flows) if flows is not None else None
-        batches = occurrence_batches(hub, plain, upload, sections, found)
+        batches = occurrence_batches(hub, plain, upload, sections, flows)
         prepared.flows = next(batches, [])
         if len(prepared.flows) == BATCH:
             prepared.more = batches
@@ -172,14 +172,14 @@ def store_contents(hub: Hub, job: JobRef, plain: Plain, report: FileReport) -> d
     for recipient, sections in group_by_recipient(report.delivered_sections).items():
         spans = [(s.start, s.end) for s in sections]
         if sum(end - start for start, end in spans) <= CONTENT_IN_ROW:
-            data = read_ranges(stream, spans)
-            out[recipient] = Content("", hashlib.sha256(data).hexdigest(), data)
+            data = io.BytesIO()
+            out[recipient] = Content("", copy_ranges(stream, spans, data), data.getvalue())
             continue
         if not files:
             hub.contents().mkdir(parents=True, exist_ok=True, mode=0o700)
         files = True
         name = f"{job.id:08d}-{recipient}.edi"  # a run of the job again rewrites its own
-        out[recipient] = Content(name, copy_ranges(stream, spans, hub.contents() / name, True))
+        out[recipient] = Content(name, write_ranges(stream, spans, hub.contents() / name, True))
     if files:
         fsync_dir(hub.contents())  # their names too, before a movement refers to them
     return out
@@ -193,7 +193,7 @@ def seal(hub: Hub, job: JobRef, plain: Path | bytes, recipient: str, fingerprint
 
 
 def occurrence_batches(
-    hub: Hub, plain: Plain, upload: Upload, sections: Sections, flows: Iterator[Flow] | None = None
+    hub: Hub, plain: Plain, upload: Upload, sections: Sections, flows: Iterable[Flow] | None = None
 ) -> Batches:
     """The flow occurrences of the delivered sections, in batches: from `flows` (those of
     the accepted sections, in file order) or else read from the plaintext (nothing else may
@@ -201,10 +201,10 @@ def occurrence_batches(
     accepted = {number: code for number, (code, _) in sections.items()}
     seq = dict.fromkeys((recipient for _, recipient in sections.values()), 0)
     if flows is None:
-        flows = iter_flows(plain.checked(), hub.layout, accepted)
+        found = iter_flows(plain.checked(), hub.layout, accepted)
     else:  # a section accepted by its checks is not delivered if the file is refused
-        flows = (flow for flow in flows if flow.section in accepted)
-    while batch := list(itertools.islice(flows, BATCH)):
+        found = (flow for flow in flows if flow.section in accepted)
+    while batch := list(itertools.islice(found, BATCH)):
         rows = []
         for flow in batch:
             recipient = sections[flow.section][1]
@@ -237,36 +237,30 @@ def ranges(text: str) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in (r.split("-") for r in text.split(",") if r)]
 
 
-def read_ranges(inp: IO[bytes], spans: list[tuple[int, int]]) -> bytes:
-    """Byte ranges of `inp`, joined (small: the caller bounds their total)."""
-    parts = []
+def copy_ranges(inp: IO[bytes], spans: list[tuple[int, int]], out: IO[bytes]) -> str:
+    """Copy byte ranges of `inp` into `out`; return their sha256."""
+    digest = hashlib.sha256()
     for start, end in spans:
         inp.seek(start)
-        part = inp.read(end - start)
-        if len(part) != end - start:
-            raise ValueError(f"the plaintext ends before byte {end}")
-        parts.append(part)
-    return b"".join(parts)
+        left = end - start
+        while left > 0:
+            chunk = inp.read(min(CHUNK, left))
+            if not chunk:
+                raise ValueError(f"the plaintext ends before byte {end}")
+            digest.update(chunk)
+            out.write(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
 
 
-def copy_ranges(inp: IO[bytes], spans: list[tuple[int, int]], dst: Path, durable: bool) -> str:
-    """Copy byte ranges of `inp` into `dst`; return their sha256."""
-    digest = hashlib.sha256()
+def write_ranges(inp: IO[bytes], spans: list[tuple[int, int]], dst: Path, durable: bool) -> str:
+    """Copy byte ranges of `inp` into the file `dst`; return their sha256."""
     with dst.open("wb") as out:
-        for start, end in spans:
-            inp.seek(start)
-            left = end - start
-            while left > 0:
-                chunk = inp.read(min(CHUNK, left))
-                if not chunk:
-                    raise ValueError(f"the plaintext ends before byte {end}")
-                digest.update(chunk)
-                out.write(chunk)
-                left -= len(chunk)
+        digest = copy_ranges(inp, spans, out)
         if durable:
             out.flush()
             os.fsync(out.fileno())
-    return digest.hexdigest()
+    return digest
 
 
 def place_outputs(
@@ -307,7 +301,7 @@ def _seal_again(
     stream = plain.checked()
     recipient = output.participant_id
     part = hub.mailboxes.staged_path(recipient, f"{job.id}-{recipient}-{uuid.uuid4().hex[:8]}")
-    copy_ranges(stream, ranges(output.ranges), part, durable=False)
+    write_ranges(stream, ranges(output.ranges), part, durable=False)
     try:
         return seal(hub, job, part, recipient, people[recipient].fingerprint)
     finally:
