@@ -228,9 +228,6 @@ class OpenPGP:
         """
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
-        if isinstance(src, Path):
-            with src.open("rb"):  # fail with the usual error if src is missing
-                pass
         sink = _Sink(out, max_bytes)
         result = self._decrypt(src, sink)
         if sink.error is not None:
@@ -246,15 +243,11 @@ class OpenPGP:
         with another secret key.
         """
         recipient, signer = _fingerprint(recipient), _fingerprint(signer)
-        if isinstance(src, Path):
-            with src.open("rb"):  # fail with the usual error if src is missing
-                pass
         args = [
             "--yes", "--sign", "--local-user", signer, "--encrypt", "--recipient", recipient,
             "--no-encrypt-to", "--output", str(dst),
         ]  # fmt: skip
-        args += ["--", str(src)] if isinstance(src, Path) else []
-        result = self._run(args, feed=None if isinstance(src, Path) else src)
+        result = self._run(args, src)
         status = _Status.parse(result.status)
         signed = status.count("SIG_CREATED") == 1 and status.count("END_ENCRYPTION") == 1
         if result.returncode == 0 and signed:
@@ -276,15 +269,18 @@ class OpenPGP:
         Not python-gnupg: it cannot kill gpg, and gpg, once past --max-output, still inflates
         the rest of a compressed packet (~0.5 s per 200 MB of zeros, far more for bzip2).
         """
-        args = ["--max-output", str(sink.limit + _SLACK), "--decrypt"]
-        args += ["--", str(src)] if isinstance(src, Path) else []
-        return self._run(args, sink, None if isinstance(src, Path) else src)
+        return self._run(["--max-output", str(sink.limit + _SLACK), "--decrypt"], src, sink)
 
-    def _run(
-        self, args: list[str], sink: _Sink | None = None, feed: bytes | None = None
-    ) -> _GpgResult:
-        """Run gpg on files named in `args`, `feed` on its stdin and its stdout into `sink`
-        (each if given); collect its status. gpg is killed if anything goes wrong."""
+    def _run(self, args: list[str], src: Path | bytes, sink: _Sink | None = None) -> _GpgResult:
+        """Run gpg with `args` on src (a file it reads itself, or bytes fed on its stdin), its
+        stdout into `sink` if given; collect its status. gpg is killed if anything goes wrong."""
+        feed = None
+        if isinstance(src, Path):
+            with src.open("rb"):  # fail with the usual error if src is missing
+                pass
+            args = [*args, "--", str(src)]
+        else:
+            feed = src
         stdout = subprocess.DEVNULL if sink is None else subprocess.PIPE
         with self._gpg_process(args, stdout, feed is not None) as (proc, status_fd):
             try:
@@ -439,7 +435,24 @@ def _pump(
     any), its status lines collected and returned; kill it on excess."""
     status = _StatusPipe(status_fd)
     exited = os.pidfd_open(proc.pid)  # readable once gpg has exited
-    with selectors.DefaultSelector() as selector, contextlib.closing(_Fd(exited)):
+    try:
+        _serve_until_exit(proc, exited, status, sink, feed)
+    finally:
+        os.close(exited)
+    proc.wait()
+    status.drain()  # gpg is gone: all it wrote is in the pipe (whoever else may hold it)
+    if status.too_large:
+        return ""  # no status lines: refused as "not OpenPGP"
+    return status.data.decode("utf-8", "replace")
+
+
+def _serve_until_exit(
+    proc: subprocess.Popen[bytes], exited: int, status: _StatusPipe, sink: _Sink | None,
+    feed: bytes | None,
+) -> None:  # fmt: skip
+    """Move data between gpg's pipes and us until it has exited (`exited`: its pidfd) and
+    closed its output."""
+    with selectors.DefaultSelector() as selector:
         selector.register(exited, selectors.EVENT_READ, "exit")
         if sink is not None:
             assert proc.stdout is not None
@@ -456,11 +469,6 @@ def _pump(
             excess = status.too_large or (sink is not None and sink.too_large)
             if excess and proc.poll() is None:
                 proc.kill()  # stop now: the pipes then drain and close
-    proc.wait()
-    status.drain()  # gpg is gone: all it wrote is in the pipe (whoever else may hold it)
-    if status.too_large:
-        return ""  # no status lines: refused as "not OpenPGP"
-    return status.data.decode("utf-8", "replace")
 
 
 def _serve(selector: selectors.BaseSelector, key: selectors.SelectorKey) -> None:
@@ -478,14 +486,6 @@ def _serve(selector: selectors.BaseSelector, key: selectors.SelectorKey) -> None
         selector.unregister(key.fd)
     else:
         key.data.write(chunk)
-
-
-class _Fd:
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 @dataclass(frozen=True, slots=True)
