@@ -1,9 +1,11 @@
 """The blocking file work of one job, done in one worker-thread call per step.
 
-`prepare` decrypts, checks, keeps each recipient's plain content and seals its delivery into
-the staging folder before anything is recorded: the store then only has to name and record
-the outputs. `place_outputs` makes them appear in the inboxes, sealing again any delivery
-whose staged file cannot be trusted (a job resumed after a crash).
+`prepare` decrypts, checks, keeps each recipient's plain content and seals its delivery
+before anything is recorded: the store then only has to name and record the outputs. A
+delivery whose content is small is sealed in memory and kept in the store's inbox with the
+job's plan; a bigger one is sealed into the staging folder, and `place_outputs` makes it
+appear in its inbox, sealing it again if its staged file cannot be trusted (a job resumed
+after a crash).
 
 The decrypted upload is never a named file: it stays in memory up to PLAIN_IN_MEMORY and
 goes to an anonymous file in the spool beyond, so nothing is left of it after a crash (a
@@ -54,7 +56,8 @@ class Prepared:
     report: FileReport | None  # None: refused by the OpenPGP layer
     logs: list[LogFile]
     contents: dict[str, Content] = field(default_factory=dict)  # by recipient
-    staged: dict[str, Path] = field(default_factory=dict)  # recipient -> sealed delivery
+    staged: dict[str, Path] = field(default_factory=dict)  # recipient -> sealed delivery file
+    sealed: dict[str, bytes] = field(default_factory=dict)  # recipient -> a small one, itself
     flows: list[Occurrence] = field(default_factory=list)  # the first batch
     more: Batches | None = None  # the next batches, for a big file
 
@@ -100,8 +103,11 @@ def prepare(hub: Hub, job: JobRef, plain: Plain, keys: dict[str, str], now: date
     prepared = Prepared(report, log_files(report, now, hub.layout))
     prepared.contents = store_contents(hub, job, plain, report)
     for recipient, content in prepared.contents.items():
-        text = content.data if content.data is not None else hub.contents() / content.name
-        prepared.staged[recipient] = seal(hub, job, text, recipient, keys[recipient])
+        if content.data is not None:
+            prepared.sealed[recipient] = seal_small(hub, content.data, keys[recipient])
+        else:
+            text = hub.contents() / content.name
+            prepared.staged[recipient] = seal(hub, job, text, recipient, keys[recipient])
     sections = {s.number: (s.flow_code, s.recipient_id) for s in report.delivered_sections}
     if sections:
         batches = occurrence_batches(hub, plain, upload, sections, flows)
@@ -190,6 +196,13 @@ def seal(hub: Hub, job: JobRef, plain: Path | bytes, recipient: str, fingerprint
     staged = hub.mailboxes.staged_path(recipient, f"{job.id}-{recipient}.pgp")
     hub.pgp.sign_encrypt(plain, staged, fingerprint, hub.hub_fingerprint)
     return staged
+
+
+def seal_small(hub: Hub, plain: bytes, fingerprint: str) -> bytes:
+    """Sign and encrypt a small content in memory: no file until it is recorded."""
+    out = io.BytesIO()
+    hub.pgp.sign_encrypt(plain, out, fingerprint, hub.hub_fingerprint)
+    return out.getvalue()
 
 
 def occurrence_batches(

@@ -7,19 +7,24 @@
 /inbox/                deliveries, .log files; read and delete allowed, no upload
 ```
 Every client path is resolved here to one of these places, and only these; the SFTP layer
-maps the exceptions below to SFTP status codes.
+maps the exceptions below to SFTP status codes. An inbox is its folder plus the small files
+kept in the store (`StoredInbox`): one listing, read and delete alike.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import stat
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 
 from bdi.mailbox.storage import Mailboxes
+from bdi.mailbox.stored import StoredInbox
 from bdi.spool import Spool
+from bdi.store.inbox import StoredEntry
 
 TEMP_SUFFIXES = (".part", ".tmp", ".filepart")
 ROOT, KEY, OUTBOX, INBOX = "", "hub-public-key.asc", "outbox", "inbox"
@@ -151,10 +156,26 @@ class ReadHandle:
         return os.lseek(self.fd, offset, whence)
 
 
+@dataclass(slots=True)
+class BytesHandle:
+    """An inbox file kept in the store, open for reading: its bytes, read at its opening."""
+
+    data: bytes
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """SEEK_DATA / SEEK_HOLE, as on a file without holes (see `ReadHandle.seek`)."""
+        if whence == os.SEEK_DATA and offset < len(self.data):
+            return offset
+        if whence == os.SEEK_HOLE and offset <= len(self.data):
+            return len(self.data)
+        raise OSError(errno.ENXIO, "no data past the end")
+
+
 @dataclass
 class MailboxView:
     participant: str
     mailboxes: Mailboxes
+    stored: StoredInbox
     spool: Spool
     hub_key: Path
     max_upload: int
@@ -191,15 +212,19 @@ class MailboxView:
         return folder(self.participant) / place.name
 
     # -- listing and attributes ---------------------------------------------------------
-    def entries(self, place: Place) -> list[Entry]:
+    async def entries(self, place: Place) -> list[Entry]:
         if place.name is not None or place.area == KEY:
             raise NotFound("not a folder")
         if place.area == ROOT:
-            return [self.entry(Place(KEY)), self.entry(Place(OUTBOX)), self.entry(Place(INBOX))]
+            return [await self.entry(Place(KEY)), Entry(OUTBOX, True, 0, 0),
+                    Entry(INBOX, True, 0, 0)]  # fmt: skip
         folder = self.mailboxes.inbox if place.area == INBOX else self.mailboxes.outbox
-        return [_entry(p) for p in sorted(folder(self.participant).iterdir()) if _visible(p)]
+        found = [_entry(p) for p in folder(self.participant).iterdir() if _visible(p)]
+        if place.area == INBOX:
+            found += [_stored(e) for e in await self.stored.entries(self.participant)]
+        return sorted(found, key=lambda e: e.name)
 
-    def entry(self, place: Place) -> Entry:
+    async def entry(self, place: Place) -> Entry:
         if place.area == ROOT:
             return Entry("/", True, 0, 0)
         if place.area == KEY:
@@ -207,20 +232,25 @@ class MailboxView:
         if place.name is None:
             return Entry(place.area, True, 0, 0)
         path = self._file(place)
-        if not _visible(path):
-            raise NotFound(place.name)
-        return _entry(path)
+        if _visible(path):
+            return _entry(path)
+        if place.area == INBOX and (kept := await self.stored.entry(self.participant, place.name)):
+            return _stored(kept)
+        raise NotFound(place.name)
 
     # -- reading ------------------------------------------------------------------------
-    def open_read(self, place: Place) -> ReadHandle:
+    async def open_read(self, place: Place) -> ReadHandle | BytesHandle:
         if place.area == KEY:
             return ReadHandle(os.open(self.hub_key, os.O_RDONLY))
         if place.area != INBOX or place.name is None:
             raise Denied("only /inbox/ files and the hub key can be read")
         try:
             return ReadHandle(os.open(self._file(place), os.O_RDONLY | os.O_NOFOLLOW))
-        except FileNotFoundError as exc:
-            raise NotFound(place.name) from exc
+        except FileNotFoundError:
+            data = await self.stored.read(self.participant, place.name)
+        if data is None:
+            raise NotFound(place.name)
+        return BytesHandle(data)
 
     # -- uploading ----------------------------------------------------------------------
     def open_write(self, place: Place) -> UploadHandle:
@@ -270,13 +300,14 @@ class MailboxView:
             return
         await self.spool.take_in(self.participant, source, new.name)
 
-    def remove(self, place: Place) -> None:
+    async def remove(self, place: Place) -> None:
         if place.area not in (INBOX, OUTBOX) or place.name is None:
             raise Denied("cannot remove this")
         try:
             self._file(place).unlink()
-        except FileNotFoundError as exc:
-            raise NotFound(place.name) from exc
+        except FileNotFoundError:
+            if place.area != INBOX or not await self.stored.remove(self.participant, place.name):
+                raise NotFound(place.name) from None
 
 
 def _create(path: Path) -> int:
@@ -285,6 +316,12 @@ def _create(path: Path) -> int:
 
 def _visible(path: Path) -> bool:
     return not path.name.startswith(".") and path.is_file() and not path.is_symlink()
+
+
+def _stored(entry: StoredEntry) -> Entry:
+    at = entry.created_at  # UTC; read back naive from a database that drops the zone
+    at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return Entry(entry.name, False, entry.size, int(at.timestamp()))
 
 
 def _entry(path: Path, name: str | None = None) -> Entry:

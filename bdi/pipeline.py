@@ -1,12 +1,13 @@
 """The pipeline: a pool of workers that turn spooled uploads into deliveries and `.log` files.
 
 Every job is idempotent: received -> planned -> done. Its file work (decrypt, check, seal
-each delivery into staging) is done first and recorded nowhere; naming its outputs and
-recording them with their movements and flows is one transaction (`planned`); the outputs
-are then renamed into the inboxes and the job is closed in one last transaction. After a
-crash a planned output whose name is already in the inbox was placed before the crash; the
-others are sealed again. Half-done jobs are finished before the SFTP server accepts anyone,
-so no recipient can have deleted such a file in between.
+each delivery) is done first and recorded nowhere; naming its outputs and recording them
+with their movements and flows is one transaction (`planned`). Small outputs are kept in the
+store's inbox by that same transaction, and a job that has only such outputs ends with it.
+Other outputs are then renamed into the inboxes and the job is closed in one last
+transaction. After a crash a planned output whose name is already in the inbox was placed
+before the crash; the others are sealed again. Half-done jobs are finished before the SFTP
+server accepts anyone, so no recipient can have deleted such a file in between.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from bdi.jobfiles import (
     place_outputs,
     prepare,
 )
+from bdi.mailbox.stored import StoredInbox
 from bdi.plan import Upload, plan_outputs
 from bdi.routing.model import FileReport
 from bdi.store.jobs import (
@@ -59,15 +61,19 @@ HELD_IN_MEMORY = 256  # queued jobs that keep a copy of their (small) upload in 
 class Names:
     """Inbox names promised to outputs not yet placed; this process is the only one placing."""
 
-    def __init__(self, hub: Hub, reserved: dict[str, set[str]]) -> None:
-        self.hub, self.reserved = hub, reserved
+    def __init__(self, hub: Hub, stored: StoredInbox, reserved: dict[str, set[str]]) -> None:
+        self.hub, self.stored, self.reserved = hub, stored, reserved
         self._lock = threading.Lock()  # jobs run in several threads
 
     def take(self, participant: str, name: str) -> str:
         with self._lock:
-            taken = self.reserved.setdefault(participant, set())
+            promised = self.reserved.setdefault(participant, set())
+
+            def taken(candidate: str) -> bool:
+                return candidate in promised or self.stored.has(participant, candidate)
+
             chosen = self.hub.mailboxes.unique_name(participant, name, taken)
-            taken.add(chosen)
+            promised.add(chosen)
             return chosen
 
     def release(self, outputs: Sequence[OutputRef]) -> None:
@@ -81,11 +87,11 @@ class Pipeline:
     there, and so does its database work (through the journal), so the event loop only
     hands jobs over. The bookkeeping of pending jobs and retries lives on the event loop."""
 
-    def __init__(self, hub: Hub, journal: Journal) -> None:
-        self.hub, self.journal = hub, journal
+    def __init__(self, hub: Hub, journal: Journal, stored: StoredInbox) -> None:
+        self.hub, self.journal, self.stored = hub, journal, stored
         self.executor = ThreadPoolExecutor(hub.settings.workers, thread_name_prefix="bdi-job")
         self.attempts: dict[int, int] = {}
-        self.names = Names(hub, {})
+        self.names = Names(hub, stored, {})
         self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -162,20 +168,26 @@ class Pipeline:
             job.data = self.journal.call(partial(upload_data, job_id=job.id))
         sender = people[job.participant_id]
         staged: dict[str, Path] = {}
+        ended = False
         with contextlib.closing(Plain(self.hub, job, sender)) as plain:
             if job.state == "received":
                 prepared = self._prepare(job, plain, people)
-                outputs = self._plan(job, sender, prepared)
+                outputs, ended = self._plan(job, sender, prepared)
                 staged = prepared.staged
             else:
                 outputs = self.journal.call(partial(planned_outputs, job_id=job.id))
                 self._index_again(job, plain, outputs)
-            place_outputs(self.hub, job, outputs, people, staged, plain)
+            if not ended:
+                place_outputs(self.hub, job, outputs, people, staged, plain)
         self.names.release(outputs)
         outcome = _outcome(outputs)
-        finished = self.journal.submit(
-            partial(finish_job, job_id=job.id, outcome=outcome, at=utcnow())
-        )
+        finished: Future[None] = Future()
+        if ended:  # with its plan
+            finished.set_result(None)
+        else:
+            finished = self.journal.submit(
+                partial(finish_job, job_id=job.id, outcome=outcome, at=utcnow())
+            )
         done = partial(_log_done, job, outcome=outcome, outputs=len(outputs), started=started)
         finished.add_done_callback(partial(_forget_upload, self.hub, job, then=done))
         return finished
@@ -187,27 +199,34 @@ class Pipeline:
             _log_report(job, prepared.report)
         return prepared
 
-    def _plan(self, job: JobRef, sender: Party, prepared: Prepared) -> list[OutputRef]:
-        """Name the outputs and record them, with movements and flows, in one transaction."""
+    def _plan(self, job: JobRef, sender: Party, prepared: Prepared) -> tuple[list[OutputRef], bool]:
+        """Name the outputs and record them, with movements and flows, in one transaction;
+        True if that transaction also ended the job (its outputs all kept in the store)."""
         assert job.id is not None
         upload = Upload(job.id, sender.id, job.upload_name, job.received_at)
         planned = plan_outputs(
-            upload, prepared.report, prepared.logs, self.names.take, prepared.contents.__getitem__
-        )
+            upload, prepared.report, prepared.logs, self.names.take,
+            prepared.contents.__getitem__, prepared.sealed.get,
+        )  # fmt: skip
         outputs = [p.output for p in planned]
+        ends = prepared.more is None and all(p.stored is not None for p in planned)
+        outcome = _outcome(outputs) if ends else None
+        save = partial(save_plan, job_id=job.id, planned=planned, at=utcnow(),
+                       occurrences=prepared.flows, outcome=outcome)  # fmt: skip
         try:
-            movements = self.journal.call(
-                partial(save_plan, job_id=job.id, planned=planned, occurrences=prepared.flows)
-            )
+            movements = self.journal.call(save)
         except BaseException:
             self.names.release(outputs)
             if prepared.more is not None:
                 prepared.more.close()
             raise
         job.state = "planned"
+        for item in planned:
+            if item.stored is not None:
+                self.stored.added(item.output.participant_id, item.output.name)
         if prepared.more is not None:
             self._store_batches(prepared.more, movements)
-        return outputs
+        return outputs, ends
 
     def _store_batches(self, batches: Batches, movements: dict[str, int]) -> None:
         with contextlib.closing(batches):

@@ -16,6 +16,7 @@ from bdi.routing.model import FileReport, Flow, SectionReport
 from bdi.store.jobs import MovementRef, Occurrence, OutputRef, PlannedOutput
 
 NameFor = Callable[[str, str], str]  # (participant, wanted name) -> free name
+LOG_IN_STORE = 64 * 1024  # a `.log` up to this size is kept in the store's inbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +118,10 @@ def delivery(
     name: str,
     seq: int,
     content: Content,
+    sealed: bytes | None = None,
 ) -> PlannedOutput:
-    """One recipient's file: its output and its movement (flows are stored afterwards)."""
+    """One recipient's file: its output and its movement (flows are stored afterwards);
+    `sealed`: the file itself, when it is to be kept in the store's inbox."""
     output = OutputRef(
         job_id=upload.job_id,
         seq=seq,
@@ -138,7 +141,7 @@ def delivery(
         sha256=content.sha256,
         content_path=content.name,
     )
-    return PlannedOutput(output, movement, content.data)
+    return PlannedOutput(output, movement, content.data, sealed)
 
 
 def log_output(upload: Upload, log: LogFile, name: str, seq: int) -> PlannedOutput:
@@ -150,7 +153,8 @@ def log_output(upload: Upload, log: LogFile, name: str, seq: int) -> PlannedOutp
         name=name,
         text=log.text(),
     )
-    return PlannedOutput(output)
+    data = output.text.encode("utf-8")
+    return PlannedOutput(output, stored=data if len(data) <= LOG_IN_STORE else None)
 
 
 def plan_outputs(
@@ -159,15 +163,18 @@ def plan_outputs(
     logs: Sequence[LogFile],
     name_for: NameFor,
     content_for: Callable[[str], Content],
+    sealed_for: Callable[[str], bytes | None] = lambda _: None,
 ) -> list[PlannedOutput]:
-    """Deliveries first (one per recipient, sections in file order), then the `.log` files."""
+    """Deliveries first (one per recipient, sections in file order), then the `.log` files.
+    `sealed_for`: a recipient's delivery when it was sealed in memory (kept in the store)."""
     planned: list[PlannedOutput] = []
     if report is not None:
         for recipient, sections in group_by_recipient(report.delivered_sections).items():
             seq = len(planned)
             name = name_for(recipient, upload.upload_name)
             content = content_for(recipient)
-            planned.append(delivery(upload, recipient, sections, name, seq, content))
+            sealed = sealed_for(recipient)
+            planned.append(delivery(upload, recipient, sections, name, seq, content, sealed))
     for log in logs:
         planned.append(log_output(upload, log, name_for(upload.sender, log.name), len(planned)))
     return planned

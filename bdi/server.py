@@ -16,6 +16,7 @@ from bdi.admin.passwords import verify_password
 from bdi.config import Settings
 from bdi.datadir import hub_key_file, open_hub, serve_lock, web_secret
 from bdi.hub import Hub, utcnow
+from bdi.mailbox.stored import StoredInbox
 from bdi.mailview import UPLOADS_IN_MEMORY, MailboxView, MemoryBudget
 from bdi.pipeline import Pipeline
 from bdi.sftp import HubSFTPServer
@@ -133,7 +134,7 @@ class RunningServer:
 
 
 def sftp_factory(
-    hub: Hub, spool: Spool
+    hub: Hub, stored: StoredInbox, spool: Spool
 ) -> Callable[[asyncssh.SSHServerChannel[bytes]], HubSFTPServer]:
     """The injected policy: each SFTP session gets a view of its participant's mailbox."""
     budget = MemoryBudget(UPLOADS_IN_MEMORY)
@@ -143,6 +144,7 @@ def sftp_factory(
         view = MailboxView(
             participant,
             hub.mailboxes,
+            stored,
             spool,
             hub_key_file(hub.settings),
             hub.settings.max_upload_bytes,
@@ -170,7 +172,9 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         stack.callback(log.info, "server.stopped")  # runs last: after everything below
         journal = Journal.open(settings.db_url)
         stack.push_async_callback(journal.close)
-        pipeline = Pipeline(hub, journal)
+        stored = StoredInbox(hub.store, journal)
+        await stored.load()
+        pipeline = Pipeline(hub, journal, stored)
         stack.push_async_callback(pipeline.stop)
         spool = Spool(settings.spool, hub.store, journal, pipeline.submit, utcnow, hub.layout)
         spool.prepare()
@@ -180,7 +184,7 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
             hub.mailboxes.ensure(participant.id)
             removed += hub.mailboxes.forget_unfinished_uploads(participant.id)
         sessions = Sessions()
-        acceptor = await _listen(hub, spool, sessions)
+        acceptor = await _listen(hub, sftp_factory(hub, stored, spool), sessions)
         stack.push_async_callback(_close, acceptor)
         stack.callback(asyncio.create_task(_watch_sessions(hub, sessions)).cancel)
         web_port = await stack.enter_async_context(web_server(hub, web_secret(settings)))
@@ -190,7 +194,9 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         yield server
 
 
-async def _listen(hub: Hub, spool: Spool, sessions: Sessions) -> asyncssh.SSHAcceptor:
+async def _listen(
+    hub: Hub, sftp: Callable[[asyncssh.SSHServerChannel[bytes]], HubSFTPServer], sessions: Sessions
+) -> asyncssh.SSHAcceptor:
     settings = hub.settings
     throttle = LoginThrottle(settings.login_failures, settings.login_failure_window_s)
     return await asyncssh.listen(
@@ -198,7 +204,7 @@ async def _listen(hub: Hub, spool: Spool, sessions: Sessions) -> asyncssh.SSHAcc
         settings.sftp_port,
         server_host_keys=[str(settings.host_key)],
         server_factory=lambda: HubSSHServer(hub, sessions, throttle),
-        sftp_factory=sftp_factory(hub, spool),
+        sftp_factory=sftp,
         allow_scp=False,
         encryption_algs=list(settings.ssh_ciphers),  # AES-GCM: +40 % small files
         agent_forwarding=False,

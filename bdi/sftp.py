@@ -15,6 +15,7 @@ import asyncssh
 from asyncssh import SFTPAttrs, SFTPName
 
 from bdi.mailview import (
+    BytesHandle,
     Denied,
     Entry,
     MailboxView,
@@ -71,13 +72,15 @@ class HubSFTPServer(asyncssh.SFTPServer):
         return await self._sync(lambda: self.view.display(self.view.resolve(path)))
 
     async def stat(self, path: bytes) -> SFTPAttrs:
-        return await self._sync(lambda: _attrs(self.view.entry(self.view.resolve(path))))
+        place = await self._sync(lambda: self.view.resolve(path))
+        return _attrs(await _mapped(lambda: self.view.entry(place)))
 
     async def lstat(self, path: bytes) -> SFTPAttrs:
         return await self.stat(path)
 
     async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
-        entries = await self._sync(lambda: self.view.entries(self.view.resolve(path)))
+        place = await self._sync(lambda: self.view.resolve(path))
+        entries = await _mapped(lambda: self.view.entries(place))
         for entry in entries:
             yield SFTPName(entry.name.encode(), attrs=_attrs(entry))
 
@@ -85,9 +88,11 @@ class HubSFTPServer(asyncssh.SFTPServer):
         place = await self._sync(lambda: self.view.resolve(path))
         if pflags & WRITE_FLAGS:
             return await self._sync(lambda: self.view.open_write(place))
-        return await self._sync(lambda: self.view.open_read(place))
+        return await _mapped(lambda: self.view.open_read(place))
 
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:
+        if isinstance(file_obj, BytesHandle):
+            return file_obj.data[offset : offset + size]
         if not isinstance(file_obj, ReadHandle):
             raise asyncssh.SFTPPermissionDenied("file not open for reading")
         return await self._sync(lambda: os.pread(file_obj.fd, size, offset))
@@ -112,11 +117,13 @@ class HubSFTPServer(asyncssh.SFTPServer):
     async def fstat(self, file_obj: object) -> SFTPAttrs:
         if isinstance(file_obj, UploadHandle):
             return SFTPAttrs(size=file_obj.size, permissions=stat.S_IFREG | 0o600)
+        if isinstance(file_obj, BytesHandle):
+            return SFTPAttrs(size=len(file_obj.data), permissions=stat.S_IFREG | 0o600)
         assert isinstance(file_obj, ReadHandle)
         return SFTPAttrs.from_local(os.fstat(file_obj.fd))
 
     async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
-        await self._sync(lambda: self.view.entry(self.view.resolve(path)))  # exists: no-op
+        await self.stat(path)  # exists: no-op
 
     async def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
         return None  # times and modes of an upload are not kept
@@ -125,7 +132,8 @@ class HubSFTPServer(asyncssh.SFTPServer):
         await self.setstat(path, attrs)
 
     async def remove(self, path: bytes) -> None:
-        await self._sync(lambda: self.view.remove(self.view.resolve(path)))
+        place = await self._sync(lambda: self.view.resolve(path))
+        await _mapped(lambda: self.view.remove(place))
 
     async def rename(self, oldpath: bytes, newpath: bytes) -> None:
         old, new = await self._sync(

@@ -85,7 +85,6 @@ def rounds(
 ) -> Found:
     first = next(iter(hubs))
     sealed = [work / f"{first}-files" / f"{n}.pgp" for n, _ in uploads[first][: hb.FILES]]
-    (work / "floor").mkdir()
     found: Found = {name: [] for name in configs}
     with contextlib.ExitStack() as stack:
         servers = {}
@@ -94,9 +93,7 @@ def rounds(
                 servers[name] = stack.enter_context(hb.serving(hubs[name], work / f"{name}.log"))
 
         def floor() -> float:
-            return (
-                hb.FILES / hb.floor(hubs[first], recipient.fingerprint, sealed, work / "floor")[0]
-            )
+            return hb.FILES / hb.floor(hubs[first], recipient.fingerprint, sealed)[0]
 
         before = floor()
         order = list(configs)

@@ -8,11 +8,13 @@ SFTP clients run in this process. Both share the machine's cores.
 (a) routed: FILES distinct single-section files (the sample RCOU010234_00311_000001.edi with
     its policy number varied), sealed beforehand (signed by the broker, encrypted to the hub),
     uploaded over CLIENTS concurrent SFTP sessions; timed from the first upload to the moment
-    the recipient's inbox holds them all.
+    the recipient's inbox holds them all (read from the data folder: its inbox folder and the
+    small files kept in the store). Between rounds the recipient deletes them over SFTP.
 (b) the OpenPGP floor: the same gpg work on the same files, through the hub's OpenPGP class
     and the same calls the hub makes for a small upload (decrypt+verify of the sealed bytes
     with the hub's home into memory, then sign+encrypt of the plaintext's bytes to the
-    recipient into a file), in a pool of one process per core.
+    recipient into memory, as the hub seals a delivery it keeps in its store), in a pool of
+    one process per core.
 (b') the same floor in a pool of as many processes as the hub runs gpg at once (cores + 1),
     printed for reference; the target stays on (b). While gpg kept a random seed file, its
     lock left one process per core partly idle and (b') was the higher floor; now the two
@@ -41,6 +43,7 @@ import math
 import os
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -187,14 +190,15 @@ def _seal(src: Path, dst: Path, recipient: str, signer: str) -> None:
     _PGP[0].sign_encrypt(src, dst, recipient, signer)
 
 
-def _route(sealed: Path, out: Path, recipient: str, signer: str) -> bool:
+def _route(sealed: Path, recipient: str, signer: str) -> bool:
     """What the hub's gpg does for one small upload, through the same calls: decrypt+verify
-    of the upload's bytes into memory, then sign+encrypt of the plaintext's bytes to a file."""
+    of the upload's bytes into memory, then sign+encrypt of the plaintext's bytes into
+    memory (the hub keeps such a delivery in its store)."""
     plain = io.BytesIO()
     verdict = _PGP[0].decrypt_verify_into(sealed.read_bytes(), plain, MAX_BYTES)
     if not verdict.ok:
         return False
-    _PGP[0].sign_encrypt(plain.getvalue(), out, recipient, signer)
+    _PGP[0].sign_encrypt(plain.getvalue(), io.BytesIO(), recipient, signer)
     return True
 
 
@@ -247,7 +251,7 @@ def pool_cpu(agent: psutil.Process | None) -> Cpu:
 
 
 def floor(
-    hub: Hub, recipient: str, sealed: Sequence[Path], work: Path, workers: int | None = None
+    hub: Hub, recipient: str, sealed: Sequence[Path], workers: int | None = None
 ) -> tuple[float, Cpu]:
     """Seconds for the pool to do the hub's gpg work on every sealed file, and the CPU used
     meanwhile."""
@@ -256,7 +260,7 @@ def floor(
     with gpg_pool(hub.settings.gnupg_home, workers) as pool:
         before = pool_cpu(agent)
         start = time.perf_counter()
-        futures = [pool.submit(_route, s, work / f"{s.name}.out", *keys) for s in sealed]
+        futures = [pool.submit(_route, s, *keys) for s in sealed]
         ok = [f.result() for f in futures]
         seconds = time.perf_counter() - start
         used = pool_cpu(agent) - before
@@ -413,53 +417,93 @@ def visible(folder: Path) -> list[str]:
     return [name for name in os.listdir(folder) if not name.startswith(".")]  # noqa: PTH208 (cheaper)
 
 
-def empty_inbox(hub: Hub, participant: str) -> None:
-    """Delete what the participant received, as it would after downloading: each round then
-    waits on a small inbox (polling a growing one costs this process CPU the hub needs)."""
-    inbox = hub.inbox(participant)
-    for name in visible(inbox):
-        (inbox / name).unlink()
+class Inboxes:
+    """What the inboxes hold, read from the data folder without going through the server: its
+    files, and the small files kept in its store (`inboxfile`), read with a read-only
+    connection of our own (one query per poll; WAL: it never blocks the hub's writer)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.db = sqlite3.connect(f"file:{hub.settings.data / 'bdi.sqlite3'}?mode=ro", uri=True)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def stored(self, participant: str, after: int = 0) -> list[tuple[int, str]]:
+        """(row id, name) of the files kept in the store, those after row `after` only."""
+        query = "SELECT id, name FROM inboxfile WHERE participant_id = ? AND id > ? ORDER BY id"
+        return list(self.db.execute(query, (participant, after)))
+
+    def names(self, participant: str) -> list[str]:
+        kept = [name for _, name in self.stored(participant)]
+        return visible(self.hub.inbox(participant)) + kept
+
+    def refusals(self) -> list[str]:
+        return [n for n in self.names(SENDER) if n.endswith(".log")]
 
 
-def refusals(hub: Hub) -> list[str]:
-    return [n for n in visible(hub.inbox(SENDER)) if n.endswith(".log")]
+@contextlib.contextmanager
+def inboxes(hub: Hub) -> Iterator[Inboxes]:
+    watch = Inboxes(hub)
+    try:
+        yield watch
+    finally:
+        watch.close()
 
 
-async def wait_for(done: Callable[[], bool], hub: Hub, what: str) -> None:
+async def empty_inbox(hub: Hub, port: int, participant: str) -> None:
+    """Delete what the participant received, over SFTP, as it would after downloading: each
+    round then waits on a small inbox (polling a growing one costs CPU the hub needs)."""
+    async with sessions(port, participant, hub.passwords[participant], 1) as clients:
+        sftp = clients.sftp[0]
+        for name in await sftp.listdir("/inbox"):
+            if name not in (".", ".."):
+                await sftp.remove(f"/inbox/{name}")
+
+
+async def wait_for(done: Callable[[], bool], watch: Inboxes, what: str) -> None:
     """Poll until `done()`; fail on a refusal `.log` for the sender or after DEADLINE_S."""
     deadline = time.monotonic() + DEADLINE_S
     while not done():
-        if refusals(hub):
-            raise BenchError(f"the hub refused an upload: {refusals(hub)}")
+        if refused := watch.refusals():
+            raise BenchError(f"the hub refused an upload: {refused}")
         if time.monotonic() > deadline:
             raise BenchError(f"{what}: not done after {DEADLINE_S:.0f} s")
         await asyncio.sleep(POLL_S)
 
 
-async def wait_inbox(hub: Hub, count: int) -> None:
-    inbox = hub.inbox(RECIPIENT)
-    await wait_for(lambda: len(visible(inbox)) >= count, hub, f"{count} deliveries")
+async def wait_inbox(watch: Inboxes, count: int) -> None:
+    what = f"{count} deliveries"
+    await wait_for(lambda: len(watch.names(RECIPIENT)) >= count, watch, what)
 
 
-async def wait_delivered(hub: Hub, names: Sequence[str]) -> None:
-    """Poll until every name is in the recipient's (emptied) inbox. They arrive in about the
-    order they were uploaded, so a poll looks at the first ones not seen yet: a stat or two,
-    where listing the inbox cost this process CPU the hub needs."""
-    inbox, pending = hub.inbox(RECIPIENT), collections.deque(names)
+async def wait_delivered(watch: Inboxes, names: Sequence[str]) -> None:
+    """Poll until every name is in the recipient's (emptied) inbox. A poll reads the rows
+    kept in the store since the last one, and then looks at the first names not seen yet
+    in the folder (a stat or two): listing everything each time cost this process CPU the
+    hub needs."""
+    inbox, pending = watch.hub.inbox(RECIPIENT), collections.deque(names)
+    seen: set[str] = set()
+    last = 0
 
     def done() -> bool:
-        while pending and (inbox / pending[0]).exists():
+        nonlocal last
+        rows = watch.stored(RECIPIENT, last)
+        if rows:
+            last = rows[-1][0]
+            seen.update(name for _, name in rows)
+        while pending and (pending[0] in seen or (inbox / pending[0]).exists()):
             pending.popleft()
         return not pending
 
-    await wait_for(done, hub, f"{len(names)} deliveries")
+    await wait_for(done, watch, f"{len(names)} deliveries")
 
 
-async def warm_up(hub: Hub, sftp: asyncssh.SFTPClient, upload: Upload) -> None:
+async def warm_up(watch: Inboxes, sftp: asyncssh.SFTPClient, upload: Upload) -> None:
     """One routed upload, untimed: the server's first job pays for lazy start-up costs."""
-    before = len(visible(hub.inbox(RECIPIENT)))
+    before = len(watch.names(RECIPIENT))
     await upload_all([sftp], [upload])
-    await wait_inbox(hub, before + 1)
+    await wait_inbox(watch, before + 1)
 
 
 # --- measurements -----------------------------------------------------------------------
@@ -510,16 +554,17 @@ async def routed(hub: Hub, server: Server, uploads: Sequence[Upload], first: Upl
     """(a): route `uploads` end to end, after `first` (untimed); the sessions are opened
     before the clock starts."""
     agent = hub_agent(hub.settings.gnupg_home)
-    empty_inbox(hub, RECIPIENT)
+    await empty_inbox(hub, server.port, RECIPIENT)
     async with sessions(server.port, SENDER, hub.passwords[SENDER], CLIENTS) as clients:
-        await warm_up(hub, clients.sftp[0], first)
-        before = cpu_now(server.process(), agent)
-        start = time.perf_counter()
-        await upload_all(clients.sftp, uploads)
-        uploaded = time.perf_counter() - start
-        await wait_delivered(hub, [name for name, _ in uploads])
-        delivered = time.perf_counter() - start
-        used = cpu_now(server.process(), agent) - before
+        with inboxes(hub) as watch:
+            await warm_up(watch, clients.sftp[0], first)
+            before = cpu_now(server.process(), agent)
+            start = time.perf_counter()
+            await upload_all(clients.sftp, uploads)
+            uploaded = time.perf_counter() - start
+            await wait_delivered(watch, [name for name, _ in uploads])
+            delivered = time.perf_counter() - start
+            used = cpu_now(server.process(), agent) - before
         return Routed(clients.cipher, uploaded, delivered, used)
 
 
@@ -574,17 +619,18 @@ async def big_upload(hub: Hub, server: Server, sealed: Path, first: Upload) -> M
     name = sealed.name.removesuffix(".pgp")
     async with sessions(server.port, SENDER, hub.passwords[SENDER], 1) as clients:
         sftp = clients.sftp[0]
-        await warm_up(hub, sftp, first)
-        await asyncio.sleep(1.0)
-        proc = server.process()
-        idle = proc.memory_info().rss
-        delivered = hub.inbox(RECIPIENT) / name
-        with PeakRss(proc) as rss:
-            start = time.perf_counter()
-            await sftp.put(str(sealed), f"/outbox/{name}")
-            uploaded = time.perf_counter() - start
-            await wait_for(lambda: delivered.exists() and spool_empty(hub), hub, name)
-            processed = time.perf_counter() - start - uploaded
+        with inboxes(hub) as watch:
+            await warm_up(watch, sftp, first)
+            await asyncio.sleep(1.0)
+            proc = server.process()
+            idle = proc.memory_info().rss
+            delivered = hub.inbox(RECIPIENT) / name  # too big to be kept in the store
+            with PeakRss(proc) as rss:
+                start = time.perf_counter()
+                await sftp.put(str(sealed), f"/outbox/{name}")
+                uploaded = time.perf_counter() - start
+                await wait_for(lambda: delivered.exists() and spool_empty(hub), watch, name)
+                processed = time.perf_counter() - start - uploaded
         return Memory(idle, rss.peak, uploaded, processed)
 
 
@@ -667,7 +713,7 @@ class Inputs:
 
 
 def make_inputs(work: Path, hub: Hub, broker: Party, emit: Emit) -> Inputs:
-    for folder in ("plain", "sealed", "floor"):
+    for folder in ("plain", "sealed"):
         (work / folder).mkdir()
     files = small_files(FILES + WARM_UPS)
     plain = write_all(work / "plain", files)
@@ -703,7 +749,7 @@ def speed(work: Path, hub: Hub, inputs: Inputs, recipient: Party, emit: Emit) ->
     )
     ratios: list[float] = []
     rates: list[float] = []
-    measure_floor = partial(floor, hub, recipient.fingerprint, inputs.sealed, work / "floor")
+    measure_floor = partial(floor, hub, recipient.fingerprint, inputs.sealed)
     with serving(hub, work / "server-1.log") as server:
         before = report_floor(measure_floor(), emit)
         for n in range(1, ROUNDS + 1):

@@ -16,6 +16,7 @@ import re
 import selectors
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -234,9 +235,12 @@ class OpenPGP:
             raise sink.error
         return _verdict(_Status.parse(result.status), result.returncode, sink)
 
-    def sign_encrypt(self, src: Path | bytes, dst: Path, recipient: str, signer: str) -> None:
+    def sign_encrypt(
+        self, src: Path | bytes, dst: Path | IO[bytes], recipient: str, signer: str
+    ) -> None:
         """Sign with `signer` (a secret key here) and encrypt to `recipient`, binary, into
-        the file dst; src is a file gpg reads itself, or bytes fed on its stdin.
+        the file dst (or the stream: a small message sealed in memory); src is a file gpg
+        reads itself, or bytes fed on its stdin.
 
         No thread pumps data through Python (as python-gnupg's three per call would).
         --local-user, unlike python-gnupg's --default-key, fails instead of silently signing
@@ -245,14 +249,21 @@ class OpenPGP:
         recipient, signer = _fingerprint(recipient), _fingerprint(signer)
         args = [
             "--yes", "--sign", "--local-user", signer, "--encrypt", "--recipient", recipient,
-            "--no-encrypt-to", "--output", str(dst),
+            "--no-encrypt-to",
         ]  # fmt: skip
-        result = self._run(args, src)
+        if isinstance(dst, Path):
+            result = self._run([*args, "--output", str(dst)], src)
+        else:
+            sink = _Sink(dst, sys.maxsize)
+            result = self._run(args, src, sink)
+            if sink.error is not None:
+                raise sink.error
         status = _Status.parse(result.status)
         signed = status.count("SIG_CREATED") == 1 and status.count("END_ENCRYPTION") == 1
         if result.returncode == 0 and signed:
             return
-        dst.unlink(missing_ok=True)
+        if isinstance(dst, Path):
+            dst.unlink(missing_ok=True)
         why = " ".join(" ".join((k, *a)) for k, a in status.lines if k in _FAILURES)
         raise OpenPGPError(f"sign+encrypt to {recipient} failed: {why or 'gpg error'}")
 

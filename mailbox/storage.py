@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 INBOX, OUTBOX, STAGING = "inbox", "outbox", ".staging"
@@ -72,11 +73,12 @@ class Mailboxes:
             removed += 1
         return removed
 
-    def unique_name(self, participant_id: str, name: str, reserved: set[str]) -> str:
-        """The first of name, name_2, name_3... not in the inbox nor promised to another output."""
+    def unique_name(self, participant_id: str, name: str, taken: Callable[[str], bool]) -> str:
+        """The first of name, name_2, name_3... neither `taken` (promised to another output,
+        or held by the store) nor a file of the inbox."""
         inbox = self.inbox(participant_id)
         n = 1
-        while (candidate := suffixed(name, n)) in reserved or (inbox / candidate).exists():
+        while taken(candidate := suffixed(name, n)) or (inbox / candidate).exists():
             n += 1
         return candidate
 

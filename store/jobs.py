@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, delete, select, update
 
 from bdi.store.compiled import execute, insert_row, insert_rows
+from bdi.store.inbox import add_file
 from bdi.store.models import (
     Flow,
     FlowOccurrence,
@@ -119,11 +120,13 @@ class MovementRef:
 
 @dataclass(slots=True)
 class PlannedOutput:
-    """An output with, for a delivery, its movement (and its content, if kept in the store)."""
+    """An output with, for a delivery, its movement (and its content, if kept in the store);
+    `stored`: the file itself when it is a small one, kept in the store's inbox."""
 
     output: OutputRef
     movement: MovementRef | None = None
     content: bytes | None = None
+    stored: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -183,15 +186,25 @@ def save_plan(
     conn: Connection,
     job_id: int,
     planned: Sequence[PlannedOutput],
+    at: datetime,
     occurrences: Sequence[Occurrence] = (),
+    outcome: str | None = None,
 ) -> dict[str, int]:
-    """A job's outputs and movements (and its first flows); the job becomes `planned`.
+    """A job's outputs and movements (and its first flows); the job becomes `planned`. An
+    output kept in the store is put in its inbox here, delivered `at`; given the `outcome`
+    (every output is so kept), the job ends in the same transaction.
     Sets the rows' ids; returns each recipient's movement id."""
     movements: dict[str, int] = {}
     for item in planned:
-        item.output.id = insert_row(conn, OUTPUT, item.output.row())
+        output = item.output
+        if item.stored is not None:
+            output.delivered_at = at
+        output.id = output_id = insert_row(conn, OUTPUT, output.row())
+        if item.stored is not None:
+            add_file(conn, output.participant_id, output.name, output_id, item.stored, at)
         if item.movement is not None:
-            item.movement.output_id = item.output.id
+            item.movement.output_id = output_id
+            item.movement.delivered = item.stored is not None
             item.movement.id = insert_row(conn, MOVEMENT, item.movement.row())
             movements[item.movement.recipient_id] = item.movement.id
             if item.content is not None:
@@ -200,6 +213,8 @@ def save_plan(
                 )
     execute(conn, _PLANNED, {"b_job": job_id})
     add_occurrences(conn, movements, occurrences)
+    if outcome is not None:
+        finish_job(conn, job_id, outcome, at)
     return movements
 
 

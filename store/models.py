@@ -90,6 +90,23 @@ class StoredContent(SQLModel, table=True):
     data: bytes
 
 
+class InboxFile(SQLModel, table=True):
+    """A small file of an inbox (a delivery, a `.log`), kept in the store rather than as a
+    file: recorded in the transaction that plans its job, it is in place once that commits
+    (no file to create, fsync and rename, and no second transaction to say it was placed).
+    Removed when its recipient deletes it."""
+
+    __table_args__ = (UniqueConstraint("participant_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    participant_id: str
+    name: str
+    size: int
+    created_at: datetime
+    output_id: int = Field(foreign_key="output.id")
+    data: bytes
+
+
 class Flow(SQLModel, table=True):
     """A flow followed across movements by its flow key (`layouts.*.flow_key`)."""
 

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bdi.store.inbox import DATA, ENTRIES, INBOX, StoredEntry
 from bdi.store.models import (
     AuditEvent,
     FlowOccurrence,
@@ -89,6 +90,21 @@ class Store:
             for participant, name in rows.all():
                 reserved.setdefault(participant, set()).add(name)
             return reserved
+
+    # inbox files kept in the store ------------------------------------------------------
+    async def inbox_files(self, participant_id: str, name: str | None = None) -> list[StoredEntry]:
+        """A participant's files kept in the store, by name (`name`: that one only)."""
+        query = ENTRIES.where(INBOX.c.participant_id == participant_id).order_by(INBOX.c.name)
+        if name is not None:
+            query = query.where(INBOX.c.name == name)
+        async with self.engine.connect() as conn:
+            return [StoredEntry(*row) for row in await conn.execute(query)]
+
+    async def inbox_data(self, participant_id: str, name: str) -> bytes | None:
+        query = DATA.where(INBOX.c.participant_id == participant_id, INBOX.c.name == name)
+        async with self.engine.connect() as conn:
+            data = (await conn.execute(query)).scalar_one_or_none()
+        return None if data is None else bytes(data)
 
     async def movements(self, recipient_id: str | None = None) -> list[Movement]:
         async with self.session() as s:

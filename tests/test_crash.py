@@ -1,7 +1,8 @@
 """Crash safety: the server process is killed with SIGKILL at random moments while a client
 uploads, and restarted each time. In the end every upload the hub acknowledged has produced
 exactly its delivery or its `.log` — none missing, none twice — and no upload, acknowledged
-or not, produced anything twice."""
+or not, produced anything twice. Small deliveries are kept in the store's inbox, big ones
+are files placed after their plan is committed: both are among the uploads."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import asyncssh
@@ -23,12 +24,29 @@ from hubkit import Party, make_parties, prepare_data, sftp_client
 from support import SAMPLES
 
 from bdi.config import Settings, load_settings
+from bdi.jobfiles import CONTENT_IN_ROW
+from bdi.routing.scan import CheckContext, check_bytes
+from bdi.routing.writer import parse_file, write_file
 
 BDI = Path(sys.executable).with_name("bdi")
 SENDER, RECIPIENT = "COU010234", "CIE000311"
 GOOD = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
 BAD = (SAMPLES / "broken/RCOU010234_00311_000094.edi").read_bytes()  # SIGNATURE: a .log
 UPLOADS, KILLS = 60, 20
+
+
+def big_file() -> bytes:
+    """The good sample's section with its records repeated: a delivery too big for the store."""
+    [section] = parse_file(GOOD)
+    times = 2 * CONTENT_IN_ROW // len(GOOD) + 1  # the header and footer are not repeated
+    data = write_file([replace(section, records=section.records * times)])
+    assert len(data) > CONTENT_IN_ROW
+    assert check_bytes(data, CheckContext("RCOU010234_00311_000001.edi", SENDER)).fully_accepted
+    return data
+
+
+def kind_of(n: int) -> str:
+    return {4: "bad", 2: "big"}.get(n % 5, "good")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +107,7 @@ async def client(
 ) -> None:
     """Upload every file; a failed attempt is retried under a new name."""
     for n in range(UPLOADS):
-        kind = "bad" if n % 5 == 4 else "good"
+        kind = kind_of(n)
         attempt = 0
         while True:
             name = f"RCOU010234_00311_{n:03d}{attempt:03d}.edi"
@@ -131,6 +149,16 @@ def unfinished_jobs(settings: Settings) -> int:
         return int(db.execute("SELECT count(*) FROM job WHERE state != 'done'").fetchone()[0])
 
 
+def inbox_names(settings: Settings, participant: str) -> list[str]:
+    """An inbox, as its owner would list it: its folder's files and those kept in the store
+    (each name once: a list with a twin would fail the checks on it)."""
+    on_disk = [p.name for p in (settings.mailboxes / participant / "inbox").iterdir()]
+    with contextlib.closing(sqlite3.connect(settings.data / "bdi.sqlite3")) as db:
+        query = "SELECT name FROM inboxfile WHERE participant_id = ?"
+        kept = [row[0] for row in db.execute(query, (participant,))]
+    return sorted(on_disk + kept)
+
+
 async def wait_until_settled(settings: Settings) -> None:
     """The server is another process: its database is the only condition to wait on."""
     async with asyncio.timeout(120):
@@ -147,7 +175,7 @@ async def test_sigkill_loses_and_duplicates_nothing(
     me = parties[SENDER]
     hub_fpr = (settings.data / "hub-fingerprint").read_text().strip()
     sealed = {}
-    for kind, plain in (("good", GOOD), ("bad", BAD)):
+    for kind, plain in (("good", GOOD), ("bad", BAD), ("big", big_file())):
         (tmp_path / kind).write_bytes(plain)
         me.pgp.sign_encrypt(tmp_path / kind, tmp_path / f"{kind}.pgp", hub_fpr, me.fingerprint)
         sealed[kind] = (tmp_path / f"{kind}.pgp").read_bytes()
@@ -164,8 +192,7 @@ async def test_sigkill_loses_and_duplicates_nothing(
         server.stop()
 
     assert server.kills >= KILLS
-    inbox = sorted(p.name for p in (settings.mailboxes / RECIPIENT / "inbox").iterdir())
-    logs = sorted(p.name for p in (settings.mailboxes / SENDER / "inbox").iterdir())
+    inbox, logs = inbox_names(settings, RECIPIENT), inbox_names(settings, SENDER)
     good = {n for n in ledger.acknowledged if int(n[17:20]) % 5 != 4}
     bad = {n for n in ledger.acknowledged if int(n[17:20]) % 5 == 4}
     assert len(good) + len(bad) == UPLOADS
@@ -177,6 +204,8 @@ async def test_sigkill_loses_and_duplicates_nothing(
     assert set(inbox) <= attempted
     assert {f"ERREUR{n.removesuffix('.edi')}_1.log" for n in attempted} >= set(logs)
     assert not [n for n in inbox + logs if "_2." in n]
+    on_disk = {p.name for p in (settings.mailboxes / RECIPIENT / "inbox").iterdir()}
+    assert {n for n in inbox if kind_of(int(n[17:20])) == "big"} == on_disk  # the rest: stored
     with contextlib.closing(sqlite3.connect(settings.data / "bdi.sqlite3")) as db:
         movements = db.execute(
             "SELECT m.file_name, m.content_path, c.movement_id IS NOT NULL FROM movement m"

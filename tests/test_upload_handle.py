@@ -10,6 +10,7 @@ import pytest
 
 from bdi import mailview
 from bdi.mailbox.storage import Mailboxes
+from bdi.mailbox.stored import StoredInbox
 from bdi.mailview import MailboxView, MemoryBudget, UploadHandle
 from bdi.spool import Spool
 
@@ -74,7 +75,9 @@ def test_a_write_that_fails_leaves_nothing_to_take_in(tmp_path: Path) -> None:
     upload: its close discards it rather than taking in a file with a hole."""
     budget = MemoryBudget(0)  # the first byte must go to a file
     no_spool = cast(Spool, None)  # write never takes anything in
-    view = MailboxView("COU010234", Mailboxes(tmp_path), no_spool, tmp_path, 1 << 20, budget)
+    no_store = cast(StoredInbox, None)  # nor reads the inbox
+    mailboxes = Mailboxes(tmp_path)
+    view = MailboxView("COU010234", mailboxes, no_store, no_spool, tmp_path, 1 << 20, budget)
     handle = UploadHandle(
         "A.edi", tmp_path / "missing" / ".up-a", buffer=bytearray(), budget=budget
     )

@@ -1,0 +1,119 @@
+"""Inboxes whose small files are kept in the store: over SFTP they are files like the others
+(listed, stat'ed, read, downloaded, deleted), their names stay taken until they are deleted,
+across a restart too, and a delivery too big for the store is a file of the inbox folder."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import asyncssh
+import pytest
+from hubkit import HubUnderTest, Party, hub_running
+from support import SAMPLES
+
+from bdi import jobfiles
+
+SENDER, RECIPIENT = "COU010234", "CIE000311"
+NAME = "RCOU010234_00311_000001.edi"
+PLAIN = (SAMPLES / NAME).read_bytes()
+REFUSED = "RCOU010234_00311_000094.edi"  # broken: SIGNATURE, refused with a .log
+
+
+def kept(hub: HubUnderTest, participant: str) -> dict[str, int]:
+    """Name -> size of the participant's files kept in the store."""
+    with contextlib.closing(sqlite3.connect(hub.settings.data / "bdi.sqlite3")) as db:
+        query = "SELECT name, size FROM inboxfile WHERE participant_id = ?"
+        return dict(db.execute(query, (participant,)).fetchall())
+
+
+def folder(hub: HubUnderTest, participant: str) -> list[str]:
+    return sorted(p.name for p in (hub.settings.mailboxes / participant / "inbox").iterdir())
+
+
+async def test_a_small_delivery_is_kept_in_the_store_and_served_as_a_file(
+    tmp_path: Path, parties: dict[str, Party]
+) -> None:
+    async with hub_running(tmp_path / "data", parties) as hub:
+        await hub.upload(SENDER, NAME, hub.seal(SENDER, PLAIN, tmp_path))
+        await hub.settled()
+        assert folder(hub, RECIPIENT) == []
+        [(name, size)] = kept(hub, RECIPIENT).items()
+        assert name == NAME
+        async with hub.sftp(RECIPIENT) as sftp:
+            [entry] = [e for e in await sftp.readdir("/inbox") if e.filename == NAME]
+            assert entry.attrs.size == size and entry.attrs.mtime
+            assert (await sftp.stat(f"/inbox/{NAME}")).size == size
+            await sftp.get(f"/inbox/{NAME}", str(tmp_path / "got.pgp"))
+            got, signer = hub.open_delivery(
+                RECIPIENT, (tmp_path / "got.pgp").read_bytes(), tmp_path
+            )
+            assert got == PLAIN and signer == hub.hub_fingerprint
+            await sftp.remove(f"/inbox/{NAME}")
+            assert NAME not in await sftp.listdir("/inbox")
+            with pytest.raises(asyncssh.SFTPNoSuchFile):
+                await sftp.remove(f"/inbox/{NAME}")
+            with pytest.raises(asyncssh.SFTPNoSuchFile):
+                await sftp.stat(f"/inbox/{NAME}")
+            with pytest.raises(asyncssh.SFTPNoSuchFile):
+                await sftp.open(f"/inbox/{NAME}", "rb")
+        assert kept(hub, RECIPIENT) == {}
+
+
+async def test_a_log_is_kept_in_the_store_and_its_owner_alone_sees_it(
+    tmp_path: Path, parties: dict[str, Party]
+) -> None:
+    async with hub_running(tmp_path / "data", parties) as hub:
+        plain = (SAMPLES / "broken" / REFUSED).read_bytes()
+        await hub.upload(SENDER, REFUSED, hub.seal(SENDER, plain, tmp_path))
+        await hub.settled()
+        log_name = f"ERREUR{REFUSED.removesuffix('.edi')}_1.log"
+        assert list(kept(hub, SENDER)) == [log_name] and folder(hub, SENDER) == []
+        assert "SIGNATURE" in (await hub.inbox(SENDER))[log_name].decode()
+        assert await hub.inbox(RECIPIENT) == {}
+        async with hub.sftp(RECIPIENT) as sftp:
+            with pytest.raises(asyncssh.SFTPNoSuchFile):
+                await sftp.open(f"/inbox/{log_name}", "rb")
+            with pytest.raises(asyncssh.SFTPNoSuchFile):
+                await sftp.remove(f"/inbox/{log_name}")
+        assert list(kept(hub, SENDER)) == [log_name]
+
+
+async def test_a_delivery_too_big_for_the_store_is_a_file_listed_with_the_others(
+    tmp_path: Path, parties: dict[str, Party], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with hub_running(tmp_path / "data", parties) as hub:
+        await hub.upload(SENDER, NAME, hub.seal(SENDER, PLAIN, tmp_path))
+        await hub.settled()
+        monkeypatch.setattr(jobfiles, "CONTENT_IN_ROW", 0)  # every content is "big" now
+        big = NAME.replace("000001", "000002")
+        await hub.upload(SENDER, big, hub.seal(SENDER, PLAIN, tmp_path))
+        await hub.settled()
+        assert list(kept(hub, RECIPIENT)) == [NAME] and folder(hub, RECIPIENT) == [big]
+        inbox = await hub.inbox(RECIPIENT)
+        assert list(inbox) == [NAME, big]
+        for sealed in inbox.values():
+            assert hub.open_delivery(RECIPIENT, sealed, tmp_path)[0] == PLAIN
+        async with hub.sftp(RECIPIENT) as sftp:
+            await sftp.remove(f"/inbox/{big}")
+        assert folder(hub, RECIPIENT) == [] and list(kept(hub, RECIPIENT)) == [NAME]
+
+
+async def test_a_kept_name_stays_taken_until_deleted_across_a_restart(
+    tmp_path: Path, parties: dict[str, Party]
+) -> None:
+    data = tmp_path / "data"
+    async with hub_running(data, parties) as hub:
+        await hub.upload(SENDER, NAME, hub.seal(SENDER, PLAIN, tmp_path))
+        await hub.settled()
+    async with hub_running(data, parties) as hub:  # the names are read back from the store
+        await hub.upload(SENDER, NAME, hub.seal(SENDER, PLAIN, tmp_path))
+        await hub.settled()
+        second = NAME.replace(".edi", "_2.edi")
+        assert sorted(kept(hub, RECIPIENT)) == [NAME, second]
+        async with hub.sftp(RECIPIENT) as sftp:
+            await sftp.remove(f"/inbox/{NAME}")
+        await hub.upload(SENDER, NAME, hub.seal(SENDER, PLAIN, tmp_path))  # the name is free
+        await hub.settled()
+        assert sorted(await hub.inbox(RECIPIENT)) == [NAME, second]
