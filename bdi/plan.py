@@ -86,8 +86,15 @@ def occurrence(layout: Layout, upload: Upload, recipient: str, flow: Flow, seq: 
     return recipient, flow.key, row
 
 
+_AS_IS = frozenset({str, int, type(None)})  # most values: no conversion to call for
+
+
 def _plain(fields: Mapping[str, Value]) -> dict[str, str | int | None]:
-    return {k: _json_value(v) for k, v in fields.items() if k != "filler"}
+    return {
+        k: v if type(v) in _AS_IS else _json_value(v)  # type: ignore[misc]
+        for k, v in fields.items()
+        if k != "filler"
+    }
 
 
 def _json_list(items: list[dict[str, str | int | None]]) -> str:

@@ -43,10 +43,13 @@ _FLOW = select(FLOW.c.id).where(
     FLOW.c.layout == bindparam("b_layout"), FLOW.c.flow_key == bindparam("b_key")
 )
 _CLEAR = delete(OCCURRENCE).where(OCCURRENCE.c.movement_id.in_(bindparam("b_ids", expanding=True)))
-_FINISH = (
+_CLOSE = (
     update(JOB).where(JOB.c.id == bindparam("b_job"))
     .values(state="done", outcome=bindparam("b_outcome"), finished_at=bindparam("b_at"),
-            data=None),
+            data=None)
+)  # fmt: skip
+_FINISH = (
+    _CLOSE,
     update(OUTPUT).where(OUTPUT.c.job_id == bindparam("b_job"), OUTPUT.c.delivered_at.is_(None))
     .values(delivered_at=bindparam("b_at")),
     update(MOVEMENT).where(MOVEMENT.c.job_id == bindparam("b_job")).values(delivered=True),
@@ -211,10 +214,11 @@ def save_plan(
                 insert_rows(
                     conn, CONTENT, [{"movement_id": item.movement.id, "data": item.content}]
                 )
-    execute(conn, _PLANNED, {"b_job": job_id})
     add_occurrences(conn, movements, occurrences)
-    if outcome is not None:
-        finish_job(conn, job_id, outcome, at)
+    if outcome is None:
+        execute(conn, _PLANNED, {"b_job": job_id})
+    else:  # its outputs and movements are already written delivered: only the job to close
+        execute(conn, _CLOSE, {"b_job": job_id, "b_outcome": outcome, "b_at": at})
     return movements
 
 
