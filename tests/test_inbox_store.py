@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 from hubkit import HubUnderTest, Party, hub_running
+from structlog.testing import capture_logs
 from support import SAMPLES
 
 from bdi import jobfiles
@@ -36,11 +37,15 @@ async def test_a_small_delivery_is_kept_in_the_store_and_served_as_a_file(
     tmp_path: Path, parties: dict[str, Party]
 ) -> None:
     async with hub_running(tmp_path / "data", parties) as hub:
-        await hub.upload(SENDER, NAME, hub.seal(SENDER, PLAIN, tmp_path))
-        await hub.settled()
+        with capture_logs() as logs:
+            await hub.upload(SENDER, NAME, hub.seal(SENDER, PLAIN, tmp_path))
+            await hub.settled()
         assert folder(hub, RECIPIENT) == []
         [(name, size)] = kept(hub, RECIPIENT).items()
         assert name == NAME
+        events = {e["event"]: e for e in logs}
+        assert {"upload.accepted", "delivery.done", "job.done"} <= set(events)
+        assert events["delivery.done"]["file"] == NAME and events["delivery.done"]["size"] == size
         async with hub.sftp(RECIPIENT) as sftp:
             [entry] = [e for e in await sftp.readdir("/inbox") if e.filename == NAME]
             assert entry.attrs.size == size and entry.attrs.mtime
@@ -66,9 +71,11 @@ async def test_a_log_is_kept_in_the_store_and_its_owner_alone_sees_it(
 ) -> None:
     async with hub_running(tmp_path / "data", parties) as hub:
         plain = (SAMPLES / "broken" / REFUSED).read_bytes()
-        await hub.upload(SENDER, REFUSED, hub.seal(SENDER, plain, tmp_path))
-        await hub.settled()
+        with capture_logs() as logs:
+            await hub.upload(SENDER, REFUSED, hub.seal(SENDER, plain, tmp_path))
+            await hub.settled()
         log_name = f"ERREUR{REFUSED.removesuffix('.edi')}_1.log"
+        assert [e["file"] for e in logs if e["event"] == "log.written"] == [log_name]
         assert list(kept(hub, SENDER)) == [log_name] and folder(hub, SENDER) == []
         assert "SIGNATURE" in (await hub.inbox(SENDER))[log_name].decode()
         assert await hub.inbox(RECIPIENT) == {}
