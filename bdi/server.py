@@ -42,12 +42,14 @@ class Sessions:
 
     async def enforce(self, hub: Hub) -> None:
         """Close the sessions of disabled participants and of changed credentials."""
-        for participant, conns in list(self.open.items()):
-            if not conns:
-                continue
-            row = await hub.store.participant(participant)
+        logged_in = [participant for participant, conns in self.open.items() if conns]
+        if not logged_in:
+            return
+        current = await hub.store.credentials(logged_in)
+        for participant in logged_in:
+            conns = self.open[participant]
             for conn, version in list(conns.items()):
-                if row is None or not row.active or row.credentials_version != version:
+                if current.get(participant) != version:
                     log.info(
                         "session.closed", participant=participant, reason="credentials changed"
                     )

@@ -43,6 +43,15 @@ class Store:
         async with self.session() as s:
             return await s.get(Participant, participant_id)
 
+    async def credentials(self, participant_ids: Sequence[str]) -> dict[str, int]:
+        """The credentials version of each participant given that exists and is active (one
+        query for all: the server checks those with open sessions every second)."""
+        query = select(Participant.id, Participant.credentials_version).where(
+            col(Participant.id).in_(participant_ids), col(Participant.active).is_(True)
+        )
+        async with self.session() as s:
+            return dict((await s.exec(query)).all())
+
     async def participants(self) -> list[Participant]:
         async with self.session() as s:
             return list((await s.exec(select(Participant).order_by(col(Participant.id)))).all())
