@@ -5,6 +5,7 @@ across a restart too, and a delivery too big for the store is a file of the inbo
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from structlog.testing import capture_logs
 from support import SAMPLES
 
 from bdi import jobfiles
+from bdi.mailview import BytesHandle
 
 SENDER, RECIPIENT = "COU010234", "CIE000311"
 NAME = "RCOU010234_00311_000001.edi"
@@ -124,3 +126,12 @@ async def test_a_kept_name_stays_taken_until_deleted_across_a_restart(
         await hub.upload(SENDER, NAME, hub.seal(SENDER, PLAIN, tmp_path))  # the name is free
         await hub.settled()
         assert sorted(await hub.inbox(RECIPIENT)) == [NAME, second]
+
+
+def test_a_kept_file_open_for_reading_has_data_and_no_hole_before_its_end() -> None:
+    """What asyncssh's sparse-range query asks of an open file (SEEK_DATA / SEEK_HOLE)."""
+    handle = BytesHandle(b"12345")
+    assert handle.seek(0, os.SEEK_DATA) == 0 and handle.seek(3, os.SEEK_DATA) == 3
+    assert handle.seek(0, os.SEEK_HOLE) == 5 and handle.seek(5, os.SEEK_HOLE) == 5
+    with pytest.raises(OSError, match="no data"):
+        handle.seek(5, os.SEEK_DATA)
