@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, delete, select, update
 
@@ -69,9 +69,33 @@ class Party:
 
 
 def parties(conn: Connection) -> dict[str, Party]:
-    return {
+    """Every participant, as of now. Read again only when another connection has committed
+    since (SQLite's data_version; the journal itself never writes participants): every
+    take-in needs them, and a market has hundreds. Shared between jobs: never modified."""
+    version = _data_version(conn)
+    cached = conn.info.get(_PARTIES_KEY)
+    if version is not None and cached is not None and cached[0] == version:
+        return cast(dict[str, Party], cached[1])
+    people = {
         row[0]: Party(row[0], bool(row[1]), row[2]) for row in execute(conn, _PARTIES).fetchall()
     }
+    if version is not None:
+        conn.info[_PARTIES_KEY] = (version, people)
+    return people
+
+
+_PARTIES_KEY = "bdi.parties"  # in Connection.info: (data_version, participants)
+
+
+def _data_version(conn: Connection) -> int | None:
+    """SQLite's count of commits by other connections; None on another database (no cache)."""
+    if conn.dialect.name != "sqlite":
+        return None
+    cursor = conn.connection.cursor()
+    try:
+        return int(cursor.execute("PRAGMA data_version").fetchone()[0])
+    finally:
+        cursor.close()
 
 
 @dataclass(slots=True)

@@ -95,6 +95,27 @@ async def test_parties_reads_what_the_pipeline_needs(journal: Journal, tmp_path:
     assert found["CIE000311"].fingerprint == "A" * 40 and not found["CIE000311"].active
 
 
+async def test_parties_are_read_again_once_another_connection_changed_them(
+    journal: Journal, tmp_path: Path
+) -> None:
+    """The journal keeps the participants it read until another connection commits (an
+    administrator enabling one, say): its next read then sees the change."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'bdi.db'}")
+    store = Store(engine)
+    try:
+        await store.add_participant(
+            Participant(id="CIE000311", name="Cie", role="company", pgp_fingerprint="A" * 40,
+                        active=False, created_at=datetime.now(UTC))
+        )  # fmt: skip
+        first = await journal.run(parties)
+        assert await journal.run(parties) is first  # nothing changed: not read again
+        await store.update_participant("CIE000311", active=True)
+        again = await journal.run(parties)
+        assert again is not first and again["CIE000311"].active
+    finally:
+        await engine.dispose()
+
+
 async def test_a_closed_journal_refuses_work(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'bdi.db'}"
     journal = Journal.open(url)
