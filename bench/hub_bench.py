@@ -15,7 +15,7 @@ SFTP clients run in this process. Both share the machine's cores.
     with the hub's home into memory, then sign+encrypt of the plaintext's bytes to the
     recipient into memory, as the hub seals a delivery it keeps in its store), in a pool of
     one process per core.
-(b') the same floor in a pool of as many processes as the hub runs gpg at once (cores + 1),
+(b') the same floor in a pool of as many processes as the hub runs gpg at once (cores + 2),
     printed for reference; the target stays on (b). While gpg kept a random seed file, its
     lock left one process per core partly idle and (b') was the higher floor; now the two
     are within a few %.

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     gpg_processes: int | None = Field(
         default=None,
         ge=1,
-        description="gpg processes the pipeline runs at once; default: one more than the cores",
+        description="gpg processes the pipeline runs at once; default: two more than the cores",
     )
     ssh_ciphers: tuple[str, ...] = Field(
         default=("aes128-gcm@openssh.com", "aes256-gcm@openssh.com"),
@@ -62,12 +62,13 @@ class Settings(BaseSettings):
 
     @property
     def gpg_limit(self) -> int:
-        """More gpg processes than cores only share them, and preempt the server's threads
-        while they hold the interpreter lock; one more keeps a core busy while a gpg waits on
-        its agent. Measured with bench/hub_ab.py on 2 cores, once gpg no longer slept on its
-        seed file's lock: 2 or 3 at once route ~5 % more uploads per second than 4 (which
-        beat 6 by ~15 % while the lock made each gpg wait)."""
-        return self.gpg_processes or (os.cpu_count() or 1) + 1
+        """Many more gpg processes than cores only share them, and preempt the server's
+        threads while they hold the interpreter lock; a couple more keep the cores busy while
+        a gpg waits on its agent or a job on its commit. Measured with bench/hub_ab.py on 2
+        cores: while each delivery was a file, 2 or 3 at once routed ~5 % more uploads per
+        second than 4; with small deliveries kept in the store, 4 beat 3 by ~3 points of
+        (a)/(b) in two paired runs of 4 and 5 pairs."""
+        return self.gpg_processes or (os.cpu_count() or 1) + 2
 
     @property
     def gnupg_home(self) -> Path:

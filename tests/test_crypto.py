@@ -575,8 +575,8 @@ def test_gpg_processes_at_once_stay_within_the_limit(
     assert all(out.stat().st_size > 4 << 20 for out in outs)
 
 
-def test_the_default_gpg_limit_is_one_more_than_the_cores(tmp_path: Path) -> None:
-    assert load_settings(None, data=tmp_path).gpg_limit == (os.cpu_count() or 1) + 1
+def test_the_default_gpg_limit_is_two_more_than_the_cores(tmp_path: Path) -> None:
+    assert load_settings(None, data=tmp_path).gpg_limit == (os.cpu_count() or 1) + 2
     assert load_settings(None, data=tmp_path, gpg_processes=1).gpg_limit == 1
 
 
