@@ -135,3 +135,23 @@ def test_a_kept_file_open_for_reading_has_data_and_no_hole_before_its_end() -> N
     assert handle.seek(0, os.SEEK_HOLE) == 5 and handle.seek(5, os.SEEK_HOLE) == 5
     with pytest.raises(OSError, match="no data"):
         handle.seek(5, os.SEEK_DATA)
+
+
+async def test_a_job_with_a_delivery_file_and_a_kept_log_places_the_one_and_keeps_the_other(
+    tmp_path: Path, parties: dict[str, Party], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Section 1 is delivered (a file here: every content is "big"), section 2 refused (its
+    `.log` kept in the store): the job is planned, its delivery placed, then it ends."""
+    monkeypatch.setattr(jobfiles, "CONTENT_IN_ROW", 0)
+    name = "PCOU010234_00311_000090.edi"
+    plain = (SAMPLES / "broken" / name).read_bytes()
+    async with hub_running(tmp_path / "data", parties) as hub:
+        await hub.upload(SENDER, name, hub.seal(SENDER, plain, tmp_path))
+        await hub.settled()
+        assert folder(hub, RECIPIENT) == [name] and kept(hub, RECIPIENT) == {}
+        log_name = f"ERREUR{name.removesuffix('.edi')}_2.log"
+        assert folder(hub, SENDER) == [] and list(kept(hub, SENDER)) == [log_name]
+        with contextlib.closing(sqlite3.connect(hub.settings.data / "bdi.sqlite3")) as db:
+            jobs = db.execute("SELECT state, outcome FROM job").fetchall()
+            placed = db.execute("SELECT count(*) FROM output WHERE delivered_at IS NULL")
+            assert jobs == [("done", "partial")] and placed.fetchone() == (0,)
