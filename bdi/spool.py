@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -52,21 +52,24 @@ class Spool:
 
         The job keeps the upload name: the file name less an added .pgp/.gpg/.asc."""
         job = self._job(participant, file_name)
-        return await self._taking(job, asyncio.to_thread(self._keep, path, job))
+        keeping = asyncio.get_running_loop().run_in_executor(None, self._keep, path, job)
+        return await self._taking(job, keeping)
 
     async def take_in_bytes(self, participant: str, data: bytes, file_name: str) -> int:
         """A small upload, held in memory: committed with its job, in its row."""
         job = self._job(participant, file_name)
         job.size, job.in_row, job.data = len(data), True, data
-        return await self._taking(job, self.journal.run(partial(_commit, job=job)))
+        return await self._taking(
+            job, asyncio.wrap_future(self.journal.submit(partial(_commit, job=job)))
+        )
 
     def _job(self, participant: str, file_name: str) -> JobRef:
         upload_name = strip_upload_suffix(file_name, self.layout)
         return JobRef(participant, upload_name, f"{uuid.uuid4().hex}.pgp", 0, self.now())
 
-    async def _taking(self, job: JobRef, keeping: Awaitable[dict[str, Party]]) -> int:
-        """Wait until the job is committed, then hand it to the pipeline."""
-        taking = asyncio.ensure_future(keeping)
+    async def _taking(self, job: JobRef, taking: asyncio.Future[dict[str, Party]]) -> int:
+        """Wait until the job is committed (`taking`: work already under way, in a thread: no
+        task of its own on the event loop), then hand it to the pipeline."""
         try:
             people = await asyncio.shield(taking)
         except asyncio.CancelledError:  # the client is gone: a job committed is run all the same
