@@ -292,11 +292,20 @@ def place_outputs(
             continue
         if output.kind == "log":
             _place_log(hub, output)
-            log.info("log.written", job=job.id, participant=output.participant_id, file=output.name)
+            log_in_place(job, output)
             continue
         sealed = staged.get(output.participant_id) or _seal_again(hub, job, output, people, plain)
         size = sealed.stat().st_size
         hub.mailboxes.place(output.participant_id, sealed, output.name)
+        log_in_place(job, output, size)
+
+
+def log_in_place(job: JobRef, output: OutputRef, size: int = 0) -> None:
+    """An output is in its inbox: placed as a file, or kept in the store by its plan.
+    `size`: a delivery's (a `.log`'s event does not give it)."""
+    if output.kind == "log":
+        log.info("log.written", job=job.id, participant=output.participant_id, file=output.name)
+    else:
         log.info("delivery.done", job=job.id, sender=job.participant_id,
                  participant=output.participant_id, file=output.name, size=size)  # fmt: skip
 

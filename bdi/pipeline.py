@@ -30,6 +30,7 @@ from bdi.jobfiles import (
     Plain,
     Prepared,
     delivered_sections,
+    log_in_place,
     occurrence_batches,
     place_outputs,
     prepare,
@@ -181,8 +182,8 @@ class Pipeline:
                 place_outputs(self.hub, job, outputs, people, staged, plain)
         self.names.release(outputs)
         outcome = _outcome(outputs)
-        finished: Future[None] = Future()
         if ended:  # with its plan
+            finished: Future[None] = Future()
             finished.set_result(None)
         else:
             finished = self.journal.submit(
@@ -224,7 +225,7 @@ class Pipeline:
         for item in planned:
             if item.stored is not None:
                 self.stored.added(item.output.participant_id, item.output.name)
-                _log_kept(job, item.output, len(item.stored))
+                log_in_place(job, item.output, len(item.stored))
         if prepared.more is not None:
             self._store_batches(prepared.more, movements)
         return outputs, ends
@@ -270,15 +271,6 @@ def _forget_upload(hub: Hub, job: JobRef, finished: Future[None], then: Callable
         hub.spool_file(job.spool_name).unlink(missing_ok=True)
     job.data = None
     then()
-
-
-def _log_kept(job: JobRef, output: OutputRef, size: int) -> None:
-    """An output kept in the store is in its inbox once its plan is committed."""
-    if output.kind == "log":
-        log.info("log.written", job=job.id, participant=output.participant_id, file=output.name)
-    else:
-        log.info("delivery.done", job=job.id, sender=job.participant_id,
-                 participant=output.participant_id, file=output.name, size=size)  # fmt: skip
 
 
 def _log_done(job: JobRef, outcome: str, outputs: int, started: float) -> None:
