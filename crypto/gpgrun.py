@@ -1,0 +1,292 @@
+"""Running one gpg process: its argv, its pipes, its status lines, killing it on excess.
+
+Owns the process-wide gpg options, the spawn with a status pipe of its own, the loop that
+moves data between gpg's pipes and us, and the parsing of status lines. It decides nothing
+about what the lines mean (openpgp does).
+
+Imports nothing of the project (the standard library only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+__all__ = ["OPTIONS", "GpgResult", "GpgRunner", "Sink", "Status"]
+
+# gpg writes plaintext in chunks of at most 32 KiB; --max-output stops it one chunk early,
+# so a limit one slack above ours makes our own byte count the one that decides.
+_SLACK = 64 * 1024
+_STATUS_MAX = 1024 * 1024  # status lines of a sane message are a few KiB
+_STATUS_DRAIN_S = 0.2  # how often the status pipe is emptied while gpg runs
+# every gpg of a home runs with these, python-gnupg's too (openpgp hands them over)
+OPTIONS = (
+    "--trust-model", "always",  # we trust exactly the keys in the home; no trustdb churn or locks
+    "--no-auto-key-retrieve",  # a server must never fetch keys while verifying
+    "--pinentry-mode", "error",  # never wait for a passphrase prompt
+    # libgcrypt locks the seed file with F_SETLK and sleeps 0.25 s, then 1.25 s, ... when
+    # another gpg holds it: concurrent sign+encrypt calls stalled for up to 1.5 s. Without
+    # the file, each gpg seeds its generator from the kernel (getrandom).
+    "--no-random-seed-file",
+)  # fmt: skip
+# decrypt+verify and sign+encrypt only read the keyring: no lock file. gpg otherwise creates,
+# links and deletes one in the home on every call (the lock is released before the keybox is
+# read, so it never kept a reader from an import), and on an ext4 without a journal every new
+# inode costs a scan past the recently deleted ones. Imports still lock among themselves.
+_READ_ONLY = ("--lock-never",)
+
+
+@dataclass(frozen=True, slots=True)
+class GpgResult:
+    """What one gpg run left behind: its status lines and how it ended."""
+
+    status: str  # gpg's status lines
+    returncode: int  # negative when killed
+
+
+class Sink:
+    """Receives gpg's plaintext and writes at most `limit` bytes of it to `out`."""
+
+    def __init__(self, out: IO[bytes], limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.error: OSError | None = None
+        self._file = out
+
+    def write(self, chunk: bytes) -> None:
+        """Count every chunk; write it only while the total stays within the limit."""
+        self.size += len(chunk)
+        if self.error is None and self.size <= self.limit:
+            try:
+                self._file.write(chunk)
+            except OSError as exc:
+                self.error = exc
+
+    @property
+    def too_large(self) -> bool:
+        return self.size > self.limit
+
+
+class GpgRunner:
+    """Runs gpg in one home, at most `max_processes` at once (None: no limit).
+
+    Every call blocks until its gpg has exited, and is meant to run in a worker thread.
+    """
+
+    def __init__(self, home: Path, max_processes: int | None = None) -> None:
+        self.home = home
+        # found once: otherwise every call's child tries each folder of PATH in turn
+        self.binary = shutil.which("gpg") or "gpg"
+        self._slots = threading.BoundedSemaphore(max_processes) if max_processes else None
+
+    def decrypt(self, src: Path | bytes, sink: Sink) -> GpgResult:
+        """Run gpg --decrypt on src (a file, or bytes fed on its stdin), streaming its stdout
+        into sink; kill it past the limit.
+
+        Not python-gnupg: it cannot kill gpg, and gpg, once past --max-output, still inflates
+        the rest of a compressed packet (~0.5 s per 200 MB of zeros, far more for bzip2).
+        """
+        return self.run(["--max-output", str(sink.limit + _SLACK), "--decrypt"], src, sink)
+
+    def run(self, args: list[str], src: Path | bytes, sink: Sink | None = None) -> GpgResult:
+        """Run gpg with `args` on src (a file it reads itself, or bytes fed on its stdin), its
+        stdout into `sink` if given; collect its status. gpg is killed if anything goes wrong."""
+        feed = None
+        if isinstance(src, Path):
+            with src.open("rb"):  # fail with the usual error if src is missing
+                pass
+            args = [*args, "--", str(src)]
+        else:
+            feed = src
+        stdout = subprocess.DEVNULL if sink is None else subprocess.PIPE
+        with self._gpg_process(args, stdout, feed is not None) as (proc, status_fd):
+            try:
+                status = _pump(proc, status_fd, sink, feed)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        return GpgResult(status, proc.returncode)
+
+    @contextlib.contextmanager
+    def _gpg_process(
+        self, args: list[str], stdout: int, stdin: bool = False
+    ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+        """gpg with its status lines on a pipe of their own, so nothing it logs can pass for
+        one; yields the process and that pipe's read end, and reaps the process on exit.
+        `stdin`: give it a pipe to read its input from."""
+        with (
+            self._slots or contextlib.nullcontext(),
+            self._spawn(args, stdout, stdin) as spawned,
+        ):
+            yield spawned
+
+    @contextlib.contextmanager
+    def _spawn(
+        self, args: list[str], stdout: int, stdin: bool
+    ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+        """Start gpg; our copy of the status pipe's write end is closed once gpg has its own,
+        so that the read end sees the end of the pipe when gpg exits."""
+        status_read, status_write = os.pipe()
+        argv = [self.binary, "--homedir", str(self.home), "--batch", "--no-tty", *OPTIONS,
+                *_READ_ONLY, "--status-fd", str(status_write), *args]  # fmt: skip
+        try:
+            with subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(status_write,),
+            ) as proc:
+                os.close(status_write)
+                status_write = -1
+                yield proc, status_read
+        finally:
+            os.close(status_read)
+            if status_write >= 0:
+                os.close(status_write)
+
+
+# -- serving gpg's pipes ----------------------------------------------------------------
+
+
+class _Feed:
+    """Writes a message to gpg's stdin as the pipe takes it (gpg may write its output
+    before it has read all of its input: both pipes are served by one loop)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], data: bytes) -> None:
+        assert proc.stdin is not None
+        self.pipe, self.data, self.offset = proc.stdin, memoryview(data), 0
+        os.set_blocking(self.pipe.fileno(), False)
+
+    def write(self) -> bool:
+        """Write what the pipe takes now; True once all is written (or gpg stopped reading)."""
+        try:
+            self.offset += os.write(
+                self.pipe.fileno(), self.data[self.offset : self.offset + 65536]
+            )
+        except BlockingIOError:
+            return False
+        except BrokenPipeError:
+            self.offset = len(self.data)
+        return self.offset >= len(self.data)
+
+
+class _StatusPipe:
+    """gpg's status lines, read without waking for each: gpg writes every line on its own,
+    and a wakeup of the calling thread (and its wait for the interpreter lock) per line cost
+    more than the reading. The pipe holds a sane message's status whole (~2 KB of 64 KB); it
+    is emptied once gpg has exited, and every _STATUS_DRAIN_S meanwhile, so that a message
+    making gpg write more cannot block it."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.data = fd, bytearray()
+        os.set_blocking(fd, False)
+
+    def drain(self) -> None:
+        """Read what is there now; past _STATUS_MAX the rest is dropped (too_large says so)."""
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return
+            if not chunk:
+                return
+            if len(self.data) <= _STATUS_MAX:
+                self.data += chunk
+
+    @property
+    def too_large(self) -> bool:
+        return len(self.data) > _STATUS_MAX
+
+
+def _pump(
+    proc: subprocess.Popen[bytes], status_fd: int, sink: Sink | None, feed: bytes | None = None
+) -> str:
+    """Serve gpg until it exits: its output into `sink` (if any), `feed` to its stdin (if
+    any), its status lines collected and returned; kill it on excess."""
+    status = _StatusPipe(status_fd)
+    exited = os.pidfd_open(proc.pid)  # readable once gpg has exited
+    try:
+        _serve_until_exit(proc, exited, status, sink, feed)
+    finally:
+        os.close(exited)
+    proc.wait()
+    status.drain()  # gpg is gone: all it wrote is in the pipe (whoever else may hold it)
+    if status.too_large:
+        return ""  # no status lines: refused as "not OpenPGP"
+    return status.data.decode("utf-8", "replace")
+
+
+def _serve_until_exit(
+    proc: subprocess.Popen[bytes], exited: int, status: _StatusPipe, sink: Sink | None,
+    feed: bytes | None,
+) -> None:  # fmt: skip
+    """Move data between gpg's pipes and us until it has exited (`exited`: its pidfd) and
+    closed its output."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(exited, selectors.EVENT_READ, "exit")
+        if sink is not None:
+            assert proc.stdout is not None
+            selector.register(proc.stdout.fileno(), selectors.EVENT_READ, sink)
+        if feed is not None:
+            writer = _Feed(proc, feed)
+            selector.register(writer.pipe.fileno(), selectors.EVENT_WRITE, writer)
+        while selector.get_map():
+            events = selector.select(_STATUS_DRAIN_S)
+            if not events:
+                status.drain()
+            for key, _ in events:
+                _serve(selector, key)
+            excess = status.too_large or (sink is not None and sink.too_large)
+            if excess and proc.poll() is None:
+                proc.kill()  # stop now: the pipes then drain and close
+
+
+def _serve(selector: selectors.BaseSelector, key: selectors.SelectorKey) -> None:
+    """One ready pipe (or gpg's exit): move data; forget the pipe once it is done."""
+    if isinstance(key.data, _Feed):
+        if key.data.write():
+            selector.unregister(key.fd)
+            key.data.pipe.close()  # end of input
+        return
+    if key.data == "exit":
+        selector.unregister(key.fd)
+        return
+    chunk = os.read(key.fd, 65536)
+    if not chunk:
+        selector.unregister(key.fd)
+    else:
+        key.data.write(chunk)
+
+
+# -- status lines -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """gpg's status lines, split on newline only (python-gnupg also splits on U+0085)."""
+
+    lines: tuple[tuple[str, tuple[str, ...]], ...]
+
+    @classmethod
+    def parse(cls, stderr: str) -> Status:
+        lines = []
+        for line in stderr.split("\n"):
+            if line.startswith("[GNUPG:] "):
+                keyword, *args = line[9:].rstrip("\r").split(" ")
+                lines.append((keyword, tuple(args)))
+        return cls(tuple(lines))
+
+    def count(self, keyword: str) -> int:
+        return sum(1 for k, _ in self.lines if k == keyword)
+
+    def args(self, keyword: str) -> tuple[str, ...]:
+        return next((a for k, a in self.lines if k == keyword), ())
