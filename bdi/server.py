@@ -17,10 +17,10 @@ from bdi.config import Settings
 from bdi.datadir import hub_key_file, open_hub, serve_lock, web_secret
 from bdi.hub import Hub, utcnow
 from bdi.mailbox.stored import StoredInbox
-from bdi.mailview import UPLOADS_IN_MEMORY, MailboxView, MemoryBudget
-from bdi.pipeline import Pipeline
+from bdi.mailbox.view import UPLOADS_IN_MEMORY, MailboxView, MemoryBudget
+from bdi.pipeline.spool import Spool
+from bdi.pipeline.workers import Pipeline
 from bdi.sftp import HubSFTPServer
-from bdi.spool import Spool
 from bdi.store.journal import Journal
 from bdi.throttle import LoginThrottle
 from bdi.web import web_server

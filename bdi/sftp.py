@@ -14,7 +14,7 @@ from typing import TypeVar
 import asyncssh
 from asyncssh import SFTPAttrs, SFTPName
 
-from bdi.mailview import (
+from bdi.mailbox.view import (
     BytesHandle,
     Denied,
     Entry,

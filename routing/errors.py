@@ -30,6 +30,8 @@ class Code(StrEnum):
     NOMBRE = "NOMBRE"
     NOMBRE_REJETS = "NOMBRE_REJETS"
     TOTAL = "TOTAL"
+    # not a check (absent from check_order): a job quarantined after the hub's own failures
+    INTERNE = "INTERNE"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from hubkit import Party, make_parties, prepare_data, sftp_client
 from support import SAMPLES
 
 from bdi.config import Settings, load_settings
-from bdi.jobfiles import CONTENT_IN_ROW
+from bdi.pipeline.prepare import CONTENT_IN_ROW
 from bdi.routing.scan import CheckContext, check_bytes
 from bdi.routing.writer import parse_file, write_file
 

@@ -17,7 +17,8 @@ from hubkit import HubUnderTest, Party, hub_running
 from sqlalchemy import select, text
 from support import SAMPLES, manifest
 
-from bdi import jobfiles, mailview, pipeline
+from bdi.mailbox import view
+from bdi.pipeline import prepare, workers
 from bdi.routing.scan import CheckContext, SectionChecked, check_bytes, check_lines
 from bdi.store.jobs import JOB
 
@@ -142,7 +143,7 @@ async def route_back(hub: HubUnderTest, tmp_path: Path, name: str, sealed: bytes
 async def test_a_plaintext_past_the_memory_bound_spills_to_an_anonymous_file(
     hub: HubUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobfiles, "PLAIN_IN_MEMORY", 512)  # every sample is larger
+    monkeypatch.setattr(prepare, "PLAIN_IN_MEMORY", 512)  # every sample is larger
     name = "PCOU010234_00311_000003.edi"
     plain = (SAMPLES / name).read_bytes()
     assert len(plain) > 512
@@ -157,7 +158,7 @@ async def test_a_small_upload_lives_in_its_job_row_until_the_job_ends(
     name = "RCOU010234_00311_000001.edi"
     plain = (SAMPLES / name).read_bytes()
     sealed = hub.seal("COU010234", plain, tmp_path)
-    assert len(sealed) <= mailview.UPLOAD_IN_MEMORY
+    assert len(sealed) <= view.UPLOAD_IN_MEMORY
     assert await route_back(hub, tmp_path, name, sealed) == plain
     assert list(hub.server.hub.settings.spool.iterdir()) == []  # never there
     async with hub.server.hub.store.engine.connect() as conn:
@@ -168,7 +169,7 @@ async def test_a_small_upload_lives_in_its_job_row_until_the_job_ends(
 async def test_an_upload_past_the_memory_bound_goes_through_a_spool_file(
     hub: HubUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mailview, "UPLOAD_IN_MEMORY", 100)  # every sealed sample is larger
+    monkeypatch.setattr(view, "UPLOAD_IN_MEMORY", 100)  # every sealed sample is larger
     name = "PCOU010234_00311_000003.edi"
     plain = (SAMPLES / name).read_bytes()
     sealed = hub.seal("COU010234", plain, tmp_path)
@@ -188,7 +189,7 @@ async def test_flows_collected_by_the_checks_equal_those_read_again(
     plain = (SAMPLES / name).read_bytes()
     await hub.upload(sender, name, hub.seal(sender, plain, tmp_path))
     await hub.settled()
-    monkeypatch.setattr(jobfiles, "FLOWS_IN_ONE_PASS", 0)  # every plaintext is "big" now
+    monkeypatch.setattr(prepare, "FLOWS_IN_ONE_PASS", 0)  # every plaintext is "big" now
     await hub.upload(sender, name, hub.seal(sender, plain, tmp_path))
     await hub.settled()
     columns = "o.seq, o.layout, o.flow_code, o.optiflux_key, o.control, o.comment, o.fields_json"
@@ -209,7 +210,7 @@ async def test_a_queued_job_reads_its_upload_from_its_row(
     hub: HubUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past HELD_IN_MEMORY queued jobs, a job keeps no copy of its upload in memory."""
-    monkeypatch.setattr(pipeline, "HELD_IN_MEMORY", 0)  # no job keeps its copy
+    monkeypatch.setattr(workers, "HELD_IN_MEMORY", 0)  # no job keeps its copy
     name = "RCOU010234_00311_000001.edi"
     plain = (SAMPLES / name).read_bytes()
     assert await route_back(hub, tmp_path, name, hub.seal("COU010234", plain, tmp_path)) == plain

@@ -15,8 +15,8 @@ from hubkit import HubUnderTest, Party, hub_running
 from structlog.testing import capture_logs
 from support import SAMPLES
 
-from bdi import jobfiles
-from bdi.mailview import BytesHandle
+from bdi.mailbox.view import BytesHandle
+from bdi.pipeline import prepare
 
 SENDER, RECIPIENT = "COU010234", "CIE000311"
 NAME = "RCOU010234_00311_000001.edi"
@@ -95,7 +95,7 @@ async def test_a_delivery_too_big_for_the_store_is_a_file_listed_with_the_others
     async with hub_running(tmp_path / "data", parties) as hub:
         await hub.upload(SENDER, NAME, hub.seal(SENDER, PLAIN, tmp_path))
         await hub.settled()
-        monkeypatch.setattr(jobfiles, "CONTENT_IN_ROW", 0)  # every content is "big" now
+        monkeypatch.setattr(prepare, "CONTENT_IN_ROW", 0)  # every content is "big" now
         big = NAME.replace("000001", "000002")
         await hub.upload(SENDER, big, hub.seal(SENDER, PLAIN, tmp_path))
         await hub.settled()
@@ -142,7 +142,7 @@ async def test_a_job_with_a_delivery_file_and_a_kept_log_places_the_one_and_keep
 ) -> None:
     """Section 1 is delivered (a file here: every content is "big"), section 2 refused (its
     `.log` kept in the store): the job is planned, its delivery placed, then it ends."""
-    monkeypatch.setattr(jobfiles, "CONTENT_IN_ROW", 0)
+    monkeypatch.setattr(prepare, "CONTENT_IN_ROW", 0)
     name = "PCOU010234_00311_000090.edi"
     plain = (SAMPLES / "broken" / name).read_bytes()
     async with hub_running(tmp_path / "data", parties) as hub:

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 from support import Held
 
+from bdi.pipeline.spool import Spool
 from bdi.routing.layout import default_layout
-from bdi.spool import Spool
 from bdi.store.db import create_schema, make_engine
 from bdi.store.jobs import JOB, JobRef, Party
 from bdi.store.journal import Journal

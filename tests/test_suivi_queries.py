@@ -24,7 +24,7 @@ from test_suivi_support import (
     route_circuit,
 )
 
-from bdi import jobfiles
+from bdi.pipeline import prepare
 from bdi.routing.layout import Layout
 from bdi.store.repo import Store
 from bdi.suivi import queries as q
@@ -306,7 +306,7 @@ async def test_file_search_detail_and_content_for_sender_or_recipient_only(
 async def test_a_content_past_the_row_bound_is_read_from_its_file(
     tmp_path: Path, parties: dict[str, Party], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobfiles, "CONTENT_IN_ROW", 100)  # every sample's content is larger
+    monkeypatch.setattr(prepare, "CONTENT_IN_ROW", 100)  # every sample's content is larger
     name = "RCOU010234_00311_000001.edi"
     plain = (SAMPLES / name).read_bytes()
     async with hub_running(tmp_path / "data", parties) as hub:

@@ -8,11 +8,11 @@ from typing import cast
 
 import pytest
 
-from bdi import mailview
+from bdi.mailbox import view as mailbox_view
 from bdi.mailbox.storage import Mailboxes
 from bdi.mailbox.stored import StoredInbox
-from bdi.mailview import MailboxView, MemoryBudget, UploadHandle
-from bdi.spool import Spool
+from bdi.mailbox.view import MailboxView, MemoryBudget, UploadHandle
+from bdi.pipeline.spool import Spool
 
 
 def in_memory(handle: UploadHandle) -> bool:
@@ -30,7 +30,7 @@ def test_a_small_upload_stays_in_memory_holes_reading_as_zeros(tmp_path: Path) -
 def test_past_the_bound_the_upload_moves_to_its_file_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mailview, "UPLOAD_IN_MEMORY", 8)
+    monkeypatch.setattr(mailbox_view, "UPLOAD_IN_MEMORY", 8)
     handle = UploadHandle("A.edi", tmp_path / ".up-a", buffer=bytearray())
     handle.write(0, b"12345678")
     assert in_memory(handle)
@@ -44,7 +44,7 @@ def test_past_the_bound_the_upload_moves_to_its_file_whole(
 def test_discarding_removes_a_spilled_upload(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mailview, "UPLOAD_IN_MEMORY", 2)
+    monkeypatch.setattr(mailbox_view, "UPLOAD_IN_MEMORY", 2)
     handle = UploadHandle("A.edi", tmp_path / ".up-a", buffer=bytearray())
     handle.write(0, b"123")
     assert handle.path.exists()

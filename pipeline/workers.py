@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,18 +24,18 @@ from typing import Any
 import structlog
 
 from bdi.hub import Hub, local_time, utcnow
-from bdi.jobfiles import (
+from bdi.mailbox.names import Names
+from bdi.mailbox.stored import StoredInbox
+from bdi.pipeline.place import log_in_place, place_outputs
+from bdi.pipeline.plan import Upload, plan_outputs
+from bdi.pipeline.prepare import (
     Batches,
     Plain,
     Prepared,
     delivered_sections,
-    log_in_place,
     occurrence_batches,
-    place_outputs,
     prepare,
 )
-from bdi.mailbox.stored import StoredInbox
-from bdi.plan import Upload, plan_outputs
 from bdi.routing.model import FileReport
 from bdi.store.jobs import (
     JobRef,
@@ -59,30 +58,6 @@ MAX_ATTEMPTS = 3
 HELD_IN_MEMORY = 256  # queued jobs that keep a copy of their (small) upload in memory
 
 
-class Names:
-    """Inbox names promised to outputs not yet placed; this process is the only one placing."""
-
-    def __init__(self, hub: Hub, stored: StoredInbox, reserved: dict[str, set[str]]) -> None:
-        self.hub, self.stored, self.reserved = hub, stored, reserved
-        self._lock = threading.Lock()  # jobs run in several threads
-
-    def take(self, participant: str, name: str) -> str:
-        with self._lock:
-            promised = self.reserved.setdefault(participant, set())
-
-            def taken(candidate: str) -> bool:
-                return candidate in promised or self.stored.has(participant, candidate)
-
-            chosen = self.hub.mailboxes.unique_name(participant, name, taken)
-            promised.add(chosen)
-            return chosen
-
-    def release(self, outputs: Sequence[OutputRef]) -> None:
-        with self._lock:
-            for output in outputs:
-                self.reserved.get(output.participant_id, set()).discard(output.name)
-
-
 class Pipeline:
     """Runs each job whole in one of `workers` threads: its OpenPGP and file work blocks
     there, and so does its database work (through the journal), so the event loop only
@@ -92,7 +67,7 @@ class Pipeline:
         self.hub, self.journal, self.stored = hub, journal, stored
         self.executor = ThreadPoolExecutor(hub.settings.workers, thread_name_prefix="bdi-job")
         self.attempts: dict[int, int] = {}
-        self.names = Names(hub, stored, {})
+        self.names = Names(hub.mailboxes, stored, {})
         self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()

@@ -9,6 +9,9 @@
 Every client path is resolved here to one of these places, and only these; the SFTP layer
 maps the exceptions below to SFTP status codes. An inbox is its folder plus the small files
 kept in the store (`StoredInbox`): one listing, read and delete alike.
+
+The view owns the access rules; it hands complete uploads to a `TakeIn` (the pipeline's
+spool, injected), so the mailbox room never imports the pipeline.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ import stat
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
+from typing import Protocol
 
 from bdi.mailbox.storage import Mailboxes
 from bdi.mailbox.stored import StoredInbox
-from bdi.spool import Spool
 from bdi.store.inbox import StoredEntry
 
 TEMP_SUFFIXES = (".part", ".tmp", ".filepart")
@@ -171,12 +174,20 @@ class BytesHandle:
         raise OSError(errno.ENXIO, "no data past the end")
 
 
+class TakeIn(Protocol):
+    """Where a complete upload goes: its acknowledgement waits for these to return."""
+
+    async def take_in(self, participant: str, path: Path, file_name: str) -> int: ...
+
+    async def take_in_bytes(self, participant: str, data: bytes, file_name: str) -> int: ...
+
+
 @dataclass
 class MailboxView:
     participant: str
     mailboxes: Mailboxes
     stored: StoredInbox
-    spool: Spool
+    spool: TakeIn
     hub_key: Path
     max_upload: int
     budget: MemoryBudget

@@ -1,11 +1,9 @@
-"""The blocking file work of one job, done in one worker-thread call per step.
+"""The file work of one job before anything is recorded, done in its worker thread.
 
-`prepare` decrypts, checks, keeps each recipient's plain content and seals its delivery
-before anything is recorded: the store then only has to name and record the outputs. A
-delivery whose content is small is sealed in memory and kept in the store's inbox with the
-job's plan; a bigger one is sealed into the staging folder, and `place_outputs` makes it
-appear in its inbox, sealing it again if its staged file cannot be trusted (a job resumed
-after a crash).
+`prepare` decrypts, checks, keeps each recipient's plain content and seals its delivery:
+the store then only has to name and record the outputs (`plan`). A delivery whose content
+is small is sealed in memory and kept in the store's inbox with the job's plan; a bigger one
+is sealed into the staging folder, for `place` to make it appear in its inbox.
 
 The decrypted upload is never a named file: it stays in memory up to PLAIN_IN_MEMORY and
 goes to an anonymous file in the spool beyond, so nothing is left of it after a crash (a
@@ -19,7 +17,6 @@ import io
 import itertools
 import os
 import tempfile
-import uuid
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,7 +28,7 @@ import structlog
 
 from bdi.hub import Hub
 from bdi.mailbox.storage import fsync_dir
-from bdi.plan import Content, Upload, group_by_recipient, occurrence
+from bdi.pipeline.plan import Content, Upload, group_by_recipient, occurrence
 from bdi.routing.errors import Code, Problem
 from bdi.routing.flows import iter_flows
 from bdi.routing.logs import LogFile, log_files, whole_upload_log
@@ -274,57 +271,3 @@ def write_ranges(inp: IO[bytes], spans: list[tuple[int, int]], dst: Path, durabl
             out.flush()
             os.fsync(out.fileno())
     return digest
-
-
-def place_outputs(
-    hub: Hub,
-    job: JobRef,
-    outputs: Sequence[OutputRef],
-    people: Mapping[str, Party],
-    staged: Mapping[str, Path],
-    plain: Plain,
-) -> None:
-    """Make every output not yet in place appear in its inbox, complete, under its name."""
-    for output in outputs:
-        if output.delivered_at is not None or hub.mailboxes.in_inbox(
-            output.participant_id, output.name
-        ):
-            continue
-        if output.kind == "log":
-            _place_log(hub, output)
-            log_in_place(job, output)
-            continue
-        sealed = staged.get(output.participant_id) or _seal_again(hub, job, output, people, plain)
-        size = sealed.stat().st_size
-        hub.mailboxes.place(output.participant_id, sealed, output.name)
-        log_in_place(job, output, size)
-
-
-def log_in_place(job: JobRef, output: OutputRef, size: int = 0) -> None:
-    """An output is in its inbox: placed as a file, or kept in the store by its plan.
-    `size`: a delivery's (a `.log`'s event does not give it)."""
-    if output.kind == "log":
-        log.info("log.written", job=job.id, participant=output.participant_id, file=output.name)
-    else:
-        log.info("delivery.done", job=job.id, sender=job.participant_id,
-                 participant=output.participant_id, file=output.name, size=size)  # fmt: skip
-
-
-def _place_log(hub: Hub, output: OutputRef) -> None:
-    staged = hub.mailboxes.staged_path(output.participant_id, f"{output.job_id}-{output.seq}.log")
-    staged.write_text(output.text, encoding="utf-8")
-    hub.mailboxes.place(output.participant_id, staged, output.name)
-
-
-def _seal_again(
-    hub: Hub, job: JobRef, output: OutputRef, people: Mapping[str, Party], plain: Plain
-) -> Path:
-    """A resumed job: seal the delivery again from the plaintext."""
-    stream = plain.checked()
-    recipient = output.participant_id
-    part = hub.mailboxes.staged_path(recipient, f"{job.id}-{recipient}-{uuid.uuid4().hex[:8]}")
-    write_ranges(stream, ranges(output.ranges), part, durable=False)
-    try:
-        return seal(hub, job, part, recipient, people[recipient].fingerprint)
-    finally:
-        part.unlink(missing_ok=True)

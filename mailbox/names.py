@@ -1,0 +1,38 @@
+"""Inbox names (HUB.md, "Names in the inbox"): the name an output gets in its recipient's
+inbox, `_2`, `_3`, … inserted when the upload's name is taken. A name is taken while it is
+a file of the inbox folder, a file kept in the store, or promised to an output not yet placed."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from bdi.mailbox.storage import Mailboxes
+from bdi.mailbox.stored import StoredInbox
+from bdi.store.jobs import OutputRef
+
+
+class Names:
+    """Inbox names promised to outputs not yet placed; this process is the only one placing."""
+
+    def __init__(
+        self, mailboxes: Mailboxes, stored: StoredInbox, reserved: dict[str, set[str]]
+    ) -> None:
+        self.mailboxes, self.stored, self.reserved = mailboxes, stored, reserved
+        self._lock = threading.Lock()  # jobs run in several threads
+
+    def take(self, participant: str, name: str) -> str:
+        with self._lock:
+            promised = self.reserved.setdefault(participant, set())
+
+            def taken(candidate: str) -> bool:
+                return candidate in promised or self.stored.has(participant, candidate)
+
+            chosen = self.mailboxes.unique_name(participant, name, taken)
+            promised.add(chosen)
+            return chosen
+
+    def release(self, outputs: Sequence[OutputRef]) -> None:
+        with self._lock:
+            for output in outputs:
+                self.reserved.get(output.participant_id, set()).discard(output.name)
