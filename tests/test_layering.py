@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
 
 
 def _imports(path: Path) -> set[str]:
-    rooms = set()
+    rooms: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         names: list[str] = []
         if isinstance(node, ast.ImportFrom) and node.module:
