@@ -265,15 +265,17 @@ class SuiviApp:
         flow_id = int(request.path_params["flow_id"])
         store, layout = self.hub.store, self.hub.layout
         passages = await queries.tracking(store, ctx.user, flow_id)
-        if passages is None and flow_id in await pending.incomplete_flow_ids(
-            store, layout, ctx.user
-        ):
-            passages = await queries.tracking(store, ctx.user, flow_id, granted=True)
+        # the summary shows the values a search row shows: the latest of the user's own
+        # occurrences, or for the §8.9 exception the row of the incomplete list
+        shown = queries.own_latest(passages) if passages else None
         if passages is None:
+            shown = await pending.incomplete_hit(store, layout, ctx.user, flow_id)
+            if shown is not None:
+                passages = await queries.tracking(store, ctx.user, flow_id, granted=True)
+        if passages is None or shown is None:
             raise not_found()
-        last = passages[-1].hit
-        columns, kinds = queries.columns_for(layout, last.layout)
-        cells = views.row_cells_of(last, columns, kinds)
+        columns, kinds = queries.columns_for(layout, shown.layout)
+        cells = views.row_cells_of(shown, columns, kinds)
         return self.render(
             request,
             "tracking.html",
@@ -281,7 +283,7 @@ class SuiviApp:
             passages=passages,
             columns=TRACKING_COLUMNS,
             summary=list(zip([c.fr for c in columns], cells, strict=True)),
-            flow_fr=queries.FLOW_TYPES[last.layout],
+            flow_fr=queries.FLOW_TYPES[shown.layout],
             stamp=paris_stamp,
         )
 

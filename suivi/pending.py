@@ -8,7 +8,8 @@ seed (send, answer, reject, re-send, distribute) moves the flow by itself.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -224,7 +225,7 @@ def incomplete_stmt(layout: Layout, user: str, ref: Referential) -> Select[Any]:
     )
 
 
-async def incomplete_rows(store: Store, layout: Layout, user: str) -> AsyncIterator[Hit]:
+async def incomplete_rows(store: Store, layout: Layout, user: str) -> AsyncGenerator[Hit, None]:
     """The incomplete répartitions the user sees, one per flow, newest first."""
     ref = await load_referential(store)
     seen: set[int] = set()
@@ -241,6 +242,15 @@ async def incomplete_rows(store: Store, layout: Layout, user: str) -> AsyncItera
 
 async def incomplete_page(store: Store, layout: Layout, user: str, number: int) -> Page[Hit]:
     return await page_of(incomplete_rows(store, layout, user), number, layout.page_size)
+
+
+async def incomplete_hit(store: Store, layout: Layout, user: str, flow_id: int) -> Hit | None:
+    """The row the user's list of incomplete répartitions shows for this flow, if any."""
+    async with aclosing(incomplete_rows(store, layout, user)) as rows:
+        async for hit in rows:
+            if hit.flow_id == flow_id:
+                return hit
+    return None
 
 
 async def incomplete_flow_ids(store: Store, layout: Layout, user: str) -> set[int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from math import ceil
@@ -427,6 +427,13 @@ async def tracking(
     stmt = select(*sql.ROW_COLUMNS).join(Mov, sql.JOIN).where(col(Occ.flow_id) == flow_id)
     rows = await sql.all_rows(store, stmt.order_by(*sql.OLDEST_FIRST))
     return [Passage(hit_of(r), user in (r.sender_id, r.recipient_id)) for r in rows] or None
+
+
+def own_latest(passages: Sequence[Passage]) -> Hit | None:
+    """The occurrence a search row shows for the flow (§8.2): the latest of the user's own
+    movements, so that the tracking's summary and the search agree and neither shows the
+    content of a file the user may not open. None when the user has no movement of it."""
+    return next((p.hit for p in reversed(passages) if p.openable), None)
 
 
 # --- files (§8.6) ------------------------------------------------------------------------

@@ -350,3 +350,47 @@ async def test_trash_icon_dismisses_a_rejected_flow(
     again = await client.post(action.group(1), data={"csrf": csrf_of(page.text)})
     assert again.status_code == 404
     assert await rejected_ids(routed)  # the broker's own list is untouched
+
+
+def result_rows(page: str) -> list[tuple[str, dict[str, str]]]:
+    """Each row of a result table: its tracking link and its cells by column label."""
+    labels = [html.unescape(x) for x in re.findall(r'<th scope="col">([^<]*)</th>', page)]
+    rows = []
+    for body in re.findall(r"<tr>(.*?)</tr>", page, re.S):
+        link = re.search(r'<a href="([^"]+)" class="loupe"', body)
+        if link:
+            cells = [html.unescape(c) for c in re.findall(r'<td class="(?:num)?">(.*?)</td>', body)]
+            rows.append((link.group(1), dict(zip(labels, cells, strict=True))))
+    return rows
+
+
+def tracking_summary(page: str) -> dict[str, str]:
+    found = re.findall(r"<dt>(.*?)</dt><dd[^>]*>(.*?)</dd>", page)
+    return {
+        html.unescape(label): "" if text == "—" else html.unescape(text) for label, text in found
+    }
+
+
+async def test_the_tracking_summary_shows_what_the_search_row_shows(
+    client: httpx.AsyncClient, routed: HubUnderTest
+) -> None:
+    """One value, one answer: both read the latest occurrence of the user's own movements."""
+    for user, file_number in ((BROKER, ""), (LEADER, "AGCS-S08-0057")):
+        await logged_in(client, routed, user)
+        url = "/recherche/settlements?envoyer=1&producer_file_number=SIN-2008-0057"
+        [(track, cells)] = result_rows((await client.get(url)).text)
+        # the leader adds its file number in the leader -> CESAM file: the broker may not
+        # open that file, so neither its search nor the tracking shows that number
+        assert cells["Dossier Apériteur"] == file_number, user
+        assert tracking_summary((await client.get(track)).text) == cells, user
+    for user in (BROKER, LEADER, GENERALI):
+        await logged_in(client, routed, user)
+        for search_id in q.SEARCH_OF_LAYOUT.values():
+            rows = result_rows((await client.get(f"/recherche/{search_id}?envoyer=1")).text)
+            for track, cells in rows:
+                summary = tracking_summary((await client.get(track)).text)
+                assert summary == cells, (user, search_id, track)
+    await logged_in(client, routed, BROKER)  # the §8.9 exception: the incomplete list's row
+    [(track, cells)] = result_rows((await client.get("/repartitions-incompletes")).text)
+    assert cells["Clé Optiflux"] == NAV
+    assert tracking_summary((await client.get(track)).text) == cells
