@@ -394,3 +394,16 @@ async def test_the_tracking_summary_shows_what_the_search_row_shows(
     [(track, cells)] = result_rows((await client.get("/repartitions-incompletes")).text)
     assert cells["Clé Optiflux"] == NAV
     assert tracking_summary((await client.get(track)).text) == cells
+
+
+async def test_the_incomplete_list_is_no_search_and_does_not_say_so(
+    client: httpx.AsyncClient, routed: HubUnderTest
+) -> None:
+    await logged_in(client, routed, BROKER)
+    listed = html.unescape((await client.get("/repartitions-incompletes")).text)
+    assert "<strong>1</strong> répartition en attente de complément" in listed
+    await logged_in(client, routed, "COU010999")
+    empty = html.unescape((await client.get("/repartitions-incompletes")).text)
+    assert "Aucune répartition en attente de complément" in empty
+    for page in (listed, empty):
+        assert "votre recherche" not in page and "correspond" not in page
