@@ -407,3 +407,27 @@ async def test_the_incomplete_list_is_no_search_and_does_not_say_so(
     assert "Aucune répartition en attente de complément" in empty
     for page in (listed, empty):
         assert "votre recherche" not in page and "correspond" not in page
+
+
+async def test_no_csv_export_button_for_an_empty_result(
+    client: httpx.AsyncClient, routed: HubUnderTest
+) -> None:
+    await logged_in(client, routed, BROKER)
+    buttons = {
+        "/recherche/allocations?envoyer=1": 1,
+        "/recherche/allocations?envoyer=1&optiflux_key=NOPE": 0,
+        "/recherche/allocations?envoyer=1&page=9": 1,  # past the last page: rows to export
+        "/fichiers?envoyer=1": 1,
+        "/fichiers?envoyer=1&nom=NOPE": 0,
+        "/attente/primes": 2,  # en cours, rejetés
+        "/attente/repartitions": 0,  # answered by the CESAM, nothing rejected
+        "/repartitions-incompletes": 1,
+    }
+    for url, count in buttons.items():
+        page = (await client.get(url)).text
+        assert page.count('class="bouton"') == count, url
+        assert page.count("Extraction") == count, url
+    await logged_in(client, routed, "COU010999")
+    for url in ("/recherche/premiums?envoyer=1", "/attente/primes", "/repartitions-incompletes"):
+        page = (await client.get(url)).text
+        assert 'class="bouton"' not in page and "Extraction" not in page, url
