@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, time
 from decimal import Decimal
-from functools import cache, lru_cache
+from functools import cache, lru_cache, partial
 
 from bdi.routing.layout import FieldSpec, Layout, RecordSpec
 
@@ -133,15 +133,24 @@ def field_regex(spec: FieldSpec) -> str:
     return f"(?:{value}|{blank})"
 
 
+_DATE = re.compile(_DATE_RX)
+_TIME = re.compile(_TIME_RX)
+
+
 @lru_cache(maxsize=65536)
-def _real_date(text: str) -> bool:
-    if text.isspace():
-        return True
+def _parse_date(text: str) -> date | None:
+    """The day a date field names; None if it is not YYYY-MM-DD or no such day exists
+    (2023-02-29): `date.fromisoformat` alone raises on some texts and accepts others."""
+    if _DATE.fullmatch(text) is None:
+        return None
     try:
-        date.fromisoformat(text)
+        return date.fromisoformat(text)
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def _real_date(text: str) -> bool:
+    return text.isspace() or _parse_date(text) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +164,15 @@ class RecordCodec:
     amounts: tuple[tuple[int, int], ...]  # digit slices of amount fields (sign excluded)
     decoders: tuple[tuple[str, int, int, Decoder], ...]  # name, slice, `decode_field` of it
 
+    def valid(self, text: str) -> bool:
+        """Whether every field of a 640-character record passes its check."""
+        return self.whole.fullmatch(text) is not None and all(
+            _real_date(text[f.start : f.end]) for f in self.dates
+        )
+
     def bad_fields(self, text: str) -> list[FieldSpec]:
         """Fields of a 640-character record that break their kind, values, pattern or filler."""
-        if self.whole.fullmatch(text) and all(
-            _real_date(text[f.start : f.end]) for f in self.dates
-        ):
+        if self.valid(text):
             return []
         return [
             spec
@@ -173,12 +186,19 @@ class RecordCodec:
         total = 0
         for start, end in self.amounts:
             digits = text[start:end]
-            if digits.isdigit():
+            if _ascii_digits(digits):  # '²'.isdigit(), yet int('²') raises
                 total += int(digits)
         return total
 
     def decode(self, text: str) -> dict[str, Value]:
-        return {name: decode(text[start:end]) for name, start, end, decode in self.decoders}
+        """Typed values of a record's fields; a field its check refuses keeps its text (None
+        if blank), so that nothing a check refused is ever indexed as if it were valid.
+        Total: any text, of any length, decodes."""
+        values = {name: decode(text[start:end]) for name, start, end, decode in self.decoders}
+        if not self.valid(text):
+            for spec in self.bad_fields(text):
+                values[spec.name] = undecoded(text[spec.start : spec.end])
+        return values
 
     def encode(self, values: Mapping[str, Value]) -> str:
         return "".join(encode_field(spec, values.get(spec.name)) for spec in self.spec.fields)
@@ -208,8 +228,7 @@ def field_decoder(spec: FieldSpec) -> Decoder:
     if kind == "numeric":
         return _integer
     if kind in _DECIMAL_KINDS:
-        zero, exponent = Decimal(0).scaleb(-spec.decimals), -spec.decimals
-        return lambda raw: Decimal(int(raw)).scaleb(exponent) if raw.strip() else zero
+        return partial(_decimal, -spec.decimals, kind == "signed_amount")
     if kind == "date":
         return _date
     if kind == "time":
@@ -217,16 +236,35 @@ def field_decoder(spec: FieldSpec) -> Decoder:
     return _text
 
 
+def undecoded(raw: str) -> str | None:
+    """What a field that is not of its kind decodes to: its own text, never a made-up value
+    (a blank number is not 0), None if blank."""
+    return raw.rstrip(" ") or None
+
+
+def _ascii_digits(raw: str) -> bool:
+    return raw.isascii() and raw.isdigit()
+
+
 def _integer(raw: str) -> Value:
-    return int(raw) if raw.strip() else 0
+    return int(raw) if _ascii_digits(raw) else undecoded(raw)
+
+
+def _decimal(exponent: int, signed: bool, raw: str) -> Value:
+    """An amount or rate in its unit: digits, after a '+' or '-' for a signed amount."""
+    digits = raw[1:] if signed else raw
+    if (signed and raw[:1] not in ("+", "-")) or not _ascii_digits(digits):
+        return undecoded(raw)
+    return Decimal(int(raw)).scaleb(exponent)
 
 
 def _date(raw: str) -> Value:
-    return date.fromisoformat(raw) if raw.strip() else None
+    day = _parse_date(raw)
+    return day if day is not None else undecoded(raw)
 
 
 def _time(raw: str) -> Value:
-    return time.fromisoformat(raw) if raw.strip() else None
+    return time.fromisoformat(raw) if _TIME.fullmatch(raw) else undecoded(raw)
 
 
 def _text(raw: str) -> Value:
@@ -234,19 +272,9 @@ def _text(raw: str) -> Value:
 
 
 def decode_field(spec: FieldSpec, raw: str) -> Value:
-    """Typed value of a valid field: text is right-stripped, blank dates/times are None."""
-    kind = spec.kind
-    if kind == "numeric":
-        return int(raw) if raw.strip() else 0
-    if kind in _DECIMAL_KINDS:
-        if not raw.strip():
-            return Decimal(0).scaleb(-spec.decimals)
-        return Decimal(int(raw)).scaleb(-spec.decimals)
-    if kind == "date":
-        return date.fromisoformat(raw) if raw.strip() else None
-    if kind == "time":
-        return time.fromisoformat(raw) if raw.strip() else None
-    return raw.rstrip(" ")
+    """Typed value of a field: text is right-stripped; a field that is not of its kind
+    (a blank date or number included) keeps its text, or None if blank. Never raises."""
+    return field_decoder(spec)(raw)
 
 
 def _digits(spec: FieldSpec, value: Decimal | int, width: int) -> str:

@@ -31,6 +31,11 @@ def flow_key(parts: tuple[str, ...], values: Mapping[str, Value]) -> str:
     return "|".join(out)
 
 
+def _state(text: str) -> str:
+    """The control state of a record ('' for a line too short to hold one)."""
+    return text[10:11]
+
+
 class FlowBuilder:
     """Accumulates the records of the current flow of one section; bounded by one flow."""
 
@@ -56,7 +61,7 @@ class FlowBuilder:
         self.reject_message: str | None = None
 
     def record(self, line: int, marker: str, text: str) -> Flow | None:
-        """Take a functional record; return the flow it completes, if any."""
+        """Take a functional record of this flow layout; return the flow it completes, if any."""
         done = None
         starts = marker == self.layout.flow_starts_with
         if self.layout.flow_ends_with is None:
@@ -73,18 +78,19 @@ class FlowBuilder:
             self.head, self.head_line = codec.decode(text), line
         elif marker == "4444444444" and self.layout.name == "allocation":
             self.grid.append(codec.decode(text))
-        self.states.append(text[10])
+        self.states.append(_state(text))
 
     def _add_account(self, line: int, marker: str, text: str) -> Flow | None:
         codec = self.codecs[self.layout.records[marker]]
         if not self.states:
             self.head_line = line
-        self.states.append(text[10])
+        state = _state(text)
+        self.states.append(state)
         if marker == self.layout.flow_starts_with:
-            self.lines.append(FlowLine(line, aggregate_control(text[10]), codec.decode(text)))
+            self.lines.append(FlowLine(line, aggregate_control(state), codec.decode(text)))
         if marker == self.layout.flow_ends_with:
             self.head = codec.decode(text)
-            self.states = [text[10]]
+            self.states = [state]
             return self._complete()
         return None
 
@@ -128,7 +134,9 @@ def iter_flows(
     """The flows of the accepted sections of an already checked file, one at a time.
 
     `accepted` maps each delivered section number to its flow code. The file is read once
-    more rather than keeping every flow of a big file in memory between check and storage."""
+    more rather than keeping every flow of a big file in memory between check and storage.
+    Total over any bytes and any `accepted` (a record its flow layout has no place for, or a
+    flow code without a layout, is passed over): a resumed job reads its file again here."""
     codecs = codecs_for(layout)
     message = layout.reject.field("reject_message")
     builder: FlowBuilder | None = None
@@ -138,8 +146,7 @@ def iter_flows(
         marker = text[:10]
         if marker == "1111111111":
             number += 1
-            code = accepted.get(number)
-            builder = FlowBuilder(layout.flow_layout(code), code, number, codecs) if code else None
+            builder = _builder(layout, accepted.get(number), number, codecs)
         elif builder is None:
             continue
         elif marker == "9999999999":
@@ -149,7 +156,16 @@ def iter_flows(
             builder = None
         elif marker == "7777777777":
             builder.reject(text[message.start : message.end])
-        else:
+        elif marker in builder.layout.records:
             flow = builder.record(line, marker, text)
             if flow is not None:
                 yield flow
+
+
+def _builder(
+    layout: Layout, code: str | None, section: int, codecs: Mapping[str, RecordCodec]
+) -> FlowBuilder | None:
+    """The builder of an accepted section's flows; None for a section not to index."""
+    if code is None or code not in layout.flow_layouts_by_code:
+        return None
+    return FlowBuilder(layout.flow_layout(code), code, section, codecs)

@@ -137,7 +137,13 @@ class _Section:
             else []
         )
         number = _slice(text, self.layout.header, "section_number")
-        if "section_number" not in bad and number.isdigit() and int(number) != self.report.number:
+        # a header of the wrong length has no field checks: '²²²' passes isdigit, not int()
+        if (
+            "section_number" not in bad
+            and number.isascii()
+            and number.isdigit()
+            and int(number) != self.report.number
+        ):
             bad.append("section_number")
         file_type = self.layout.file_types.get(self.report.file_type)
         code = self.report.flow_code

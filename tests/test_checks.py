@@ -1153,3 +1153,19 @@ def test_log_lines_stay_one_line_whatever_the_name() -> None:
     [log] = log_files(report, datetime(2008, 5, 2, 9, 0, 12), LAYOUT)
     assert len(log.text().splitlines()) == len(report.problems)
     assert all(" a?b.edi section 0 line 0 " in line for line in log.lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Digits that are not ASCII digits ('²'.isdigit() is True, int('²') raises): refused, never read
+# ---------------------------------------------------------------------------------------------
+
+
+def test_superscript_section_number_in_a_header_of_the_wrong_length() -> None:
+    bad = upload(REP, set_field(1, "header", "section_number", "²²²"), extend(1))
+    assert found(single_section(bad.check())) == [("LONGUEUR", 1, "641 au lieu de 640")]
+
+
+def test_superscript_digits_in_an_amount() -> None:
+    base = "DCOU010234_00311_000005.edi"
+    bad = upload(base, set_field(2, "settlement_2", "fees_100", "+" + "²" * 15))
+    assert found(single_section(bad.check())) == [("FORMAT", 2, "settlement_2.fees_100")]

@@ -1,15 +1,27 @@
-"""Flows: the streaming second pass gives exactly the flows the check collected."""
+"""Flows: the streaming second pass gives exactly the flows the check collected; a field
+its check refuses is never decoded as if valid, and never stops the other sections."""
 
 from __future__ import annotations
 
 import io
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
 
 import pytest
 from support import SAMPLES, manifest
 
+from bdi.pipeline.plan import Content, Upload, occurrence, plan_outputs
+from bdi.routing.errors import Code
+from bdi.routing.fields import codecs_for, decode_field
 from bdi.routing.flows import iter_flows
-from bdi.routing.layout import default_layout
-from bdi.routing.scan import CheckContext, SectionChecked, check_lines
+from bdi.routing.layout import FieldSpec, default_layout
+from bdi.routing.logs import log_files
+from bdi.routing.model import FileReport
+from bdi.routing.scan import CheckContext, SectionChecked, check_lines, last_report
+from bdi.routing.writer import Section, parse_file, write_file
+from bdi.store.jobs import Occurrence, PlannedOutput
 
 
 @pytest.mark.parametrize("sample", manifest(), ids=lambda s: s["path"])
@@ -33,3 +45,167 @@ def test_flow_keys_and_controls_of_the_samples() -> None:
     [account] = iter_flows(io.BytesIO(data), default_layout(), {1: "CPF"})
     assert account.key == "10234|EUR|2008030001"
     assert len(account.lines) == 7 and account.fields["balance"] is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 13, item 1: a refused field is never decoded as if valid, and nothing after the checks
+# raises on it; the good sections of the same file are still delivered.
+# ---------------------------------------------------------------------------------------------
+
+LAYOUT = default_layout()
+NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+CESAM = "GIE000001"
+CESAM_FILE = "RGIE000001_00311_000009.edi"
+RECIPIENTS = ("CIE000311", "CIE000452", "CIE000638", "CIE000100", "CIE000200")
+BAD_SECTION = 3
+BAD_LINE = 2 * 7 + 2  # the allocation_2 of section 3 (sections of 7 lines)
+
+
+def five_sections() -> bytes:
+    """The CESAM distribution sample re-written as five sections to five companies."""
+    [first, *_] = parse_file((SAMPLES / "RGIE000001_00311_000001.edi").read_bytes())
+    return write_file(
+        Section({**first.header, "section_number": n, "recipient_id": r}, first.records)
+        for n, r in enumerate(RECIPIENTS, start=1)
+    )
+
+
+def with_field(data: bytes, line: int, record: str, name: str, raw: bytes) -> bytes:
+    """`data` with field `record.name` of `line` overwritten by `raw`, padded to its width."""
+    spec = LAYOUT.records[record].field(name)
+    lines = data.split(b"\n")
+    assert lines[line - 1][:10] == LAYOUT.records[record].marker.encode()
+    old = lines[line - 1]
+    lines[line - 1] = old[: spec.start] + raw.ljust(spec.length)[: spec.length] + old[spec.end :]
+    return b"\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    report: FileReport
+    outputs: list[PlannedOutput]
+    rows: list[Occurrence]
+
+
+def plan(data: bytes, collect: bool) -> Planned:
+    """The pure path of `prepare`: checks, flows (collected by the checks, or read again as
+    a big file's are), occurrences and planned outputs."""
+    ctx = CheckContext(CESAM_FILE, CESAM, collect_flows=collect)
+    events = list(check_lines(io.BytesIO(data), ctx))
+    report = last_report(events)
+    delivered = {s.number: (s.flow_code, s.recipient_id) for s in report.delivered_sections}
+    flows = [f for e in events if isinstance(e, SectionChecked) for f in e.flows]
+    if not collect:
+        accepted = {n: code for n, (code, _) in delivered.items()}
+        flows = list(iter_flows(io.BytesIO(data), LAYOUT, accepted))
+    upload = Upload(1, CESAM, CESAM_FILE, NOW)
+    seq = dict.fromkeys(RECIPIENTS, 0)
+    rows = []
+    for flow in flows:
+        recipient = delivered[flow.section][1]
+        rows.append(occurrence(LAYOUT, upload, recipient, flow, seq[recipient]))
+        seq[recipient] += 1
+    outputs = plan_outputs(
+        upload,
+        report,
+        log_files(report, NOW, LAYOUT),
+        lambda _, name: name,
+        lambda _: Content("", "0" * 64, b""),
+    )
+    return Planned(report, outputs, rows)
+
+
+BAD_VALUES = [  # (record, field, raw bytes, what is wrong)
+    ("allocation_2", "allocation_effective_date", b"2008-13-01", "month 13"),
+    ("allocation_2", "main_renewal_date", b"2009-02-29", "no such day"),
+    ("allocation_2", "cover_end_date", b"2008-12-\xe2\x82\xac", "non-Latin-1 bytes (UTF-8 €)"),
+    ("allocation_2", "line_count", b"0A4", "non-digits in a numeric field"),
+    ("allocation_2", "leader_brokerage_rate", b"+0000100", "a sign where none is allowed"),
+    ("allocation_2", "cesam_members_share", b"\xb2\xb2\xb2\xb2\xb2\xb2\xb2\xb2", "'²' digits"),
+    ("allocation_2", "line_count", b"   ", "a blank number"),
+]
+
+
+@pytest.mark.parametrize("collect", [True, False], ids=["collected", "read-again"])
+@pytest.mark.parametrize(
+    ("record", "name", "raw", "why"), BAD_VALUES, ids=[b[3] for b in BAD_VALUES]
+)
+def test_a_refused_field_refuses_its_section_only(
+    record: str, name: str, raw: bytes, why: str, collect: bool
+) -> None:
+    data = with_field(five_sections(), BAD_LINE, record, name, raw)
+    planned = plan(data, collect)
+    bad = planned.report.sections[BAD_SECTION - 1]
+    assert [(p.code, p.line, p.detail) for p in bad.problems] == [
+        (Code.FORMAT, BAD_LINE, f"{record}.{name}")
+    ], why
+    deliveries = [o.output for o in planned.outputs if o.output.kind == "delivery"]
+    assert [o.participant_id for o in deliveries] == [
+        r for n, r in enumerate(RECIPIENTS, start=1) if n != BAD_SECTION
+    ]
+    [log] = [o.output for o in planned.outputs if o.output.kind == "log"]
+    assert log.name == f"ERREUR{CESAM_FILE[:-4]}_{BAD_SECTION}.log"
+    assert [recipient for recipient, _, _ in planned.rows] == [o.participant_id for o in deliveries]
+    for _, _, row in planned.rows:
+        assert json.loads(row["fields_json"])["allocation_effective_date"] == "2008-01-01"
+
+
+def test_the_unmutated_five_sections_are_all_delivered() -> None:
+    planned = plan(five_sections(), collect=True)
+    assert planned.report.fully_accepted and len(planned.rows) == len(RECIPIENTS)
+
+
+@pytest.mark.parametrize(
+    ("record", "name", "raw", "why"), BAD_VALUES, ids=[b[3] for b in BAD_VALUES]
+)
+def test_a_refused_field_decodes_to_its_own_text(
+    record: str, name: str, raw: bytes, why: str
+) -> None:
+    line = with_field(five_sections(), BAD_LINE, record, name, raw).split(b"\n")[BAD_LINE - 1]
+    text = line.decode(LAYOUT.encoding)
+    spec = LAYOUT.records[record].field(name)
+    values = codecs_for(LAYOUT)[record].decode(text)
+    assert values[name] == (text[spec.start : spec.end].rstrip(" ") or None), why
+    assert values["record_type"] == "2222222222"
+    assert values["allocation_effective_date"] in (date(2008, 1, 1), "2008-13-01")
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw"),
+    [
+        ("date", "2008-13-01"),
+        ("date", "20080101  "),
+        ("date", "2008-W01-1"),
+        ("time", "12        "),
+        ("time", "24:00:00"),
+        ("numeric", "1_000"),
+        ("numeric", " 12"),
+        ("numeric", "+12"),
+        ("amount", "١٢٣"),  # Arabic-Indic digits: int() takes them, the checks do not
+        ("signed_amount", "0012"),
+        ("signed_amount", "+1_00"),
+        ("signed_amount", "+"),
+        ("rate", ""),
+    ],
+)
+def test_a_value_not_of_its_kind_keeps_its_text(kind: str, raw: str) -> None:
+    spec = FieldSpec("f", "f", 0, max(len(raw), 1), kind, True, decimals=2)
+    assert decode_field(spec, raw) == (raw.rstrip(" ") or None)
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw", "value"),
+    [
+        ("date", "2008-02-29", date(2008, 2, 29)),
+        ("date", "          ", None),
+        ("time", "23:59:59", time(23, 59, 59)),
+        ("numeric", "012", 12),
+        ("amount", "00012345", Decimal("123.45")),
+        ("signed_amount", "-0012345", Decimal("-123.45")),
+        ("signed_amount", "+0000000", Decimal("0.00")),
+        ("text", "ABC  ", "ABC"),
+    ],
+)
+def test_a_valid_value_decodes_to_its_type(kind: str, raw: str, value: object) -> None:
+    spec = FieldSpec("f", "f", 0, len(raw), kind, True, decimals=2)
+    assert decode_field(spec, raw) == value
