@@ -126,23 +126,15 @@ def demo(
     """Run the hub with a ready demo market (the sample participants, their kits in demo/)."""
     import asyncio
 
-    from bdi.demo import prepare_demo
+    from bdi.demo import serve_demo
     from bdi.logsetup import configure_logging
-    from bdi.server import serve_forever
 
     settings = settings_from(config, data=data, sftp_port=sftp_port, web_port=web_port)
+    configure_logging()
     try:
-        steps = asyncio.run(prepare_demo(settings, folder))
+        asyncio.run(serve_demo(settings, folder, typer.echo))
     except (OSError, ValueError) as exc:
         raise fail(f"demo: {exc}") from exc
-    typer.echo(
-        f"BDI demo: SFTP on {settings.host}:{settings.sftp_port}, "
-        f"Suivi on http://{settings.host}:{settings.web_port}/ — try:"
-    )
-    for step in steps:
-        typer.echo(step)
-    configure_logging()
-    asyncio.run(serve_forever(settings))
 
 
 def main() -> None:

@@ -8,6 +8,9 @@ reuses everything (keys are never regenerated, passwords never reissued).
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from bdi.datadir import initialise
 from bdi.kit.home import KitHome
 from bdi.routing.layout import default_layout
 from bdi.routing.referential import parse_referential
+from bdi.server import run_server
 
 
 def demo_files() -> dict[str, bytes]:
@@ -25,8 +29,8 @@ def demo_files() -> dict[str, bytes]:
     return {item.name: item.read_bytes() for item in folder.iterdir() if item.is_file()}
 
 
-async def prepare_demo(settings: Settings, demo: Path) -> list[str]:
-    """Initialise the hub, register every sample participant once; return the walk-through."""
+async def prepare_demo(settings: Settings, demo: Path) -> None:
+    """Initialise the hub, register every sample participant once."""
     await initialise(settings)
     files = demo_files()
     samples = demo / "samples"
@@ -40,7 +44,6 @@ async def prepare_demo(settings: Settings, demo: Path) -> list[str]:
                 await _enrol(service, demo / participant.edi_id, participant.edi_id,
                              participant.name)  # fmt: skip
         await service.load_referential(files["referentiel.toml"].decode())
-    return walkthrough(settings, demo)
 
 
 async def _enrol(service: AdminService, home: Path, edi_id: str, name: str) -> None:
@@ -71,9 +74,81 @@ def _write_secret(path: Path, secret: str) -> None:
     path.chmod(0o600)
 
 
-def walkthrough(settings: Settings, demo: Path) -> list[str]:
-    hub = f"--host {settings.host} --port {settings.sftp_port}"
-    web = f"http://{settings.host}:{settings.web_port}/"
+WEB_START_S = 30.0
+
+
+class PortTaken(OSError):
+    """A port of the demo is already in use (or cannot be bound)."""
+
+
+def check_ports(settings: Settings) -> None:
+    """Fail, naming the port and its option, before anything is prepared or printed.
+
+    Bound the way the hub binds them (SO_REUSEADDR); the hub's own bind still decides."""
+    web = ("the web (Suivi)", "--web-port", settings.web_port)
+    ports = (("SFTP", "--sftp-port", settings.sftp_port), web)
+    for what, option, port in ports:
+        if port == 0:
+            continue
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                settings.host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(address)
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            raise PortTaken(
+                f"cannot listen on {settings.host}:{port} for {what} ({reason}); "
+                f"choose another port with {option}"
+            ) from exc
+
+
+async def serve_demo(settings: Settings, demo: Path, say: Callable[[str], None]) -> None:
+    """Prepare the demo market and serve it until SIGTERM or SIGINT; the walk-through is
+    said once both ports listen, with the ports actually bound."""
+    check_ports(settings)
+    await prepare_demo(settings, demo)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with run_server(settings) as server:
+        sftp, web = server.sftp_port, server.web_port
+        await _answering(settings.host, web)
+        say(
+            f"BDI demo: SFTP on {settings.host}:{sftp}, "
+            f"Suivi on http://{settings.host}:{web}/ — try:"
+        )
+        for step in walkthrough(settings.host, sftp, web, demo):
+            say(step)
+        await stop.wait()
+
+
+async def _answering(host: str, port: int) -> None:
+    """Wait until the web port accepts connections: it is bound when the server starts, but
+    uvicorn listens on it from its own task a moment later."""
+    try:
+        async with asyncio.timeout(WEB_START_S):
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection(host, port)
+                except OSError:
+                    await asyncio.sleep(0.02)
+                    continue
+                writer.close()
+                await writer.wait_closed()
+                return
+    except TimeoutError as exc:
+        raise TimeoutError(
+            f"the web port {host}:{port} did not answer in {WEB_START_S:g} s"
+        ) from exc
+
+
+def walkthrough(host: str, sftp_port: int, web_port: int, demo: Path) -> list[str]:
+    hub = f"--host {host} --port {sftp_port}"
+    web = f"http://{host}:{web_port}/"
 
     def who(edi_id: str) -> str:
         return (
@@ -82,7 +157,7 @@ def walkthrough(settings: Settings, demo: Path) -> list[str]:
 
     sample = demo / "samples" / "RCOU010234_00311_000001.edi"
     return [
-        f"1. bdi kit send {sample} {who('COU010234')} {hub} --wait --web-port {settings.web_port}",
+        f"1. bdi kit send {sample} {who('COU010234')} {hub} --wait --web-port {web_port}",
         f"2. bdi kit receive --to {demo / 'CIE000311' / 'received'} {who('CIE000311')} {hub}",
         f"3. open {web} and log in as CIE000311 with the password in "
         f"{demo / 'CIE000311' / 'password'}",
