@@ -8,8 +8,11 @@ reuses everything (keys are never regenerated, passwords never reissued).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shlex
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -146,19 +149,44 @@ async def _answering(host: str, port: int) -> None:
         ) from exc
 
 
-def walkthrough(host: str, sftp_port: int, web_port: int, demo: Path) -> list[str]:
-    hub = f"--host {host} --port {sftp_port}"
+def bdi_command() -> str:
+    """`bdi` as it can be typed where the demo was started.
+
+    `make run` runs .venv/bin/bdi, which is not on the user's PATH: the walk-through names
+    the script that runs by the path it was run with (relative to the current folder when
+    inside it), else the one beside the running interpreter."""
+    script = Path(sys.argv[0])
+    if script.name != "bdi" or not script.is_file():
+        script = Path(sys.executable).with_name("bdi")
+        if not script.is_file():
+            return "bdi"
+    if script.is_absolute():
+        with contextlib.suppress(ValueError):
+            script = script.relative_to(Path.cwd())
+    text = str(script)
+    return shlex.quote(text if "/" in text else f"./{text}")
+
+
+def walkthrough(
+    host: str, sftp_port: int, web_port: int, demo: Path, bdi: str | None = None
+) -> list[str]:
+    """Commands that work as printed, from the folder the demo was started in."""
+    bdi = bdi or bdi_command()
+    hub = f"--host {shlex.quote(host)} --port {sftp_port}"
     web = f"http://{host}:{web_port}/"
 
-    def who(edi_id: str) -> str:
-        return (
-            f"--home {demo / edi_id} --user {edi_id} --password-file {demo / edi_id / 'password'}"
-        )
+    def path(p: Path) -> str:
+        return shlex.quote(str(p))
 
-    sample = demo / "samples" / "RCOU010234_00311_000001.edi"
+    def who(edi_id: str) -> str:
+        home = demo / edi_id
+        return f"--home {path(home)} --user {edi_id} --password-file {path(home / 'password')}"
+
+    sample = path(demo / "samples" / "RCOU010234_00311_000001.edi")
+    received = path(demo / "CIE000311" / "received")
     return [
-        f"1. bdi kit send {sample} {who('COU010234')} {hub} --wait --web-port {web_port}",
-        f"2. bdi kit receive --to {demo / 'CIE000311' / 'received'} {who('CIE000311')} {hub}",
+        f"1. {bdi} kit send {sample} {who('COU010234')} {hub} --wait --web-port {web_port}",
+        f"2. {bdi} kit receive --to {received} {who('CIE000311')} {hub}",
         f"3. open {web} and log in as CIE000311 with the password in "
-        f"{demo / 'CIE000311' / 'password'}",
+        f"{path(demo / 'CIE000311' / 'password')}",
     ]

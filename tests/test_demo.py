@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -12,7 +14,9 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
+import httpx
 import pytest
 from support import SAMPLES
 
@@ -59,13 +63,14 @@ async def test_demo_twice_registers_once(tmp_path: Path, demo: Path) -> None:
     }  # fmt: skip
 
 
-def read_lines(stream: object, count: int, timeout: float = 120) -> list[str]:
+def read_lines(stream: IO[str] | None, count: int, timeout: float = 120) -> list[str]:
     """`count` lines of a child's stdout, or fail after `timeout` seconds."""
+    assert stream is not None
     lines: list[str] = []
 
     def read() -> None:
         for _ in range(count):
-            lines.append(stream.readline())  # type: ignore[attr-defined]
+            lines.append(stream.readline())
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -82,9 +87,13 @@ def listening(host: str, port: int) -> bool:
     return True
 
 
-def test_the_walk_through_is_printed_once_the_ports_are_bound(demo: Path) -> None:
-    """On ports 0, so that the ports printed can only be those bound."""
-    argv = [str(BDI), "demo", "--data", "data", "--sftp-port", "0", "--web-port", "0"]
+def test_the_walk_through_is_printed_once_the_ports_are_bound_and_works_as_printed(
+    demo: Path,
+) -> None:
+    """Run as `make run` runs it: by the venv's path, which is not on the user's PATH; on
+    ports 0, so that the ports printed can only be those bound."""
+    command = os.path.relpath(BDI, demo)  # like `.venv/bin/bdi demo` from the repository
+    argv = [command, "demo", "--data", "data", "--sftp-port", "0", "--web-port", "0"]
     with (demo / "stderr").open("wb") as err:
         process = subprocess.Popen(argv, cwd=demo, stdout=subprocess.PIPE, stderr=err, text=True)
     try:
@@ -94,7 +103,19 @@ def test_the_walk_through_is_printed_once_the_ports_are_bound(demo: Path) -> Non
         host, sftp, web = found.group(1), int(found.group(2)), int(found.group(3))
         assert sftp and web and listening(host, sftp) and listening(host, web)
         assert [s[:3] for s in steps] == ["1. ", "2. ", "3. "], steps
-        assert f"--port {sftp} " in steps[0] and f"--web-port {web}" in steps[0]
+        send, receive, browse = (s[3:].strip() for s in steps)
+        assert send.startswith(f"{command} kit send ") and receive.startswith(f"{command} kit ")
+        shell = {**os.environ, "PATH": "/usr/bin:/bin"}  # no venv on it, no `bdi`
+        for step in (send, receive):
+            done = subprocess.run(["bash", "-c", step], cwd=demo, env=shell, capture_output=True,
+                                  text=True, timeout=120, check=False)  # fmt: skip
+            assert done.returncode == 0, (step, done.stderr)
+        received = demo / "demo" / "CIE000311" / "received"
+        assert (received / "RCOU010234_00311_000001.edi").is_file()
+        opened = re.fullmatch(r"open (\S+) and log in as CIE000311 .* in (\S+)", browse)
+        assert opened, browse
+        assert httpx.get(opened.group(1) + "connexion").status_code == 200
+        assert (demo / shlex.split(opened.group(2))[0]).is_file()
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
