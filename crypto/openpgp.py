@@ -36,10 +36,15 @@ from bdi.crypto.keys import (
     raise_if_unusable,
 )
 
-__all__ = ["KeyInfo", "KeyProblem", "OpenPGP", "OpenPGPError", "Verified"]
+__all__ = ["GpgUnavailable", "KeyInfo", "KeyProblem", "OpenPGP", "OpenPGPError", "Verified"]
 
+# gpg reports NO_SECKEY or pkdecrypt_failed both for a message not encrypted to us and when
+# its agent dies mid-call (seen: 23 of 300 decryptions with the agent killed every 50 ms):
+# a refusal stands once it is given again with the same agent alive before and after.
+_OPINIONS = 3
 _SUN_PATH_MAX = 107  # a Unix socket path is 108 bytes including its final NUL
 _USABLE_TTL = 10.0  # seconds a can_encrypt_to answer is trusted while the keyring is unchanged
+_AGENT_SENSITIVE = "not decryptable"
 _FAILURES = frozenset({"INV_RECP", "INV_SGNR", "FAILURE", "ERROR", "KEYEXPIRED", "KEYREVOKED"})
 _SIGNATURE_PROBLEMS = (
     ("NO_PUBKEY", "unknown key"),
@@ -53,6 +58,11 @@ _SIGNATURE_PROBLEMS = (
 
 class OpenPGPError(RuntimeError):
     """gpg could not do what was asked (key generation, export, sign+encrypt)."""
+
+
+class GpgUnavailable(OpenPGPError):
+    """gpg could not give a verdict on a message (its agent died, it was killed): the hub's
+    fault, never the sender's; the caller tries again later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,11 +196,46 @@ class OpenPGP:
         """
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
+        verdict = self._decrypt_once(src, out, max_bytes)
+        if verdict.ok or verdict.reason != _AGENT_SENSITIVE:
+            return verdict
+        return self._second_opinion(src, out, max_bytes)
+
+    def _decrypt_once(self, src: Path | bytes, out: IO[bytes], max_bytes: int) -> Verified:
         sink = Sink(out, max_bytes)
         result = self._runner.decrypt(src, sink)
         if sink.error is not None:
             raise sink.error
+        if result.returncode < 0 and not sink.too_large:  # killed, and not by us
+            raise GpgUnavailable(f"gpg was killed (signal {-result.returncode})")
         return _verdict(Status.parse(result.status), result.returncode, sink)
+
+    def _second_opinion(self, src: Path | bytes, out: IO[bytes], max_bytes: int) -> Verified:
+        """Decrypt again (`out` rewound and emptied) until the agent stayed up throughout."""
+        for _ in range(_OPINIONS):
+            before = self.agent_pid()
+            out.seek(0)
+            out.truncate()
+            verdict = self._decrypt_once(src, out, max_bytes)
+            if verdict.ok or verdict.reason != _AGENT_SENSITIVE:
+                return verdict
+            if before is not None and self.agent_pid() == before:
+                return verdict
+        raise GpgUnavailable("gpg-agent did not stay up during a decryption")
+
+    def agent_pid(self) -> int | None:
+        """The running agent's process id (started if need be); None if it cannot answer."""
+        try:
+            done = subprocess.run(
+                ["gpg-connect-agent", "--homedir", str(self.home), "getinfo pid", "/bye"],
+                capture_output=True, check=False, timeout=10,
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return None
+        for line in done.stdout.decode("ascii", "replace").splitlines():
+            if line.startswith("D ") and line[2:].strip().isdigit():
+                return int(line[2:].strip())
+        return None
 
     def sign_encrypt(
         self, src: Path | bytes, dst: Path | IO[bytes], recipient: str, signer: str
