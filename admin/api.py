@@ -103,6 +103,17 @@ async def _referential(request: Request, s: AdminService) -> Any:
     return await s.load_referential(_field(await _body(request), "toml"))
 
 
+def _job_id(request: Request) -> int:
+    try:
+        return int(request.path_params["job_id"])
+    except ValueError as exc:
+        raise NotFoundError(f"no job {request.path_params['job_id']}") from exc
+
+
+async def _jobs(request: Request, s: AdminService) -> Any:
+    return await s.jobs(request.query_params.get("which", "quarantined"))
+
+
 HANDLERS: list[tuple[str, str, Handler, int]] = [
     ("/participants", "GET", lambda r, s: s.list(), 200),
     ("/participants", "POST", _add, 201),
@@ -115,6 +126,9 @@ HANDLERS: list[tuple[str, str, Handler, int]] = [
     ("/hub-key", "GET", lambda r, s: s.hub_key(), 200),
     ("/token/rotate", "POST", lambda r, s: s.rotate_token(), 200),
     ("/referential", "PUT", _referential, 200),
+    ("/jobs", "GET", _jobs, 200),
+    ("/jobs/{job_id}", "GET", lambda r, s: s.job(_job_id(r)), 200),
+    ("/jobs/{job_id}/retry", "POST", lambda r, s: s.retry_job(_job_id(r)), 200),
 ]
 
 

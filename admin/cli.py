@@ -17,9 +17,11 @@ app = typer.Typer(help="Register participants and their keys; rotate the admin t
 participant_app = typer.Typer(help="Participants: add, list, show, disable, enable, keys.")
 token_app = typer.Typer(help="The admin API token.")
 referential_app = typer.Typer(help="The participant referential (codes, names, mailboxes).")
+jobs_app = typer.Typer(help="Jobs the hub failed: list, show, retry (HUB.md, quarantine).")
 app.add_typer(participant_app, name="participant")
 app.add_typer(token_app, name="token")
 app.add_typer(referential_app, name="referential")
+app.add_typer(jobs_app, name="jobs")
 
 DataOpt = Annotated[Path | None, typer.Option("--data", envvar="BDI_DATA", help="data folder")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
@@ -156,3 +158,35 @@ def load(file: Path, data: DataOpt = None, as_json: JsonOpt = False) -> None:
     text = _read(file)
     result = _run(data, lambda s: s.load_referential(text))
     _out(result, as_json, lambda r: f"referential loaded: {r['participants']} codes")
+
+
+def _job_row(j: dict[str, Any]) -> str:
+    return f"{j['id']:>8}  {j['state']:11}  {j['participant']:10}  {j['file']}  {j['error'] or ''}"
+
+
+def _job_details(j: dict[str, Any]) -> str:
+    return "\n".join(f"{key:16} {'' if value is None else value}" for key, value in j.items())
+
+
+@jobs_app.command("list")
+def jobs_list(
+    which: Annotated[str, typer.Option(help="quarantined, waiting or all")] = "quarantined",
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Jobs, newest first: quarantined ones by default; `waiting`: queued or waiting out a fault."""
+    result = _run(data, lambda s: s.jobs(which))
+    _out(result, as_json, lambda rows: "\n".join(_job_row(j) for j in rows) or f"no {which} job")
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: int, data: DataOpt = None, as_json: JsonOpt = False) -> None:
+    """One job: its upload, state, attempts and last error."""
+    _out(_run(data, lambda s: s.job(job_id)), as_json, _job_details)
+
+
+@jobs_app.command("retry")
+def jobs_retry(job_id: int, data: DataOpt = None, as_json: JsonOpt = False) -> None:
+    """Run a quarantined job again once its cause is fixed; the sender then gets its outcome."""
+    result = _run(data, lambda s: s.retry_job(job_id))
+    _out(result, as_json, lambda j: f"job {j['id']} will run again within seconds")

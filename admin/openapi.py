@@ -56,6 +56,42 @@ PARTICIPANT = _obj(
     last_login={"type": ["string", "null"]},
 )
 
+NULLABLE = {"type": ["string", "null"]}
+JOB = _obj(
+    ["id", "participant", "file", "state", "attempts"],
+    id={"type": "integer"},
+    participant=STR,
+    file=STR,
+    size={"type": "integer"},
+    received=STR,
+    state={"type": "string", "enum": ["received", "planned", "done", "quarantined"]},
+    outcome=NULLABLE,
+    attempts={"type": "integer"},
+    error=NULLABLE,
+    quarantined=NULLABLE,
+    retry_requested=NULLABLE,
+    finished=NULLABLE,
+)
+JOB_ID = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}]
+
+
+def _job_op(summary: str) -> dict[str, Any]:
+    op = _op(summary, _ref("Job"))
+    op["parameters"] = JOB_ID
+    op["responses"]["404"] = {"description": "no such job", **_json(_ref("Error"))}
+    return op
+
+
+def _jobs_op() -> dict[str, Any]:
+    op = _op("Jobs, newest first", {"type": "array", "items": _ref("Job")})
+    op["parameters"] = [{
+        "name": "which", "in": "query", "required": False,
+        "schema": {"type": "string", "enum": ["quarantined", "waiting", "all"],
+                   "default": "quarantined"},
+    }]  # fmt: skip
+    return op
+
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "BDI admin API", "version": "1.0.0"},
@@ -67,6 +103,7 @@ OPENAPI: dict[str, Any] = {
             "Error": _obj(["error"], error=STR),
             "Participant": PARTICIPANT,
             "Password": _obj(["id", "password"], id=STR, password=STR),
+            "Job": JOB,
         },
     },
     "paths": {
@@ -117,6 +154,9 @@ OPENAPI: dict[str, Any] = {
         },
         "/hub-key": {"get": _op("The hub's OpenPGP public key", _obj(["armoured"], armoured=STR))},
         "/token/rotate": {"post": _op("New admin token", _obj(["token"], token=STR))},
+        "/jobs": {"get": _jobs_op()},
+        "/jobs/{job_id}": {"get": _job_op("Show a job, with its last error")},
+        "/jobs/{job_id}/retry": {"post": _job_op("Run a quarantined job again")},
         "/referential": {
             "put": _op(
                 "Replace the participant referential",

@@ -6,6 +6,7 @@ table, and returns plain data that both front-ends render (text, JSON).
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from bdi.crypto import KeyProblem, OpenPGP
 from bdi.mailbox.storage import Mailboxes
 from bdi.routing.layout import Layout
 from bdi.routing.referential import ReferentialError, parse_referential
-from bdi.store.models import Participant, ReferentialLabel, ReferentialParticipant
+from bdi.store.models import Job, Participant, ReferentialLabel, ReferentialParticipant
 from bdi.store.repo import Store
 
 
@@ -46,6 +47,30 @@ def participant_view(p: Participant, ssh_keys: int = 0) -> dict[str, Any]:
         "ssh_keys": ssh_keys,
         "created": p.created_at.isoformat(),
         "last_login": p.last_login.isoformat() if p.last_login else None,
+    }
+
+
+JOB_LISTS = ("quarantined", "waiting", "all")
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    def iso(at: datetime | None) -> str | None:
+        return at.isoformat() if at else None
+
+    state = "quarantined" if job.quarantined_at else job.state
+    return {
+        "id": job.id,
+        "participant": job.participant_id,
+        "file": job.upload_name,
+        "size": job.size,
+        "received": iso(job.received_at),
+        "state": state,
+        "outcome": job.outcome,
+        "attempts": job.attempts or 0,
+        "error": job.error,
+        "quarantined": iso(job.quarantined_at),
+        "retry_requested": iso(job.retry_requested_at),
+        "finished": iso(job.finished_at),
     }
 
 
@@ -174,6 +199,26 @@ class AdminService:
         await self.store.replace_referential(participants, labels)
         await self._audit("referential.load", "", f"{len(participants)} codes")
         return {"participants": len(participants), "labels": len(labels)}
+
+    async def jobs(self, which: str = "quarantined") -> builtins.list[dict[str, Any]]:
+        if which not in JOB_LISTS:
+            raise AdminError(f"which jobs? one of {', '.join(JOB_LISTS)}")
+        return [job_view(j) for j in await self.store.jobs(which)]
+
+    async def job(self, job_id: int) -> dict[str, Any]:
+        found = await self.store.job(job_id)
+        if found is None:
+            raise NotFoundError(f"no job {job_id}")
+        return job_view(found)
+
+    async def retry_job(self, job_id: int) -> dict[str, Any]:
+        """Run a quarantined job again (the running hub takes it within a second or so); its
+        sender then gets the real outcome, once."""
+        if not await self.store.request_retry(job_id, now()):
+            shown = await self.job(job_id)  # NotFoundError if there is no such job
+            raise AdminError(f"job {job_id} is not quarantined (state: {shown['state']})")
+        await self._audit("job.retry", str(job_id))
+        return await self.job(job_id)
 
     async def hub_key(self) -> dict[str, Any]:
         return {"armoured": self.hub_public_key}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +27,7 @@ import structlog
 from bdi.hub import Hub, local_time, utcnow
 from bdi.mailbox.names import Names
 from bdi.mailbox.stored import StoredInbox
+from bdi.pipeline.faults import describe
 from bdi.pipeline.place import log_in_place, place_outputs
 from bdi.pipeline.plan import Upload, plan_outputs
 from bdi.pipeline.prepare import (
@@ -36,6 +38,8 @@ from bdi.pipeline.prepare import (
     occurrence_batches,
     prepare,
 )
+from bdi.pipeline.quarantine import set_aside
+from bdi.pipeline.retries import Retries, RetryPolicy
 from bdi.routing.model import FileReport
 from bdi.store.jobs import (
     JobRef,
@@ -47,6 +51,8 @@ from bdi.store.jobs import (
     job_movements,
     parties,
     planned_outputs,
+    record_failure,
+    retry_requests,
     save_plan,
     unfinished_jobs,
     upload_data,
@@ -54,7 +60,6 @@ from bdi.store.jobs import (
 from bdi.store.journal import Journal
 
 log = structlog.get_logger("bdi.pipeline")
-MAX_ATTEMPTS = 3
 HELD_IN_MEMORY = 256  # queued jobs that keep a copy of their (small) upload in memory
 
 
@@ -63,15 +68,19 @@ class Pipeline:
     there, and so does its database work (through the journal), so the event loop only
     hands jobs over. The bookkeeping of pending jobs and retries lives on the event loop."""
 
-    def __init__(self, hub: Hub, journal: Journal, stored: StoredInbox) -> None:
+    def __init__(
+        self, hub: Hub, journal: Journal, stored: StoredInbox, policy: RetryPolicy | None = None
+    ) -> None:
         self.hub, self.journal, self.stored = hub, journal, stored
         self.executor = ThreadPoolExecutor(hub.settings.workers, thread_name_prefix="bdi-job")
-        self.attempts: dict[int, int] = {}
         self.names = Names(hub.mailboxes, stored, {})
+        self.policy = policy or RetryPolicy()
+        self.retries = Retries(self.policy, self._free_space, self.submit, self._quarantine)
         self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
+        self._sweeper: asyncio.Task[None] | None = None
 
     def submit(self, job: JobRef, people: dict[str, Party] | None = None) -> None:
         """Called on the event loop (by the spool, or to retry). `people`: the participants
@@ -80,31 +89,55 @@ class Pipeline:
             return  # left for the next start-up
         if self._pending >= HELD_IN_MEMORY:
             job.data = None  # a long queue does not hold its uploads: each is read when it runs
-        loop = asyncio.get_running_loop()
+        future = self._start(partial(self.process, job, people))
+        future.add_done_callback(
+            partial(
+                _ran, partial(_report, asyncio.get_running_loop(), partial(self._finished, job))
+            )
+        )
+
+    def _start(self, work: Callable[[], Any]) -> Future[Any]:
         self._pending += 1
         self._idle.clear()
-        future = self.executor.submit(self.process, job, people)
-        future.add_done_callback(
-            partial(_ran, partial(_report, loop, partial(self._finished, job)))
-        )
+        return self.executor.submit(work)
 
     def _finished(self, job: JobRef, future: Future[Any]) -> None:
         self._pending -= 1
         error = None if future.cancelled() else future.exception()
-        if error is not None:
-            self._retry(job, error)
-        if self._pending == 0:
+        if error is not None and not self._stopping:
+            attempts = self.retries.failed(job, error)
+            if attempts and job.id is not None:  # for the admin; a busy database may lose it
+                self.journal.submit(partial(record_failure, job_id=job.id,
+                                            error=describe(error), attempts=attempts))  # fmt: skip
+        elif error is None:
+            self.retries.succeeded(job)
+        self._settle()
+
+    def _settle(self) -> None:
+        if self._pending == 0 and self.retries.waiting == 0:
             self._idle.set()
 
-    def _retry(self, job: JobRef, error: BaseException) -> None:
-        """A failed job is tried again a few times (its steps are idempotent), then left
-        for the next start-up, with the error in the log."""
-        assert job.id is not None
-        attempt = self.attempts.get(job.id, 0) + 1
-        self.attempts[job.id] = attempt
-        log.error("job.failed", job=job.id, attempt=attempt, exc_info=error)
-        if attempt < MAX_ATTEMPTS:
-            self.submit(job)
+    def _quarantine(self, job: JobRef, error: BaseException, attempts: int) -> None:
+        """Set the job aside (in a worker thread); should that fail too, it waits again."""
+        work = partial(set_aside, self.hub, self.journal, self.names, self.stored, job, error,
+                       attempts, utcnow())  # fmt: skip
+        future = self._start(work)
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(partial(_report, loop, partial(self._set_aside, job)))
+
+    def _set_aside(self, job: JobRef, future: Future[Any]) -> None:
+        self._pending -= 1
+        error = None if future.cancelled() else future.exception()
+        if error is not None and not self._stopping:
+            self.retries.failed(job, error)
+        self._settle()
+
+    def _free_space(self) -> int:
+        try:
+            found = os.statvfs(self.hub.settings.data)
+        except OSError:
+            return 0
+        return found.f_bavail * found.f_frsize
 
     async def settled(self) -> None:
         """Wait until every job submitted so far (and its retries) is over."""
@@ -113,7 +146,8 @@ class Pipeline:
     async def resume(self) -> int:
         """Finish the jobs a previous run left half done before anyone can log in (a
         recipient could otherwise delete a file placed before the crash, and get it twice);
-        queue the ones it only took in."""
+        queue the ones it only took in. Quarantined jobs stay aside. Then watch for the
+        admin's retries and for the end of the faults jobs wait on."""
         self.names.reserved = await self.hub.store.reserved_names()
         jobs = await self.journal.run(unfinished_jobs)
         for job in jobs:
@@ -123,11 +157,34 @@ class Pipeline:
         await self.settled()
         for job in (j for j in jobs if j.state == "received"):
             self.submit(job)
+        await self.journal.run(retry_requests)  # those are among the jobs just queued
+        self._sweeper = asyncio.create_task(self._sweep())
         return len(jobs)
+
+    async def _sweep(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.policy.sweep_s)
+            self.retries.tick()
+            try:
+                jobs = await self.journal.run(retry_requests)
+            except Exception as exc:  # the database may be busy: next time
+                log.warning("job.retry_requests_unread", error=describe(exc))
+                continue
+            for job in jobs:
+                assert job.id is not None
+                self.retries.forget(job.id)
+                log.info("job.retry", job=job.id, participant=job.participant_id,
+                         file=job.upload_name, state=job.state)  # fmt: skip
+                self.submit(job)
 
     async def stop(self) -> None:
         """Drop the queued jobs (they stay in the store), let the running ones finish."""
         self._stopping = True
+        self.retries.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
 
     # -- one job, in a worker thread ------------------------------------------------------

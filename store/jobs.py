@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, delete, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, select, update
 
 from bdi.store.compiled import execute, insert_row, insert_rows
 from bdi.store.inbox import add_file
@@ -175,7 +175,7 @@ class JobRef:
 _UNFINISHED = select(
     JOB.c.participant_id, JOB.c.upload_name, JOB.c.spool_name, JOB.c.size, JOB.c.received_at,
     JOB.c.id, JOB.c.state, JOB.c.data.is_not(None),
-).where(JOB.c.state != "done").order_by(JOB.c.id)  # fmt: skip
+).where(JOB.c.state != "done", JOB.c.quarantined_at.is_(None)).order_by(JOB.c.id)  # fmt: skip
 _DATA = select(JOB.c.data).where(JOB.c.id == bindparam("b_job"))
 
 
@@ -282,7 +282,11 @@ def finish_job(conn: Connection, job_id: int, outcome: str, at: datetime) -> Non
         execute(conn, statement, {"b_job": job_id, "b_outcome": outcome, "b_at": at})
 
 
-_OUTPUTS = select(OUTPUT).where(OUTPUT.c.job_id == bindparam("b_job")).order_by(OUTPUT.c.seq)
+# a notice (seq < 0: the INTERNE `.log` of a quarantine) is not one of the job's outputs
+_OUTPUTS = (
+    select(OUTPUT).where(OUTPUT.c.job_id == bindparam("b_job"), OUTPUT.c.seq >= 0)
+    .order_by(OUTPUT.c.seq)
+)  # fmt: skip
 _MOVEMENTS = select(MOVEMENT.c.recipient_id, MOVEMENT.c.id).where(
     MOVEMENT.c.job_id == bindparam("b_job")
 )
@@ -296,3 +300,53 @@ def planned_outputs(conn: Connection, job_id: int) -> list[OutputRef]:
 def job_movements(conn: Connection, job_id: int) -> dict[str, int]:
     """Recipient -> movement id of a job's deliveries."""
     return {row[0]: row[1] for row in conn.execute(_MOVEMENTS, {"b_job": job_id})}
+
+
+def quarantine_job(
+    conn: Connection, job_id: int, error: str, attempts: int, notice: PlannedOutput, at: datetime
+) -> None:
+    """Set the job aside until an admin retries it, and put the sender's INTERNE `.log` (the
+    notice, kept in the store) in its inbox, in one transaction."""
+    notices = conn.execute(
+        select(func.count()).where(OUTPUT.c.job_id == job_id, OUTPUT.c.seq < 0)
+    ).scalar_one()
+    notice.output.seq = -1 - int(notices)
+    notice.output.delivered_at = at
+    notice.output.id = insert_row(conn, OUTPUT, notice.output.row())
+    assert notice.stored is not None
+    add_file(conn, notice.output.participant_id, notice.output.name, notice.output.id,
+             notice.stored, at)  # fmt: skip
+    conn.execute(
+        update(JOB).where(JOB.c.id == job_id)
+        .values(quarantined_at=at, error=error, attempts=attempts, retry_requested_at=None)
+    )  # fmt: skip
+
+
+def record_failure(conn: Connection, job_id: int, error: str, attempts: int) -> None:
+    """What went wrong last, for the admin, while the job waits to be tried again."""
+    conn.execute(update(JOB).where(JOB.c.id == job_id).values(error=error, attempts=attempts))
+
+
+def request_retry(conn: Connection, job_id: int, at: datetime) -> bool:
+    """An admin's retry of a quarantined job: the running hub picks it up (`retry_requests`).
+    False if there is no such quarantined job."""
+    cursor = conn.execute(
+        update(JOB).where(JOB.c.id == job_id, JOB.c.quarantined_at.is_not(None))
+        .values(quarantined_at=None, retry_requested_at=at)
+    )  # fmt: skip
+    return bool(cursor.rowcount == 1)
+
+
+_RETRIES = _UNFINISHED.where(JOB.c.retry_requested_at.is_not(None))
+
+
+def retry_requests(conn: Connection) -> list[JobRef]:
+    """The jobs an admin asked to run again, taken once: the request is cleared here."""
+    jobs = [
+        JobRef(p, u, s, n, r, i, st, bool(d)) for p, u, s, n, r, i, st, d in conn.execute(_RETRIES)
+    ]
+    if jobs:
+        conn.execute(
+            update(JOB).where(JOB.c.id.in_([j.id for j in jobs])).values(retry_requested_at=None)
+        )
+    return jobs

@@ -44,6 +44,12 @@ class Job(SQLModel, table=True):
     finished_at: datetime | None = None
     # a small upload, kept here from its take-in to the job's end instead of a spool file
     data: bytes | None = None
+    # the hub's own failures (HUB.md, "When the hub itself fails"): a quarantined job is not
+    # run again until an admin asks (retry_requested_at), whatever its state
+    attempts: int | None = None
+    error: str | None = None
+    quarantined_at: datetime | None = None
+    retry_requested_at: datetime | None = None
 
 
 class Output(SQLModel, table=True):

@@ -10,6 +10,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bdi.store.inbox import DATA, ENTRIES, INBOX, StoredEntry
+from bdi.store.jobs import request_retry
 from bdi.store.models import (
     AuditEvent,
     FlowOccurrence,
@@ -82,6 +83,22 @@ class Store:
     async def job(self, job_id: int) -> Job | None:
         async with self.session() as s:
             return await s.get(Job, job_id)
+
+    async def jobs(self, which: str, limit: int = 200) -> list[Job]:
+        """Jobs for the admin, newest first: `quarantined`, `waiting` (unfinished, not set
+        aside: queued, running or waiting out a fault) or `all`."""
+        query = select(Job).order_by(col(Job.id).desc()).limit(limit)
+        if which == "quarantined":
+            query = query.where(col(Job.quarantined_at).is_not(None))
+        elif which == "waiting":
+            query = query.where(Job.state != "done", col(Job.quarantined_at).is_(None))
+        async with self.session() as s:
+            return list((await s.exec(query)).all())
+
+    async def request_retry(self, job_id: int, at: datetime) -> bool:
+        """Ask the running hub to run a quarantined job again (False: no such job)."""
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(lambda c: request_retry(c, job_id, at))
 
     async def spool_names(self) -> set[str]:
         """The uploads still needed: those of unfinished jobs."""
