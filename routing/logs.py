@@ -32,9 +32,10 @@ def _stem(upload_name: str) -> str:
 
 
 def log_name(upload_name: str, section: int, refused_by_nom: bool = False) -> str:
-    """`ERREUR<name without .edi>[_<n>].log`; a name refused by NOM is made safe first."""
+    """`ERREUR<name without .edi>[_<n>].log`; a name refused by NOM is made safe (and cut to
+    60 characters) once its `.edi` is off."""
     if refused_by_nom:
-        return f"ERREUR{_UNSAFE.sub('_', upload_name)[:60]}.log"
+        return f"ERREUR{_UNSAFE.sub('_', _stem(upload_name))[:60]}.log"
     suffix = f"_{section}" if section else ""
     return f"ERREUR{_stem(upload_name)}{suffix}.log"
 

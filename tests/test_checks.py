@@ -1120,7 +1120,8 @@ def test_log_of_an_empty_upload() -> None:
 @pytest.mark.parametrize(
     ("name", "log_name"),
     [
-        ("R COU/01 é.edi", "ERREURR_COU_01__.edi.log"),
+        ("R COU/01 é.edi", "ERREURR_COU_01__.log"),
+        ("RCOU010234_00311_000114 .edi", "ERREURRCOU010234_00311_000114_.log"),
         ("RCOU010234_00311_000001.txt", "ERREURRCOU010234_00311_000001.txt.log"),
         ("../../etc/passwd", "ERREUR.._.._etc_passwd.log"),
         ("R" + "é" * 70 + ".edi", "ERREURR" + "_" * 59 + ".log"),
