@@ -27,6 +27,7 @@ import structlog
 from bdi.hub import Hub, local_time, utcnow
 from bdi.mailbox.names import Names
 from bdi.mailbox.stored import StoredInbox
+from bdi.pipeline.fair import FairQueue
 from bdi.pipeline.faults import describe
 from bdi.pipeline.place import log_in_place, place_outputs
 from bdi.pipeline.plan import Upload, plan_outputs
@@ -81,6 +82,8 @@ class Pipeline:
         self._idle.set()
         self._stopping = False
         self._sweeper: asyncio.Task[None] | None = None
+        self._queue: FairQueue[tuple[JobRef, dict[str, Party] | None]] = FairQueue()
+        self._running = 0  # jobs handed to the threads, at most `workers` + 1 (see _feed)
 
     def submit(self, job: JobRef, people: dict[str, Party] | None = None) -> None:
         """Called on the event loop (by the spool, or to retry). `people`: the participants
@@ -89,12 +92,29 @@ class Pipeline:
             return  # left for the next start-up
         if self._pending >= HELD_IN_MEMORY:
             job.data = None  # a long queue does not hold its uploads: each is read when it runs
-        future = self._start(partial(self.process, job, people))
-        future.add_done_callback(
-            partial(
-                _ran, partial(_report, asyncio.get_running_loop(), partial(self._finished, job))
+        self._pending += 1
+        self._idle.clear()
+        self._queue.push(job.participant_id, (job, people))
+        self._feed()
+
+    def _feed(self) -> None:
+        """Hand queued jobs to the threads, participants in turn. One more than the threads
+        is handed over, so that no thread waits for the event loop between two jobs, and no
+        more, so that a burst queues here, where the turn is kept, not in the executor."""
+        loop = asyncio.get_running_loop()
+        while self._running <= self.hub.settings.workers and (item := self._queue.pop()):
+            job, people = item
+            self._running += 1
+            future = self.executor.submit(self.process, job, people)
+            future.add_done_callback(partial(_report, loop, self._freed))
+            future.add_done_callback(
+                partial(_ran, partial(_report, loop, partial(self._finished, job)))
             )
-        )
+
+    def _freed(self, _: Future[Any]) -> None:
+        self._running -= 1
+        if not self._stopping:
+            self._feed()
 
     def _start(self, work: Callable[[], Any]) -> Future[Any]:
         self._pending += 1
