@@ -191,14 +191,10 @@ class RecordCodec:
         return total
 
     def decode(self, text: str) -> dict[str, Value]:
-        """Typed values of a record's fields; a field its check refuses keeps its text (None
-        if blank), so that nothing a check refused is ever indexed as if it were valid.
-        Total: any text, of any length, decodes."""
-        values = {name: decode(text[start:end]) for name, start, end, decode in self.decoders}
-        if not self.valid(text):
-            for spec in self.bad_fields(text):
-                values[spec.name] = undecoded(text[spec.start : spec.end])
-        return values
+        """Typed values of a record's fields. Total, for any text of any length: a field that
+        is not of its kind keeps its text (see `field_decoder`). The checks decode no record
+        of a refused section; this is for whatever else reads a file."""
+        return {name: decode(text[start:end]) for name, start, end, decode in self.decoders}
 
     def encode(self, values: Mapping[str, Value]) -> str:
         return "".join(encode_field(spec, values.get(spec.name)) for spec in self.spec.fields)
@@ -223,7 +219,11 @@ Decoder = Callable[[str], Value]
 def field_decoder(spec: FieldSpec) -> Decoder:
     """`decode_field` for one field, its kind resolved once: every record of every flow is
     decoded whole (~120 fields per small file), and the generic function's tests and
-    attribute reads were most of the checks' time."""
+    attribute reads were most of the checks' time.
+
+    A typed value is given only for the very text `encode_field` writes for it; any other
+    text (month 13, '+12' in an unsigned field, '1_000', '²', blanks in a number) is kept as
+    it is: the decoders never raise, and never make a value up."""
     kind = spec.kind
     if kind == "numeric":
         return _integer
@@ -251,9 +251,12 @@ def _integer(raw: str) -> Value:
 
 
 def _decimal(exponent: int, signed: bool, raw: str) -> Value:
-    """An amount or rate in its unit: digits, after a '+' or '-' for a signed amount."""
-    digits = raw[1:] if signed else raw
-    if (signed and raw[:1] not in ("+", "-")) or not _ascii_digits(digits):
+    """An amount or rate in its unit: digits, after a '+' or '-' for a signed amount (whose
+    zero is written '+')."""
+    if not signed:
+        return Decimal(int(raw)).scaleb(exponent) if _ascii_digits(raw) else undecoded(raw)
+    sign, digits = raw[:1], raw[1:]
+    if not _ascii_digits(digits) or sign not in ("+", "-") or sign + digits.strip("0") == "-":
         return undecoded(raw)
     return Decimal(int(raw)).scaleb(exponent)
 

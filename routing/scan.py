@@ -119,13 +119,16 @@ class _Section:
         self.flow_layout = self._header(line, text)
         self.builder = (
             FlowBuilder(self.flow_layout, self.report.flow_code, number, self.codecs)
-            if self.flow_layout and ctx.collect_flows
+            if self.flow_layout and ctx.collect_flows and not self.problems
             else None
         )
 
     def _add(self, problem: Problem | None) -> None:
         if problem is not None:
             self.problems[problem.code].append(problem)
+            # a section with a problem is refused: its flows are not wanted, and none of its
+            # values is ever decoded (a value its check refused must not be read as valid)
+            self.builder = None
 
     def _header(self, line: int, text: str) -> FlowLayout | None:
         """Structural header checks (ENTETE); the flow layout the section's records follow."""

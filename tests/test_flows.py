@@ -14,7 +14,7 @@ from support import SAMPLES, manifest
 
 from bdi.pipeline.plan import Content, Upload, occurrence, plan_outputs
 from bdi.routing.errors import Code
-from bdi.routing.fields import codecs_for, decode_field
+from bdi.routing.fields import RecordCodec, Value, codecs_for, decode_field
 from bdi.routing.flows import iter_flows
 from bdi.routing.layout import FieldSpec, default_layout
 from bdi.routing.logs import log_files
@@ -170,6 +170,23 @@ def test_a_refused_field_decodes_to_its_own_text(
     assert values["allocation_effective_date"] in (date(2008, 1, 1), "2008-13-01")
 
 
+def test_the_checks_decode_no_record_of_a_refused_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    record, name, raw, _ = BAD_VALUES[0]
+    data = with_field(five_sections(), BAD_LINE, record, name, raw)
+    decoded: list[str] = []
+    decode = RecordCodec.decode
+
+    def spy(codec: RecordCodec, text: str) -> dict[str, Value]:
+        decoded.append(text)
+        return decode(codec, text)
+
+    monkeypatch.setattr(RecordCodec, "decode", spy)
+    assert len(plan(data, collect=True).rows) == len(RECIPIENTS) - 1
+    lines = data.decode(LAYOUT.encoding).split("\n")
+    good = [line for i, line in enumerate(lines) if i // 7 != BAD_SECTION - 1]
+    assert decoded == [line for line in good if line[:10] in ("2222222222", "4444444444")]
+
+
 @pytest.mark.parametrize(
     ("kind", "raw"),
     [
@@ -185,6 +202,7 @@ def test_a_refused_field_decodes_to_its_own_text(
         ("signed_amount", "0012"),
         ("signed_amount", "+1_00"),
         ("signed_amount", "+"),
+        ("signed_amount", "-000"),  # zero is written '+'
         ("rate", ""),
     ],
 )
