@@ -145,10 +145,22 @@ def run_atheris(run: Run, corpus: Path | None) -> None:
     argv = [sys.argv[0], f"-runs={run.runs}", "-max_len=4096", "-len_control=0"]
     argv.append("-print_final_stats=1")
     if corpus is not None:
-        corpus.mkdir(parents=True, exist_ok=True)
+        seed_corpus(corpus)
         argv.append(str(corpus))
     atheris.Setup(argv, test_one_input)
     atheris.Fuzz()  # ends the process when the runs are done
+
+
+def seed_corpus(corpus: Path, count: int = 256) -> None:
+    """Start an empty corpus with random choice strings of 16 to 1 024 bytes: libFuzzer's own
+    first inputs are a few bytes, whose choices past the first ones are all 0 (the first
+    sample, the first field, the first value)."""
+    corpus.mkdir(parents=True, exist_ok=True)
+    if any(corpus.iterdir()):
+        return
+    rng = random.Random(0)
+    for n in range(count):
+        (corpus / f"seed-{n:03d}").write_bytes(rng.randbytes(rng.randrange(16, 1025)))
 
 
 def replay(path: Path, name: str, uploader: str) -> None:

@@ -191,11 +191,14 @@ def test_the_checks_decode_no_record_of_a_refused_section(monkeypatch: pytest.Mo
     ("kind", "raw"),
     [
         ("date", "2008-13-01"),
+        ("date", "0000-01-01"),  # found by test_fuzz: 'year 0 is out of range'
+        ("date", "2008-12-\xe2\x82"),  # UTF-8 read as ISO-8859-1
         ("date", "20080101  "),
         ("date", "2008-W01-1"),
         ("time", "12        "),
         ("time", "24:00:00"),
         ("numeric", "1_000"),
+        ("amount", "\x00\x00\x00"),  # found by test_fuzz: int() of NULs
         ("numeric", " 12"),
         ("numeric", "+12"),
         ("amount", "١٢٣"),  # Arabic-Indic digits: int() takes them, the checks do not
@@ -227,3 +230,16 @@ def test_a_value_not_of_its_kind_keeps_its_text(kind: str, raw: str) -> None:
 def test_a_valid_value_decodes_to_its_type(kind: str, raw: str, value: object) -> None:
     spec = FieldSpec("f", "f", 0, len(raw), kind, True, decimals=2)
     assert decode_field(spec, raw) == value
+
+
+def test_iter_flows_passes_over_what_has_no_layout() -> None:
+    """A resumed job reads its file again: whatever `accepted` says, nothing raises."""
+    lines = five_sections().split(b"\n")
+    lines[1] = lines[1][:11]  # a head record cut after its state
+    lines[2] = b"3333333333" + lines[2][10:]  # no such record in a répartition
+    lines[8] = lines[8][:5]  # section 2 loses its head record
+    data = b"\n".join(lines)
+    flows = list(iter_flows(io.BytesIO(data), LAYOUT, {1: "REP", 2: "REP", 3: "XXX", 4: ""}))
+    assert [(f.section, f.control, f.key) for f in flows] == [(1, "V", "")]
+    assert flows[0].fields["allocation_effective_date"] is None
+    assert len(flows[0].grid) == 3
