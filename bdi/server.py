@@ -65,14 +65,29 @@ class HubSSHServer(asyncssh.SSHServer):
         self.conn: asyncssh.SSHServerConnection | None = None
         self.user: str | None = None
         self.version = 0
+        self.address = ""
         self.pending: set[asyncio.Task[None]] = set()
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
+        peer = conn.get_extra_info("peername")  # read now: gone once the connection is lost
+        self.address = str(peer[0]) if peer else ""
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.user and self.conn:
             self.sessions.remove(self.user, self.conn)
+        elif exc is not None:
+            self._log_handshake_failed(exc)
+
+    def _log_handshake_failed(self, exc: Exception) -> None:
+        """A connection lost before its login: at the key exchange (`stage="kex"`: no
+        algorithm in common, most often) or during the authentication. The client's version
+        string says which software to look at."""
+        assert self.conn is not None
+        stage = "auth" if self.conn.get_extra_info("recv_cipher") else "kex"
+        log.warning("ssh.handshake_failed", address=self.address, stage=stage,
+                    client_version=self.conn.get_extra_info("client_version"),
+                    error=str(exc), error_type=type(exc).__name__)  # fmt: skip
 
     async def begin_auth(self, username: str) -> bool:
         row = await self.hub.store.participant(username)
@@ -91,7 +106,7 @@ class HubSSHServer(asyncssh.SSHServer):
         return True
 
     async def validate_password(self, username: str, password: str) -> bool:
-        key = (username, self._peer())
+        key = (username, self.address)
         if self.throttle.blocked(key):
             log.warning("login.throttled", participant=username, address=key[1])
             return False
@@ -103,10 +118,6 @@ class HubSSHServer(asyncssh.SSHServer):
         self.throttle.record(key, ok)
         log.info("login.password", participant=username, ok=ok)
         return ok
-
-    def _peer(self) -> str:
-        peer = self.conn.get_extra_info("peername") if self.conn is not None else None
-        return str(peer[0]) if peer else ""
 
     def auth_completed(self) -> None:
         assert self.conn is not None
@@ -208,7 +219,7 @@ async def _listen(
         server_factory=lambda: HubSSHServer(hub, sessions, throttle),
         sftp_factory=sftp,
         allow_scp=False,
-        encryption_algs=list(settings.ssh_ciphers),  # AES-GCM: +40 % small files
+        encryption_algs=list(settings.ssh_ciphers),  # AES-GCM first: +40 % small files
         agent_forwarding=False,
         x11_forwarding=False,
         allow_pty=False,

@@ -1,0 +1,109 @@
+"""What ordinary clients need of an upload (HUB.md, "Uploading"), probed with a real asyncssh
+client against the real server.
+
+- The SSH algorithms are OpenSSH's defaults; a failed handshake is logged with the client's
+  version and address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import cast
+
+import asyncssh
+import pytest
+import pytest_asyncio
+from hubkit import HubUnderTest, Party, hub_running, make_parties
+from sqlmodel import select
+from structlog.testing import capture_logs
+from support import SAMPLES
+
+from bdi.config import Settings
+from bdi.store.models import Job
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+SENDER, OTHER = "COU010234", "CIE000311"
+SAMPLE = SAMPLES / "RCOU010234_00311_000001.edi"
+GARBAGE = b"not an OpenPGP message"
+BIG = os.urandom(200 * 1024)  # past what an upload may hold in memory: written to a file
+WAIT = 10.0  # seconds: bound of every wait on a condition
+LEAKS = ("sqlite", "traceback", "select", "insert", "database", "/tmp", "/work", ".py")
+
+
+@pytest.fixture(scope="module")
+def parties() -> Iterator[dict[str, Party]]:
+    with make_parties([SENDER, OTHER]) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sftp-uploads")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def hub(work: Path, parties: dict[str, Party]) -> AsyncIterator[HubUnderTest]:
+    async with hub_running(work / "data", parties) as running:
+        yield running
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def sftp(hub: HubUnderTest) -> AsyncIterator[asyncssh.SFTPClient]:
+    async with hub.sftp(SENDER) as client:
+        yield client
+
+
+async def put(sftp: asyncssh.SFTPClient, path: str, data: bytes, mode: str = "wb") -> None:
+    async with sftp.open(path, mode) as f:
+        await f.write(data)
+
+
+async def listed(sftp: asyncssh.SFTPClient, folder: str = "/outbox") -> set[str]:
+    return {n for n in await sftp.listdir(folder) if n not in (".", "..")}
+
+
+async def jobs(hub: HubUnderTest) -> list[str]:
+    async with hub.server.hub.store.session() as s:
+        return [job.upload_name for job in (await s.exec(select(Job))).all()]
+
+
+def outbox_files(hub: HubUnderTest) -> set[str]:
+    return {p.name for p in (hub.settings.mailboxes / SENDER / "outbox").iterdir()}
+
+
+def spool_files(hub: HubUnderTest) -> set[str]:
+    return {p.name for p in hub.settings.spool.iterdir()}
+
+
+# -- 6. SSH algorithms ------------------------------------------------------------------------
+async def connect_with(hub: HubUnderTest, cipher: str) -> str:
+    async with asyncssh.connect(
+        "127.0.0.1", hub.port, username=SENDER, password=hub.parties[SENDER].password,
+        known_hosts=None, client_keys=None, agent_path=None, encryption_algs=[cipher],
+    ) as conn:  # fmt: skip
+        return cast(str, conn.get_extra_info("send_cipher"))
+
+
+async def test_openssh_default_ciphers_aes_gcm_first(hub: HubUnderTest) -> None:
+    offered = Settings().ssh_ciphers
+    assert offered[:2] == ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+    assert set(offered) == {"aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
+                            "chacha20-poly1305@openssh.com", "aes128-ctr", "aes192-ctr",
+                            "aes256-ctr"}  # fmt: skip
+    for cipher in offered:
+        assert await connect_with(hub, cipher) == cipher
+
+
+async def test_a_failed_handshake_is_logged_with_the_client(hub: HubUnderTest) -> None:
+    with capture_logs() as logs:
+        with pytest.raises(asyncssh.Error):
+            await connect_with(hub, "aes128-cbc")  # not offered
+        async with asyncio.timeout(WAIT):  # the server sees the loss a moment later
+            while not (failed := [e for e in logs if e["event"] == "ssh.handshake_failed"]):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    assert failed[0]["client_version"].startswith("SSH-2.0-AsyncSSH_")
+    assert failed[0]["address"] == "127.0.0.1" and failed[0]["stage"] == "kex"
