@@ -1,58 +1,96 @@
 """The SFTP front-end: a thin asyncssh adapter over a participant's `MailboxView`.
 
 It holds no policy. The view decides; this module translates SFTP requests into view calls
-and view errors into SFTP status codes, in one place (`_mapped`).
+and errors into SFTP status codes, in one place (`_mapped`). A client reads short messages
+in French; what went wrong inside (SQL, tracebacks, paths of the host) goes only to the log.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import asyncssh
+import structlog
 from asyncssh import SFTPAttrs, SFTPName
 
 from bdi.mailbox.view import (
+    BadName,
     BytesHandle,
     Denied,
     Entry,
     MailboxView,
     NotFound,
     ReadHandle,
-    TooLarge,
     UploadHandle,
     ViewError,
 )
 
+log = structlog.get_logger("bdi.sftp")
 T = TypeVar("T")
 WRITE_FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC | asyncssh.FXF_APPEND
+INTERNAL = "erreur interne du hub, réessayez plus tard"
+# what the host's own errors may tell a client: a code and a short text, never the error
+_OS_ERRORS: dict[int, tuple[Callable[[str], asyncssh.SFTPError], str]] = {
+    errno.ENOENT: (asyncssh.SFTPNoSuchFile, "introuvable"),
+    errno.EACCES: (asyncssh.SFTPPermissionDenied, "accès refusé"),
+    errno.EPERM: (asyncssh.SFTPPermissionDenied, "accès refusé"),
+    errno.ENAMETOOLONG: (asyncssh.SFTPInvalidFilename, "nom trop long"),
+    errno.ENOSPC: (
+        asyncssh.SFTPNoSpaceOnFilesystem,
+        "espace disque du hub plein, réessayez plus tard",
+    ),
+    errno.EDQUOT: (asyncssh.SFTPQuotaExceeded, "quota dépassé"),
+}
 
 
-def _sftp_error(exc: ViewError) -> asyncssh.SFTPError:
+def _view_error(exc: ViewError) -> asyncssh.SFTPError:
     if isinstance(exc, NotFound):
         return asyncssh.SFTPNoSuchFile(str(exc))
     if isinstance(exc, Denied):
         return asyncssh.SFTPPermissionDenied(str(exc))
-    if isinstance(exc, TooLarge):
-        return asyncssh.SFTPFailure(str(exc))
+    if isinstance(exc, BadName):
+        return asyncssh.SFTPInvalidFilename(str(exc))
     return asyncssh.SFTPFailure(str(exc))
 
 
-async def _mapped(call: Callable[[], Awaitable[T]]) -> T:
-    """Run a view call; its errors become SFTP errors, and nothing else leaks to the client."""
+def _os_error(exc: OSError, op: str, participant: str) -> asyncssh.SFTPError:
+    kind, text = _OS_ERRORS.get(exc.errno or 0, (asyncssh.SFTPFailure, INTERNAL))
+    log.warning("sftp.os_error", op=op, participant=participant, errno=exc.errno, exc_info=exc)
+    return kind(text)
+
+
+async def _mapped(call: Callable[[], Awaitable[T]], op: str, participant: str) -> T:
+    """Run a view call; its errors become SFTP errors, and nothing else leaks to the client:
+    an unexpected error is logged with its traceback and told as an internal error."""
     try:
         return await call()
+    except asyncssh.SFTPError:
+        raise
     except ViewError as exc:
-        raise _sftp_error(exc) from exc
+        raise _view_error(exc) from None
     except OSError as exc:
-        raise asyncssh.SFTPFailure(exc.strerror or "I/O error") from exc
+        raise _os_error(exc, op, participant) from None
+    except Exception as exc:
+        log.error("sftp.failed", op=op, participant=participant, exc_info=exc)
+        raise asyncssh.SFTPFailure(INTERNAL) from None
 
 
 def _attrs(entry: Entry) -> SFTPAttrs:
     mode = (stat.S_IFDIR | 0o755) if entry.is_dir else (stat.S_IFREG | 0o600)
     return SFTPAttrs(size=entry.size, permissions=mode, mtime=entry.mtime, atime=entry.mtime)
+
+
+def _open_attrs(file_obj: object) -> SFTPAttrs:
+    if isinstance(file_obj, UploadHandle):
+        return SFTPAttrs(size=file_obj.size, permissions=stat.S_IFREG | 0o600)
+    if isinstance(file_obj, BytesHandle):
+        return SFTPAttrs(size=len(file_obj.data), permissions=stat.S_IFREG | 0o600)
+    assert isinstance(file_obj, ReadHandle)
+    return SFTPAttrs.from_local(os.fstat(file_obj.fd))
 
 
 class HubSFTPServer(asyncssh.SFTPServer):
@@ -62,45 +100,54 @@ class HubSFTPServer(asyncssh.SFTPServer):
         super().__init__(chan)
         self.view = view
 
-    def _sync(self, fn: Callable[[], T]) -> Awaitable[T]:
+    def _run(self, op: str, call: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        return _mapped(call, op, self.view.participant)
+
+    def _sync(self, op: str, fn: Callable[[], T]) -> Awaitable[T]:
         async def run() -> T:
             return fn()
 
-        return _mapped(run)
+        return self._run(op, run)
 
     async def realpath(self, path: bytes) -> bytes:
-        return await self._sync(lambda: self.view.display(self.view.resolve(path)))
+        return await self._sync("realpath", lambda: self.view.display(self.view.resolve(path)))
 
     async def stat(self, path: bytes) -> SFTPAttrs:
-        place = await self._sync(lambda: self.view.resolve(path))
-        return _attrs(await _mapped(lambda: self.view.entry(place)))
+        async def entry() -> Entry:
+            return await self.view.entry(self.view.resolve(path))
+
+        return _attrs(await self._run("stat", entry))
 
     async def lstat(self, path: bytes) -> SFTPAttrs:
         return await self.stat(path)
 
     async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
-        place = await self._sync(lambda: self.view.resolve(path))
-        entries = await _mapped(lambda: self.view.entries(place))
-        for entry in entries:
+        async def entries() -> list[Entry]:
+            return await self.view.entries(self.view.resolve(path))
+
+        for entry in await self._run("scandir", entries):
             yield SFTPName(entry.name.encode(), attrs=_attrs(entry))
 
     async def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:
-        place = await self._sync(lambda: self.view.resolve(path))
-        if pflags & WRITE_FLAGS:
-            return await self._sync(lambda: self.view.open_write(place))
-        return await _mapped(lambda: self.view.open_read(place))
+        async def opened() -> object:
+            place = self.view.resolve(path)
+            if not pflags & WRITE_FLAGS:
+                return await self.view.open_read(place)
+            return self.view.open_write(place)
+
+        return await self._run("open", opened)
 
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:
         if isinstance(file_obj, BytesHandle):
             return file_obj.data[offset : offset + size]
         if not isinstance(file_obj, ReadHandle):
-            raise asyncssh.SFTPPermissionDenied("file not open for reading")
-        return await self._sync(lambda: os.pread(file_obj.fd, size, offset))
+            raise asyncssh.SFTPPermissionDenied("fichier non ouvert en lecture")
+        return await self._sync("read", lambda: os.pread(file_obj.fd, size, offset))
 
     async def write(self, file_obj: object, offset: int, data: bytes) -> int:
         if not isinstance(file_obj, UploadHandle):
-            raise asyncssh.SFTPPermissionDenied("file not open for writing")
-        await self._sync(lambda: self.view.write(file_obj, offset, data))
+            raise asyncssh.SFTPPermissionDenied("fichier non ouvert en écriture")
+        await self._sync("write", lambda: self.view.write(file_obj, offset, data))
         return len(data)
 
     async def close(self, file_obj: object) -> None:
@@ -108,22 +155,26 @@ class HubSFTPServer(asyncssh.SFTPServer):
             if self.channel.is_closing():
                 # asyncssh closes the handles left open when the channel or the connection
                 # is gone: no client asked for this close, nothing may be taken in
-                self.view.abandon_upload(file_obj)
+                self._abandon(file_obj)
                 return
-            await _mapped(lambda: self.view.close_upload(file_obj))
+            await self._run("close", lambda: self.view.close_upload(file_obj))
         elif isinstance(file_obj, ReadHandle):
-            os.close(file_obj.fd)
+            await self._sync("close", lambda: os.close(file_obj.fd))
+
+    def _abandon(self, handle: UploadHandle) -> None:
+        """Never raises: it runs while asyncssh cleans the session up."""
+        try:
+            self.view.abandon_upload(handle)
+        except OSError as exc:
+            log.warning("sftp.abandon_failed", participant=self.view.participant, exc_info=exc)
 
     async def fstat(self, file_obj: object) -> SFTPAttrs:
-        if isinstance(file_obj, UploadHandle):
-            return SFTPAttrs(size=file_obj.size, permissions=stat.S_IFREG | 0o600)
-        if isinstance(file_obj, BytesHandle):
-            return SFTPAttrs(size=len(file_obj.data), permissions=stat.S_IFREG | 0o600)
-        assert isinstance(file_obj, ReadHandle)
-        return SFTPAttrs.from_local(os.fstat(file_obj.fd))
+        return await self._sync("fstat", lambda: _open_attrs(file_obj))
 
     async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
-        await self.stat(path)  # exists: no-op
+        """Accepted on anything that exists, a name just taken in too; changes nothing (the
+        times and modes of an upload are not kept)."""
+        await self.stat(path)
 
     async def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
         return None  # times and modes of an upload are not kept
@@ -132,24 +183,27 @@ class HubSFTPServer(asyncssh.SFTPServer):
         await self.setstat(path, attrs)
 
     async def remove(self, path: bytes) -> None:
-        place = await self._sync(lambda: self.view.resolve(path))
-        await _mapped(lambda: self.view.remove(place))
+        async def removed() -> None:
+            await self.view.remove(self.view.resolve(path))
+
+        await self._run("remove", removed)
 
     async def rename(self, oldpath: bytes, newpath: bytes) -> None:
-        old, new = await self._sync(
-            lambda: (self.view.resolve(oldpath), self.view.resolve(newpath))
-        )
-        await _mapped(lambda: self.view.rename(old, new))
+        async def renamed() -> None:
+            old, new = self.view.resolve(oldpath), self.view.resolve(newpath)
+            await self.view.rename(old, new)
+
+        await self._run("rename", renamed)
 
     async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
         await self.rename(oldpath, newpath)
 
     async def fsync(self, file_obj: object) -> None:
         if isinstance(file_obj, UploadHandle):
-            file_obj.fsync()
+            await self._sync("fsync", file_obj.fsync)
 
     def _denied(self, what: str) -> None:
-        raise asyncssh.SFTPPermissionDenied(f"{what} is not allowed")
+        raise asyncssh.SFTPPermissionDenied(f"{what} : interdit")
 
     async def mkdir(self, path: bytes, attrs: SFTPAttrs) -> None:
         self._denied("mkdir")
@@ -164,11 +218,11 @@ class HubSFTPServer(asyncssh.SFTPServer):
         self._denied("link")
 
     async def readlink(self, path: bytes) -> bytes:
-        raise asyncssh.SFTPNoSuchFile("no links here")
+        raise asyncssh.SFTPNoSuchFile("aucun lien ici")
 
     # asyncssh's defaults for these query the hub's real file system: not offered
     async def statvfs(self, path: bytes) -> asyncssh.SFTPVFSAttrs:
-        raise asyncssh.SFTPOpUnsupported("statvfs is not supported")
+        raise asyncssh.SFTPOpUnsupported("statvfs non pris en charge")
 
     async def fstatvfs(self, file_obj: object) -> asyncssh.SFTPVFSAttrs:
-        raise asyncssh.SFTPOpUnsupported("fstatvfs is not supported")
+        raise asyncssh.SFTPOpUnsupported("fstatvfs non pris en charge")

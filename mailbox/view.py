@@ -31,6 +31,7 @@ from bdi.store.inbox import StoredEntry
 
 TEMP_SUFFIXES = (".part", ".tmp", ".filepart")
 ROOT, KEY, OUTBOX, INBOX = "", "hub-public-key.asc", "outbox", "inbox"
+MAX_NAME_BYTES = 255  # what a file system takes: a longer name could never be a file
 
 
 class ViewError(Exception):
@@ -46,6 +47,10 @@ class Denied(ViewError):
 
 
 class TooLarge(ViewError):
+    pass
+
+
+class BadName(ViewError):
     pass
 
 
@@ -197,19 +202,21 @@ class MailboxView:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise NotFound("undecodable path") from exc
+            raise NotFound("chemin illisible") from exc
         if "\x00" in text or "\\" in text:
-            raise NotFound("bad path")
+            raise NotFound("chemin invalide")
         parts = [p for p in posixpath.normpath("/" + text).split("/") if p]
         if not parts:
             return Place(ROOT)
         if parts == [KEY]:
             return Place(KEY)
         if parts[0] not in (OUTBOX, INBOX) or len(parts) > 2:
-            raise NotFound(text)
+            raise NotFound("introuvable")
         name = parts[1] if len(parts) == 2 else None
         if name is not None and name.startswith("."):
-            raise NotFound(text)
+            raise NotFound("introuvable")
+        if name is not None and len(name.encode()) > MAX_NAME_BYTES:
+            raise BadName(f"nom de plus de {MAX_NAME_BYTES} octets")
         return Place(parts[0], name)
 
     @staticmethod
@@ -225,7 +232,7 @@ class MailboxView:
     # -- listing and attributes ---------------------------------------------------------
     async def entries(self, place: Place) -> list[Entry]:
         if place.name is not None or place.area == KEY:
-            raise NotFound("not a folder")
+            raise NotFound("pas un dossier")
         if place.area == ROOT:
             return [await self.entry(Place(KEY)), Entry(OUTBOX, True, 0, 0),
                     Entry(INBOX, True, 0, 0)]  # fmt: skip
@@ -247,26 +254,26 @@ class MailboxView:
             return _entry(path)
         if place.area == INBOX and (kept := await self.stored.entry(self.participant, place.name)):
             return _stored(kept)
-        raise NotFound(place.name)
+        raise NotFound("introuvable")
 
     # -- reading ------------------------------------------------------------------------
     async def open_read(self, place: Place) -> ReadHandle | BytesHandle:
         if place.area == KEY:
             return ReadHandle(os.open(self.hub_key, os.O_RDONLY))
         if place.area != INBOX or place.name is None:
-            raise Denied("only /inbox/ files and the hub key can be read")
+            raise Denied("lecture de /inbox/ et de la clé du hub seulement")
         try:
             return ReadHandle(os.open(self._file(place), os.O_RDONLY | os.O_NOFOLLOW))
         except FileNotFoundError:
             data = await self.stored.read(self.participant, place.name)
         if data is None:
-            raise NotFound(place.name)
+            raise NotFound("introuvable")
         return BytesHandle(data)
 
     # -- uploading ----------------------------------------------------------------------
     def open_write(self, place: Place) -> UploadHandle:
         if place.area != OUTBOX or place.name is None:
-            raise Denied("upload into /outbox/ only")
+            raise Denied("dépôt dans /outbox/ seulement")
         path = self.mailboxes.new_upload(self.participant)
         if place.name.endswith(TEMP_SUFFIXES):  # renamed later, maybe in another session
             return UploadHandle(place.name, path, fd=_create(path))
@@ -275,7 +282,7 @@ class MailboxView:
     def write(self, handle: UploadHandle, offset: int, data: bytes) -> None:
         if offset + len(data) > self.max_upload:
             handle.failed = True
-            raise TooLarge(f"upload larger than the maximum of {self.max_upload} bytes")
+            raise TooLarge(f"fichier plus grand que le maximum de {self.max_upload} octets")
         try:
             handle.write(offset, data)
         except OSError:
@@ -283,6 +290,7 @@ class MailboxView:
             raise
 
     async def close_upload(self, handle: UploadHandle) -> None:
+        """Take the upload in; if that fails, nothing of it is left (the client sends it again)."""
         if handle.failed:
             handle.discard()
             return
@@ -293,7 +301,10 @@ class MailboxView:
         if handle.name.endswith(TEMP_SUFFIXES):
             handle.path.replace(self.mailboxes.outbox(self.participant) / handle.name)
             return
-        await self.spool.take_in(self.participant, handle.path, handle.name)
+        try:
+            await self.spool.take_in(self.participant, handle.path, handle.name)
+        finally:
+            handle.path.unlink(missing_ok=True)  # moved away if it was taken in
 
     def abandon_upload(self, handle: UploadHandle) -> None:
         """The session ended before the client closed the upload: it was never acknowledged,
@@ -301,11 +312,13 @@ class MailboxView:
         handle.discard()
 
     async def rename(self, old: Place, new: Place) -> None:
+        """To a temporary name: a plain rename. To any other name: the upload is taken in;
+        if that fails, the temporary upload is left as it was."""
         if old.area != OUTBOX or new.area != OUTBOX or not old.name or not new.name:
-            raise Denied("only uploads in /outbox/ can be renamed")
+            raise Denied("seuls les dépôts de /outbox/ se renomment")
         source = self._file(old)
         if not source.is_file():
-            raise NotFound(old.name)
+            raise NotFound("introuvable")
         if new.name.endswith(TEMP_SUFFIXES):
             source.replace(self._file(new))
             return
@@ -313,12 +326,12 @@ class MailboxView:
 
     async def remove(self, place: Place) -> None:
         if place.area not in (INBOX, OUTBOX) or place.name is None:
-            raise Denied("cannot remove this")
+            raise Denied("suppression interdite")
         try:
             self._file(place).unlink()
         except FileNotFoundError:
             if place.area != INBOX or not await self.stored.remove(self.participant, place.name):
-                raise NotFound(place.name) from None
+                raise NotFound("introuvable") from None
 
 
 def _create(path: Path) -> int:

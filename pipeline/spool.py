@@ -8,6 +8,7 @@ client's point of view an acknowledged upload is never lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -80,9 +81,16 @@ class Spool:
         return job.id
 
     def _keep(self, path: Path, job: JobRef) -> dict[str, Party]:
-        """In a thread: the upload durably in the spool, then its job committed."""
-        job.size = _move_durably(path, self.folder / job.spool_name)
-        return self.journal.call(partial(_commit, job=job))
+        """In a thread: the upload durably in the spool, then its job committed. If the
+        commit fails, the file goes back where it was: nothing of it stays in the spool."""
+        kept = self.folder / job.spool_name
+        job.size = _move_durably(path, kept)
+        try:
+            return self.journal.call(partial(_commit, job=job))
+        except Exception:
+            with contextlib.suppress(OSError):  # else swept at the next start
+                kept.replace(path)
+            raise
 
     def _submit_if_kept(self, job: JobRef, taking: asyncio.Future[dict[str, Party]]) -> None:
         if not taking.cancelled() and taking.exception() is None:

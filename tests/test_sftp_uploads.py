@@ -1,6 +1,8 @@
 """What ordinary clients need of an upload (HUB.md, "Uploading"), probed with a real asyncssh
 client against the real server.
 
+- A close (or rename) whose take-in fails leaves nothing behind, and the client reads a short
+  French message, never the hub's internals (SQL, traceback, paths): those go to the log.
 - The SSH algorithms are OpenSSH's defaults; a failed handshake is logged with the client's
   version and address.
 """
@@ -8,8 +10,10 @@ client against the real server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -22,6 +26,7 @@ from structlog.testing import capture_logs
 from support import SAMPLES
 
 from bdi.config import Settings
+from bdi.mailbox.view import MAX_NAME_BYTES
 from bdi.store.models import Job
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -77,6 +82,86 @@ def outbox_files(hub: HubUnderTest) -> set[str]:
 
 def spool_files(hub: HubUnderTest) -> set[str]:
     return {p.name for p in hub.settings.spool.iterdir()}
+
+
+# -- 4 and 5. failures: nothing left, nothing leaked ------------------------------------------
+def leaks(message: str) -> list[str]:
+    return [word for word in LEAKS if word in message.lower()]
+
+
+@contextlib.contextmanager
+def database_locked(hub: HubUnderTest) -> Iterator[None]:
+    """Another connection holds SQLite's write lock (BEGIN EXCLUSIVE) meanwhile."""
+    lock = sqlite3.connect(hub.settings.data / "bdi.sqlite3", isolation_level=None, timeout=10)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        yield
+        lock.execute("ROLLBACK")
+    finally:
+        lock.close()
+
+
+async def test_a_take_in_failing_on_a_locked_database_leaves_nothing_and_tells_little(
+    hub: HubUnderTest, sftp: asyncssh.SFTPClient
+) -> None:
+    name, part = "RCOU010234_00311_000720.edi", "/outbox/locked.part"
+    await put(sftp, part, BIG)
+    await hub.settled()  # the jobs before are done with their spool files
+    known_jobs, on_disk, spooled = await jobs(hub), outbox_files(hub), spool_files(hub)
+    with capture_logs() as logs, database_locked(hub):
+        with pytest.raises(asyncssh.SFTPFailure) as closing:
+            await put(sftp, f"/outbox/{name}", BIG)  # a file-backed upload: its close fails
+        with pytest.raises(asyncssh.SFTPFailure) as renaming:
+            await sftp.rename(part, f"/outbox/{name}")
+    for failed in (closing.value, renaming.value):
+        assert "réessayez" in failed.reason and not leaks(failed.reason), failed.reason
+    failures = [e for e in logs if e["event"] == "sftp.failed"]
+    assert [e["op"] for e in failures] == ["close", "rename"]
+    assert all("locked" in str(e["exc_info"]) for e in failures)  # the details: in the log
+    # nothing was taken in, nothing stayed: no hidden upload, no spool file, the .part intact
+    assert await jobs(hub) == known_jobs
+    assert outbox_files(hub) == on_disk and spool_files(hub) == spooled
+    assert (await sftp.stat(part)).size == len(BIG)
+    # the lock gone, the same rename takes it in
+    await sftp.rename(part, f"/outbox/{name}")
+    assert await jobs(hub) == [*known_jobs, name]
+
+
+async def test_a_name_too_long_for_a_file_is_refused_cleanly(
+    hub: HubUnderTest, sftp: asyncssh.SFTPClient
+) -> None:
+    long = "R" + "x" * MAX_NAME_BYTES + ".edi"
+    part = "/outbox/long.part"
+    await put(sftp, part, BIG)
+    await hub.settled()  # the jobs before are done with their spool files
+    known_jobs, on_disk, spooled = await jobs(hub), outbox_files(hub), spool_files(hub)
+    with pytest.raises(asyncssh.SFTPFailure) as renaming:
+        await sftp.rename(part, f"/outbox/{long}")
+    with pytest.raises(asyncssh.SFTPFailure) as opening:
+        await put(sftp, f"/outbox/{long}", BIG)
+    for failed in (renaming.value, opening.value):
+        assert failed.reason == f"nom de plus de {MAX_NAME_BYTES} octets"
+    assert await jobs(hub) == known_jobs
+    assert outbox_files(hub) == on_disk and spool_files(hub) == spooled
+    await sftp.remove(part)
+
+
+async def test_errors_are_short_and_french(sftp: asyncssh.SFTPClient) -> None:
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: sftp.stat("/outbox/nothing.edi"),
+        lambda: sftp.open("/inbox/x.edi", "wb"),
+        lambda: sftp.mkdir("/outbox/sub"),
+        lambda: sftp.remove("/hub-public-key.asc"),
+        lambda: sftp.rename("/inbox/a", "/outbox/b"),
+        lambda: sftp.readlink("/outbox"),
+        lambda: sftp.listdir("/elsewhere"),
+    ]
+    for call in calls:
+        with pytest.raises(asyncssh.SFTPError) as raised:
+            await call()
+        reason = raised.value.reason
+        assert reason and len(reason) < 60 and not leaks(reason), reason
+        assert not any(w in reason for w in ("not ", "only", "cannot")), reason
 
 
 # -- 6. SSH algorithms ------------------------------------------------------------------------
