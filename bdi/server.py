@@ -17,7 +17,12 @@ from bdi.config import Settings
 from bdi.datadir import hub_key_file, open_hub, serve_lock, web_secret
 from bdi.hub import Hub, utcnow
 from bdi.mailbox.stored import StoredInbox
-from bdi.mailbox.view import UPLOADS_IN_MEMORY, MailboxView, MemoryBudget
+from bdi.mailbox.view import (
+    UPLOADS_IN_MEMORY,
+    MailboxView,
+    MemoryBudget,
+    RecentUploads,
+)
 from bdi.pipeline.spool import Spool
 from bdi.pipeline.workers import Pipeline
 from bdi.sftp import HubSFTPServer
@@ -147,9 +152,10 @@ class RunningServer:
 
 
 def sftp_factory(
-    hub: Hub, stored: StoredInbox, spool: Spool
+    hub: Hub, stored: StoredInbox, spool: Spool, recent: RecentUploads
 ) -> Callable[[asyncssh.SSHServerChannel[bytes]], HubSFTPServer]:
-    """The injected policy: each SFTP session gets a view of its participant's mailbox."""
+    """The injected policy: each SFTP session gets a view of its participant's mailbox; the
+    sessions share the memory budget and the names recently taken in."""
     budget = MemoryBudget(UPLOADS_IN_MEMORY)
 
     def make(chan: asyncssh.SSHServerChannel[bytes]) -> HubSFTPServer:
@@ -162,6 +168,7 @@ def sftp_factory(
             hub_key_file(hub.settings),
             hub.settings.max_upload_bytes,
             budget,
+            recent,
         )
         return HubSFTPServer(chan, view)
 
@@ -196,8 +203,8 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         for participant in await hub.store.participants():
             hub.mailboxes.ensure(participant.id)
             removed += hub.mailboxes.forget_unfinished_uploads(participant.id)
-        sessions = Sessions()
-        acceptor = await _listen(hub, sftp_factory(hub, stored, spool), sessions)
+        sessions, recent = Sessions(), RecentUploads()
+        acceptor = await _listen(hub, sftp_factory(hub, stored, spool, recent), sessions)
         stack.push_async_callback(_close, acceptor)
         stack.callback(asyncio.create_task(_watch_sessions(hub, sessions)).cancel)
         web_port = await stack.enter_async_context(web_server(hub, web_secret(settings)))

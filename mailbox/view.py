@@ -12,6 +12,9 @@ kept in the store (`StoredInbox`): one listing, read and delete alike.
 
 The view owns the access rules; it hands complete uploads to a `TakeIn` (the pipeline's
 spool, injected), so the mailbox room never imports the pipeline.
+
+Ordinary clients work with their default settings (HUB.md, "Uploading"): a name taken in
+still answers `stat` and `setstat` for a while (`RecentUploads`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ import errno
 import os
 import posixpath
 import stat
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -32,6 +38,8 @@ from bdi.store.inbox import StoredEntry
 TEMP_SUFFIXES = (".part", ".tmp", ".filepart")
 ROOT, KEY, OUTBOX, INBOX = "", "hub-public-key.asc", "outbox", "inbox"
 MAX_NAME_BYTES = 255  # what a file system takes: a longer name could never be a file
+RECENT_S = 600.0  # how long a name taken in still answers stat and setstat
+RECENT_PER_PARTICIPANT = 256  # names remembered per participant, the newest ones
 
 
 class ViewError(Exception):
@@ -154,6 +162,58 @@ class UploadHandle:
         self._release()
 
 
+@dataclass(frozen=True, slots=True)
+class Recent:
+    """A name taken in: its size, its time of take-in (`mtime`) and the clock's `at` then."""
+
+    size: int
+    mtime: int
+    at: float
+
+
+class RecentUploads:
+    """The names each participant's uploads were taken in under lately, with size and time.
+
+    Clients check an upload just made although its name has left the outbox (paramiko's put
+    stats it, rclone and WinSCP set its times): for `keep_s` it still answers. Per
+    participant, the `bound` newest names only; in memory (lost at a restart: harmless)."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        keep_s: float = RECENT_S,
+        bound: int = RECENT_PER_PARTICIPANT,
+    ) -> None:
+        self.clock, self.keep_s, self.bound = clock, keep_s, bound
+        self._names: dict[str, OrderedDict[str, Recent]] = {}
+
+    def add(self, participant: str, name: str, size: int) -> None:
+        now = self.clock()
+        names = self._names.setdefault(participant, OrderedDict())
+        names.pop(name, None)
+        names[name] = Recent(size, int(now), now)
+        while len(names) > self.bound:
+            names.popitem(last=False)
+        self._expire(participant, now)
+
+    def get(self, participant: str, name: str) -> Recent | None:
+        self._expire(participant, self.clock())
+        names = self._names.get(participant)
+        return names.get(name) if names is not None else None
+
+    def __len__(self) -> int:
+        return sum(len(names) for names in self._names.values())
+
+    def _expire(self, participant: str, now: float) -> None:
+        names = self._names.get(participant)
+        if names is None:
+            return
+        while names and now - next(iter(names.values())).at >= self.keep_s:
+            names.popitem(last=False)
+        if not names:
+            del self._names[participant]
+
+
 @dataclass(slots=True)
 class ReadHandle:
     fd: int
@@ -196,6 +256,7 @@ class MailboxView:
     hub_key: Path
     max_upload: int
     budget: MemoryBudget
+    recent: RecentUploads
 
     # -- paths --------------------------------------------------------------------------
     def resolve(self, raw: bytes) -> Place:
@@ -254,6 +315,8 @@ class MailboxView:
             return _entry(path)
         if place.area == INBOX and (kept := await self.stored.entry(self.participant, place.name)):
             return _stored(kept)
+        if place.area == OUTBOX and (taken := self.recent.get(self.participant, place.name)):
+            return Entry(place.name, False, taken.size, taken.mtime)
         raise NotFound("introuvable")
 
     # -- reading ------------------------------------------------------------------------
@@ -295,7 +358,9 @@ class MailboxView:
             handle.discard()
             return
         if handle.buffer is not None:
-            await self.spool.take_in_bytes(self.participant, handle.take_buffer(), handle.name)
+            data = handle.take_buffer()
+            await self.spool.take_in_bytes(self.participant, data, handle.name)
+            self.recent.add(self.participant, handle.name, handle.size)
             return
         os.close(handle.fd)
         if handle.name.endswith(TEMP_SUFFIXES):
@@ -305,6 +370,7 @@ class MailboxView:
             await self.spool.take_in(self.participant, handle.path, handle.name)
         finally:
             handle.path.unlink(missing_ok=True)  # moved away if it was taken in
+        self.recent.add(self.participant, handle.name, handle.size)
 
     def abandon_upload(self, handle: UploadHandle) -> None:
         """The session ended before the client closed the upload: it was never acknowledged,
@@ -322,7 +388,9 @@ class MailboxView:
         if new.name.endswith(TEMP_SUFFIXES):
             source.replace(self._file(new))
             return
+        size = source.stat().st_size
         await self.spool.take_in(self.participant, source, new.name)
+        self.recent.add(self.participant, new.name, size)
 
     async def remove(self, place: Place) -> None:
         if place.area not in (INBOX, OUTBOX) or place.name is None:

@@ -1,6 +1,7 @@
 """What ordinary clients need of an upload (HUB.md, "Uploading"), probed with a real asyncssh
 client against the real server.
 
+- For a while after its take-in, the name still answers `stat` and `setstat` (not listed).
 - A close (or rename) whose take-in fails leaves nothing behind, and the client reads a short
   French message, never the hub's internals (SQL, traceback, paths): those go to the log.
 - The SSH algorithms are OpenSSH's defaults; a failed handshake is logged with the client's
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import cast
@@ -82,6 +84,36 @@ def outbox_files(hub: HubUnderTest) -> set[str]:
 
 def spool_files(hub: HubUnderTest) -> set[str]:
     return {p.name for p in hub.settings.spool.iterdir()}
+
+
+# -- 1. a name just taken in ------------------------------------------------------------------
+@pytest.mark.parametrize("by_rename", [False, True])
+async def test_a_name_taken_in_still_answers_stat_and_setstat(
+    hub: HubUnderTest, sftp: asyncssh.SFTPClient, by_rename: bool
+) -> None:
+    name = f"RCOU010234_00311_00070{int(by_rename)}.edi"
+    before = time.time()
+    if by_rename:
+        await put(sftp, f"/outbox/{name}.part", GARBAGE)
+        await sftp.rename(f"/outbox/{name}.part", f"/outbox/{name}")
+    else:
+        await put(sftp, f"/outbox/{name}", GARBAGE)
+    assert name in await jobs(hub)  # taken in
+    assert name not in await listed(sftp)
+    for attrs in (await sftp.stat(f"/outbox/{name}"), await sftp.lstat(f"/outbox/{name}")):
+        assert attrs.size == len(GARBAGE) and attrs.type == asyncssh.FILEXFER_TYPE_REGULAR
+        assert attrs.mtime is not None and int(before) <= attrs.mtime <= time.time()
+    await sftp.utime(f"/outbox/{name}", (1_700_000_000, 1_700_000_000))
+    await sftp.chmod(f"/outbox/{name}", 0o644)
+    assert (await sftp.stat(f"/outbox/{name}")).mtime != 1_700_000_000  # changed nothing
+    assert (await jobs(hub)).count(name) == 1
+    with pytest.raises(asyncssh.SFTPPermissionDenied):  # still no reading back
+        await sftp.open(f"/outbox/{name}", "rb")
+    async with hub.sftp(OTHER) as other:  # another participant knows nothing of it
+        with pytest.raises(asyncssh.SFTPNoSuchFile):
+            await other.stat(f"/outbox/{name}")
+        with pytest.raises(asyncssh.SFTPNoSuchFile):
+            await other.utime(f"/outbox/{name}", (0, 0))
 
 
 # -- 4 and 5. failures: nothing left, nothing leaked ------------------------------------------

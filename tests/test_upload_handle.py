@@ -1,4 +1,5 @@
-"""An upload handle keeps a small upload in memory and moves to its file past the bound."""
+"""An upload handle keeps a small upload in memory and moves to its file past the bound; the
+names just taken in are remembered a while."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ import pytest
 from bdi.mailbox import view as mailbox_view
 from bdi.mailbox.storage import Mailboxes
 from bdi.mailbox.stored import StoredInbox
-from bdi.mailbox.view import MailboxView, MemoryBudget, UploadHandle
+from bdi.mailbox.view import (
+    RECENT_S,
+    MailboxView,
+    MemoryBudget,
+    RecentUploads,
+    UploadHandle,
+)
 from bdi.pipeline.spool import Spool
 
 
@@ -77,10 +84,28 @@ def test_a_write_that_fails_leaves_nothing_to_take_in(tmp_path: Path) -> None:
     no_spool = cast(Spool, None)  # write never takes anything in
     no_store = cast(StoredInbox, None)  # nor reads the inbox
     mailboxes = Mailboxes(tmp_path)
-    view = MailboxView("COU010234", mailboxes, no_store, no_spool, tmp_path, 1 << 20, budget)
+    view = MailboxView(
+        "COU010234", mailboxes, no_store, no_spool, tmp_path, 1 << 20, budget, RecentUploads()
+    )
     handle = UploadHandle(
         "A.edi", tmp_path / "missing" / ".up-a", buffer=bytearray(), budget=budget
     )
     with pytest.raises(FileNotFoundError):
         view.write(handle, 0, b"x")
     assert handle.failed
+
+
+def test_recent_names_expire_after_ten_minutes_and_are_bounded() -> None:
+    now = [1_000.0]
+    recent = RecentUploads(clock=lambda: now[0], bound=3)
+    recent.add("COU010234", "A.edi", 10)
+    now[0] += RECENT_S - 1
+    taken = recent.get("COU010234", "A.edi")
+    assert taken is not None and (taken.size, taken.mtime) == (10, 1_000)
+    assert recent.get("CIE000311", "A.edi") is None  # per participant
+    now[0] += 1
+    assert recent.get("COU010234", "A.edi") is None and len(recent) == 0
+    for n in range(5):
+        recent.add("COU010234", f"{n}.edi", n)
+    assert len(recent) == 3 and recent.get("COU010234", "1.edi") is None
+    assert recent.get("COU010234", "4.edi") is not None
