@@ -36,10 +36,18 @@ from bdi.mailbox.stored import StoredInbox
 from bdi.store.inbox import StoredEntry
 
 TEMP_SUFFIXES = (".part", ".tmp", ".filepart")
+TEMP_PREFIX = ".in."  # lftp's xfer:temp-file-name: `.in.NAME`, renamed to NAME
 ROOT, KEY, OUTBOX, INBOX = "", "hub-public-key.asc", "outbox", "inbox"
 MAX_NAME_BYTES = 255  # what a file system takes: a longer name could never be a file
 RECENT_S = 600.0  # how long a name taken in still answers stat and setstat
 RECENT_PER_PARTICIPANT = 256  # names remembered per participant, the newest ones
+
+
+def is_temporary(name: str) -> bool:
+    """A name a client writes under and renames once complete: not taken in at its close."""
+    return name.endswith(TEMP_SUFFIXES) or (
+        name.startswith(TEMP_PREFIX) and len(name) > len(TEMP_PREFIX)
+    )
 
 
 class ViewError(Exception):
@@ -274,7 +282,7 @@ class MailboxView:
         if parts[0] not in (OUTBOX, INBOX) or len(parts) > 2:
             raise NotFound("introuvable")
         name = parts[1] if len(parts) == 2 else None
-        if name is not None and name.startswith("."):
+        if name is not None and not _client_name(parts[0], name):
             raise NotFound("introuvable")
         if name is not None and len(name.encode()) > MAX_NAME_BYTES:
             raise BadName(f"nom de plus de {MAX_NAME_BYTES} octets")
@@ -298,7 +306,7 @@ class MailboxView:
             return [await self.entry(Place(KEY)), Entry(OUTBOX, True, 0, 0),
                     Entry(INBOX, True, 0, 0)]  # fmt: skip
         folder = self.mailboxes.inbox if place.area == INBOX else self.mailboxes.outbox
-        found = [_entry(p) for p in folder(self.participant).iterdir() if _visible(p)]
+        found = [_entry(p) for p in folder(self.participant).iterdir() if _visible(place.area, p)]
         if place.area == INBOX:
             found += [_stored(e) for e in await self.stored.entries(self.participant)]
         return sorted(found, key=lambda e: e.name)
@@ -311,7 +319,7 @@ class MailboxView:
         if place.name is None:
             return Entry(place.area, True, 0, 0)
         path = self._file(place)
-        if _visible(path):
+        if _visible(place.area, path):
             return _entry(path)
         if place.area == INBOX and (kept := await self.stored.entry(self.participant, place.name)):
             return _stored(kept)
@@ -338,7 +346,7 @@ class MailboxView:
         if place.area != OUTBOX or place.name is None:
             raise Denied("dépôt dans /outbox/ seulement")
         path = self.mailboxes.new_upload(self.participant)
-        if place.name.endswith(TEMP_SUFFIXES):  # renamed later, maybe in another session
+        if is_temporary(place.name):  # renamed later, maybe in another session
             return UploadHandle(place.name, path, fd=_create(path))
         return UploadHandle(place.name, path, buffer=bytearray(), budget=self.budget)
 
@@ -363,7 +371,7 @@ class MailboxView:
             self.recent.add(self.participant, handle.name, handle.size)
             return
         os.close(handle.fd)
-        if handle.name.endswith(TEMP_SUFFIXES):
+        if is_temporary(handle.name):
             handle.path.replace(self.mailboxes.outbox(self.participant) / handle.name)
             return
         try:
@@ -385,7 +393,7 @@ class MailboxView:
         source = self._file(old)
         if not source.is_file():
             raise NotFound("introuvable")
-        if new.name.endswith(TEMP_SUFFIXES):
+        if is_temporary(new.name):
             source.replace(self._file(new))
             return
         size = source.stat().st_size
@@ -402,12 +410,19 @@ class MailboxView:
                 raise NotFound("introuvable") from None
 
 
+def _client_name(area: str, name: str) -> bool:
+    """A name a client may use: hidden names are the hub's own, but for lftp's `.in.NAME`."""
+    return not name.startswith(".") or (
+        area == OUTBOX and name.startswith(TEMP_PREFIX) and is_temporary(name)
+    )
+
+
 def _create(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
 
-def _visible(path: Path) -> bool:
-    return not path.name.startswith(".") and path.is_file() and not path.is_symlink()
+def _visible(area: str, path: Path) -> bool:
+    return _client_name(area, path.name) and path.is_file() and not path.is_symlink()
 
 
 def _stored(entry: StoredEntry) -> Entry:

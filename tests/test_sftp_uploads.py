@@ -2,6 +2,7 @@
 client against the real server.
 
 - For a while after its take-in, the name still answers `stat` and `setstat` (not listed).
+- lftp's temporary name `.in.NAME` is taken in at the rename to NAME.
 - A close (or rename) whose take-in fails leaves nothing behind, and the client reads a short
   French message, never the hub's internals (SQL, traceback, paths): those go to the log.
 - The SSH algorithms are OpenSSH's defaults; a failed handshake is logged with the client's
@@ -114,6 +115,24 @@ async def test_a_name_taken_in_still_answers_stat_and_setstat(
             await other.stat(f"/outbox/{name}")
         with pytest.raises(asyncssh.SFTPNoSuchFile):
             await other.utime(f"/outbox/{name}", (0, 0))
+
+
+# -- 2. lftp's temporary name -----------------------------------------------------------------
+async def test_lftp_temporary_name_is_taken_in_at_the_rename(
+    hub: HubUnderTest, sftp: asyncssh.SFTPClient
+) -> None:
+    name = "RCOU010234_00311_000710.edi"
+    temp = f"/outbox/.in.{name}"
+    await put(sftp, temp, GARBAGE)
+    assert f".in.{name}" in await listed(sftp)
+    assert (await sftp.stat(temp)).size == len(GARBAGE)
+    assert name not in await jobs(hub)
+    await sftp.rename(temp, f"/outbox/{name}")
+    assert name in await jobs(hub) and f".in.{name}" not in await jobs(hub)
+    assert not {name, f".in.{name}"} & await listed(sftp)
+    for hidden in ("/outbox/.in.", "/outbox/.up-0123", "/outbox/.x.part", "/inbox/.in.x.edi"):
+        with pytest.raises(asyncssh.SFTPNoSuchFile):
+            await put(sftp, hidden, b"x")
 
 
 # -- 4 and 5. failures: nothing left, nothing leaked ------------------------------------------
