@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from bdi.mailbox.view import (
     MailboxView,
     MemoryBudget,
     RecentUploads,
+    sweep_temporaries,
 )
 from bdi.pipeline.spool import Spool
 from bdi.pipeline.workers import Pipeline
@@ -150,6 +152,10 @@ class RunningServer:
     def sftp_port(self) -> int:
         return int(self.acceptor.get_port())
 
+    async def sweep_temporary_uploads(self) -> int:
+        """Delete the temporary uploads untouched for `temporary_upload_max_age_s`."""
+        return await _sweep_temporaries(self.hub)
+
 
 def sftp_factory(
     hub: Hub, stored: StoredInbox, spool: Spool, recent: RecentUploads
@@ -182,6 +188,24 @@ async def _watch_sessions(hub: Hub, sessions: Sessions) -> None:
             await sessions.enforce(hub)
 
 
+async def _sweep_temporaries(hub: Hub) -> int:
+    max_age = hub.settings.temporary_upload_max_age_s
+    removed = await asyncio.to_thread(sweep_temporaries, hub.mailboxes, max_age, time.time())
+    if removed:
+        log.info("uploads.swept", removed=removed, max_age_s=max_age)
+    return removed
+
+
+async def _sweep_temporaries_forever(hub: Hub) -> None:
+    """Temporary uploads nobody renamed nor resumed do not stay forever (HUB.md)."""
+    while True:
+        await asyncio.sleep(hub.settings.temporary_upload_sweep_s)
+        try:
+            await _sweep_temporaries(hub)
+        except Exception as exc:  # tried again at the next turn; the server goes on
+            log.error("uploads.sweep_failed", exc_info=exc)
+
+
 @contextlib.asynccontextmanager
 async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
     """Start the hub (resume unfinished jobs first, then listen); stop it on exit."""
@@ -207,6 +231,7 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         acceptor = await _listen(hub, sftp_factory(hub, stored, spool, recent), sessions)
         stack.push_async_callback(_close, acceptor)
         stack.callback(asyncio.create_task(_watch_sessions(hub, sessions)).cancel)
+        stack.callback(asyncio.create_task(_sweep_temporaries_forever(hub)).cancel)
         web_port = await stack.enter_async_context(web_server(hub, web_secret(settings)))
         server = RunningServer(hub, pipeline, acceptor, sessions, web_port)
         log.info("server.started", host=settings.host, sftp_port=server.sftp_port,

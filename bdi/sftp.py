@@ -133,7 +133,11 @@ class HubSFTPServer(asyncssh.SFTPServer):
             place = self.view.resolve(path)
             if not pflags & WRITE_FLAGS:
                 return await self.view.open_read(place)
-            return self.view.open_write(place)
+            return self.view.open_write(
+                place,
+                truncate=bool(pflags & asyncssh.FXF_TRUNC),
+                append=bool(pflags & asyncssh.FXF_APPEND),
+            )
 
         return await self._run("open", opened)
 

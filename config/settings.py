@@ -54,6 +54,15 @@ class Settings(BaseSettings):
         description="SSH ciphers offered: OpenSSH's defaults, AES-GCM first (the fastest here; "
         "libssh2 1.10, curl's on Debian 12, has no AES-GCM)",
     )
+    temporary_upload_max_age_s: float = Field(
+        default=24 * 3600.0,
+        ge=0,
+        description="seconds a temporary upload (*.part, .in.NAME...) is kept unwritten before "
+        "it is deleted (a client may resume it until then)",
+    )
+    temporary_upload_sweep_s: float = Field(
+        default=600.0, gt=0, description="seconds between two sweeps of old temporary uploads"
+    )
     login_failures: int = Field(
         default=5, ge=1, description="failed passwords (one user, one address) before a pause"
     )

@@ -14,7 +14,8 @@ The view owns the access rules; it hands complete uploads to a `TakeIn` (the pip
 spool, injected), so the mailbox room never imports the pipeline.
 
 Ordinary clients work with their default settings (HUB.md, "Uploading"): a name taken in
-still answers `stat` and `setstat` for a while (`RecentUploads`).
+still answers `stat` and `setstat` for a while (`RecentUploads`), and a temporary upload is
+written in place under its name, so that a client can resume it after a cut.
 """
 
 from __future__ import annotations
@@ -112,7 +113,11 @@ class MemoryBudget:
 @dataclass(slots=True)
 class UploadHandle:
     """An upload being written: in `buffer` while it is small and will be taken in at its
-    close (its bytes counted in `budget`), else in the hidden file `path` (opened as `fd`)."""
+    close (its bytes counted in `budget`), else in the file `path` (opened as `fd`): a hidden
+    file, or the temporary upload itself under its name (`temporary`: resumable).
+
+    Opened for append (`append`), every write goes to the current end, whatever its offset:
+    that is how a client resumes an upload it opened again."""
 
     name: str
     path: Path
@@ -121,8 +126,15 @@ class UploadHandle:
     budget: MemoryBudget | None = None
     size: int = 0
     failed: bool = False
+    append: bool = False
+    temporary: bool = False
+
+    def at(self, offset: int) -> int:
+        """Where a write asked at `offset` lands."""
+        return self.size if self.append else offset
 
     def write(self, offset: int, data: bytes) -> None:
+        offset = self.at(offset)
         end = offset + len(data)
         if self.buffer is not None and not self._room(end):
             self._spill()
@@ -162,10 +174,14 @@ class UploadHandle:
         if self.fd >= 0:
             os.fsync(self.fd)
 
-    def discard(self) -> None:
+    def close_file(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    def discard(self) -> None:
+        if self.fd >= 0:
+            self.close_file()
             self.path.unlink(missing_ok=True)
         self._release()
 
@@ -342,16 +358,20 @@ class MailboxView:
         return BytesHandle(data)
 
     # -- uploading ----------------------------------------------------------------------
-    def open_write(self, place: Place) -> UploadHandle:
+    def open_write(
+        self, place: Place, *, truncate: bool = True, append: bool = False
+    ) -> UploadHandle:
+        """A temporary name is written in place (renamed later, maybe in another session, or
+        resumed: opened again without `truncate`); any other name in a hidden new upload."""
         if place.area != OUTBOX or place.name is None:
             raise Denied("dépôt dans /outbox/ seulement")
+        if is_temporary(place.name):
+            return _open_temporary(self._file(place), place.name, truncate, append)
         path = self.mailboxes.new_upload(self.participant)
-        if is_temporary(place.name):  # renamed later, maybe in another session
-            return UploadHandle(place.name, path, fd=_create(path))
-        return UploadHandle(place.name, path, buffer=bytearray(), budget=self.budget)
+        return UploadHandle(place.name, path, buffer=bytearray(), budget=self.budget, append=append)
 
     def write(self, handle: UploadHandle, offset: int, data: bytes) -> None:
-        if offset + len(data) > self.max_upload:
+        if handle.at(offset) + len(data) > self.max_upload:
             handle.failed = True
             raise TooLarge(f"fichier plus grand que le maximum de {self.max_upload} octets")
         try:
@@ -365,25 +385,28 @@ class MailboxView:
         if handle.failed:
             handle.discard()
             return
+        if handle.temporary:
+            handle.close_file()
+            return
         if handle.buffer is not None:
             data = handle.take_buffer()
             await self.spool.take_in_bytes(self.participant, data, handle.name)
-            self.recent.add(self.participant, handle.name, handle.size)
-            return
-        os.close(handle.fd)
-        if is_temporary(handle.name):
-            handle.path.replace(self.mailboxes.outbox(self.participant) / handle.name)
-            return
-        try:
-            await self.spool.take_in(self.participant, handle.path, handle.name)
-        finally:
-            handle.path.unlink(missing_ok=True)  # moved away if it was taken in
+        else:
+            handle.close_file()
+            try:
+                await self.spool.take_in(self.participant, handle.path, handle.name)
+            finally:
+                handle.path.unlink(missing_ok=True)  # moved away if it was taken in
         self.recent.add(self.participant, handle.name, handle.size)
 
     def abandon_upload(self, handle: UploadHandle) -> None:
         """The session ended before the client closed the upload: it was never acknowledged,
-        so it is not taken in (the client sends it again)."""
-        handle.discard()
+        so it is not taken in (the client sends it again). A temporary upload stays as far
+        as it was written, for the client to resume."""
+        if handle.temporary and not handle.failed:
+            handle.close_file()
+        else:
+            handle.discard()
 
     async def rename(self, old: Place, new: Place) -> None:
         """To a temporary name: a plain rename. To any other name: the upload is taken in;
@@ -408,6 +431,38 @@ class MailboxView:
         except FileNotFoundError:
             if place.area != INBOX or not await self.stored.remove(self.participant, place.name):
                 raise NotFound("introuvable") from None
+
+
+def sweep_temporaries(mailboxes: Mailboxes, max_age_s: float, now: float) -> int:
+    """Remove the temporary uploads untouched (not written) for `max_age_s`: never renamed,
+    never resumed. Returns how many."""
+    removed = 0
+    for folder in mailboxes.root.iterdir():
+        outbox = mailboxes.outbox(folder.name)
+        if outbox.is_dir():
+            removed += sum(_stale(p, max_age_s, now) for p in outbox.iterdir())
+    return removed
+
+
+def _stale(path: Path, max_age_s: float, now: float) -> bool:
+    """Remove `path` if it is a temporary upload untouched for `max_age_s`."""
+    if not is_temporary(path.name):
+        return False
+    try:
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < max_age_s:
+            return False
+        path.unlink()
+    except FileNotFoundError:  # renamed or removed meanwhile
+        return False
+    return True
+
+
+def _open_temporary(path: Path, name: str, truncate: bool, append: bool) -> UploadHandle:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if truncate else 0)
+    fd = os.open(path, flags, 0o600)
+    size = os.fstat(fd).st_size
+    return UploadHandle(name, path, fd=fd, size=size, append=append, temporary=True)
 
 
 def _client_name(area: str, name: str) -> bool:

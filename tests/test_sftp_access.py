@@ -593,22 +593,25 @@ async def test_an_upload_cut_off_by_the_connection_is_not_taken_in(
     hub: HubUnderTest, work: Path, untouched: None
 ) -> None:
     """Only the client's close acknowledges an upload: when the connection ends first, even
-    with every byte written, nothing is taken in (the client will send it again)."""
+    with every byte written, nothing is taken in (the client will send it again). A
+    temporary upload stays as far as it was written, for the client to resume it."""
     sealed = hub.seal(ATTACKER, (SAMPLES / SAMPLE).read_bytes(), work)
+    part_name = "RCOU010234_00311_000302.edi.part"
     async with session(hub, ATTACKER) as (conn, sftp):
         own_inbox = await names(sftp, "/inbox")
         f = await sftp.open("/outbox/RCOU010234_00311_000301.edi", "wb")
         await f.write(sealed)
-        part = await sftp.open("/outbox/RCOU010234_00311_000302.edi.part", "wb")
+        part = await sftp.open(f"/outbox/{part_name}", "wb")
         await part.write(sealed)
         conn.abort()
     await no_upload_in_progress(hub, ATTACKER)
     await hub.settled()
     async with session(hub, ATTACKER) as (_, sftp):
-        assert not {"RCOU010234_00311_000301.edi", "RCOU010234_00311_000302.edi.part"} & (
-            await names(sftp, "/outbox")
-        )
+        listed = await names(sftp, "/outbox")
+        assert "RCOU010234_00311_000301.edi" not in listed and part_name in listed
+        assert (await sftp.stat(f"/outbox/{part_name}")).size == len(sealed)
         assert await names(sftp, "/inbox") == own_inbox  # no .log
+        await sftp.remove(f"/outbox/{part_name}")
 
 
 # -- 4. login and sessions --------------------------------------------------------------------

@@ -3,6 +3,8 @@ client against the real server.
 
 - For a while after its take-in, the name still answers `stat` and `setstat` (not listed).
 - lftp's temporary name `.in.NAME` is taken in at the rename to NAME.
+- A temporary upload can be resumed: appended to, or written at its current end; `stat`
+  answers how far it went; one untouched for `temporary_upload_max_age_s` is deleted.
 - A close (or rename) whose take-in fails leaves nothing behind, and the client reads a short
   French message, never the hub's internals (SQL, traceback, paths): those go to the log.
 - The SSH algorithms are OpenSSH's defaults; a failed handshake is logged with the client's
@@ -133,6 +135,53 @@ async def test_lftp_temporary_name_is_taken_in_at_the_rename(
     for hidden in ("/outbox/.in.", "/outbox/.up-0123", "/outbox/.x.part", "/inbox/.in.x.edi"):
         with pytest.raises(asyncssh.SFTPNoSuchFile):
             await put(sftp, hidden, b"x")
+
+
+# -- 3. resuming a temporary upload -----------------------------------------------------------
+@pytest.mark.parametrize("mode", ["ab", "r+b"])
+async def test_a_temporary_upload_resumes_where_it_stopped(
+    hub: HubUnderTest, sftp: asyncssh.SFTPClient, mode: str
+) -> None:
+    part = f"/outbox/resumed-{mode.replace('+', 'plus')}.part"
+    await put(sftp, part, BIG[:1000])
+    done = (await sftp.stat(part)).size
+    assert done == 1000
+    async with sftp.open(part, mode) as f:  # append, or write (no truncation) at the end
+        assert (await f.stat()).size == done
+        await f.write(BIG[done:], done if mode == "r+b" else 0)  # an append ignores offsets
+    assert (await sftp.stat(part)).size == len(BIG)
+    disk = hub.settings.mailboxes / SENDER / "outbox" / part.removeprefix("/outbox/")
+    assert disk.read_bytes() == BIG
+    await sftp.remove(part)
+
+
+async def test_stat_answers_how_far_a_temporary_upload_went(
+    hub: HubUnderTest, sftp: asyncssh.SFTPClient
+) -> None:
+    """While it is written, even from another session, and after its connection was lost."""
+    part = "/outbox/cut.filepart"
+    async with hub.sftp(SENDER) as writer:
+        f = await writer.open(part, "wb")
+        await f.write(BIG[:5000])
+        assert (await sftp.stat(part)).size == 5000
+    assert (await sftp.stat(part)).size == 5000  # the session ended, the upload stays
+    await put(sftp, part, BIG[5000:], "ab")
+    assert (hub.settings.mailboxes / SENDER / "outbox" / "cut.filepart").read_bytes() == BIG
+    await sftp.remove(part)
+
+
+async def test_the_server_sweeps_old_temporary_uploads(tmp_path: Path) -> None:
+    """A hub of its own (its own participants: registering them issues new passwords)."""
+    data = tmp_path / "data"
+    with make_parties([SENDER]) as own:
+        async with (
+            hub_running(data, own, temporary_upload_max_age_s=0) as zero,
+            zero.sftp(SENDER) as client,
+        ):
+            await put(client, "/outbox/forgotten.part", b"half")
+            assert await zero.server.sweep_temporary_uploads() == 1
+            assert "forgotten.part" not in await listed(client)
+    assert Settings().temporary_upload_max_age_s == 24 * 3600
 
 
 # -- 4 and 5. failures: nothing left, nothing leaked ------------------------------------------

@@ -1,9 +1,11 @@
-"""An upload handle keeps a small upload in memory and moves to its file past the bound; the
-names just taken in are remembered a while."""
+"""An upload handle keeps a small upload in memory and moves to its file past the bound; one
+opened for append writes at the end; the names just taken in are remembered a while; old
+temporary uploads are swept."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import cast
 
@@ -18,6 +20,7 @@ from bdi.mailbox.view import (
     MemoryBudget,
     RecentUploads,
     UploadHandle,
+    sweep_temporaries,
 )
 from bdi.pipeline.spool import Spool
 
@@ -95,6 +98,17 @@ def test_a_write_that_fails_leaves_nothing_to_take_in(tmp_path: Path) -> None:
     assert handle.failed
 
 
+def test_an_append_handle_writes_at_the_end_whatever_the_offset(tmp_path: Path) -> None:
+    path = tmp_path / "A.edi.part"
+    path.write_bytes(b"first half;")
+    fd = os.open(path, os.O_WRONLY)
+    handle = UploadHandle("A.edi.part", path, fd=fd, size=11, append=True, temporary=True)
+    handle.write(0, b"second")
+    handle.write(3, b" half")
+    handle.close_file()
+    assert path.read_bytes() == b"first half;second half" and handle.size == 22
+
+
 def test_recent_names_expire_after_ten_minutes_and_are_bounded() -> None:
     now = [1_000.0]
     recent = RecentUploads(clock=lambda: now[0], bound=3)
@@ -109,3 +123,17 @@ def test_recent_names_expire_after_ten_minutes_and_are_bounded() -> None:
         recent.add("COU010234", f"{n}.edi", n)
     assert len(recent) == 3 and recent.get("COU010234", "1.edi") is None
     assert recent.get("COU010234", "4.edi") is not None
+
+
+def test_the_sweep_removes_only_temporary_uploads_untouched_long_enough(tmp_path: Path) -> None:
+    mailboxes = Mailboxes(tmp_path)
+    mailboxes.ensure("COU010234")
+    outbox = mailboxes.outbox("COU010234")
+    now = time.time()
+    ages = {"old.part": 90_000, ".in.old.edi": 90_000, "old.tmp": 86_400, "young.part": 86_399,
+            "young.filepart": 10, ".up-0123": 90_000}  # fmt: skip
+    for name, age in ages.items():
+        (outbox / name).write_bytes(b"x")
+        os.utime(outbox / name, (now - age, now - age))
+    assert sweep_temporaries(mailboxes, 86_400, now) == 3
+    assert {p.name for p in outbox.iterdir()} == {"young.part", "young.filepart", ".up-0123"}
