@@ -36,7 +36,8 @@ from bdi.mailbox.storage import Mailboxes
 from bdi.mailbox.stored import StoredInbox
 from bdi.store.inbox import StoredEntry
 
-TEMP_SUFFIXES = (".part", ".tmp", ".filepart")
+# .partial: rclone 1.63 and later upload to NAME.<random>.partial, then rename
+TEMP_SUFFIXES = (".part", ".tmp", ".filepart", ".partial")
 TEMP_PREFIX = ".in."  # lftp's xfer:temp-file-name: `.in.NAME`, renamed to NAME
 ROOT, KEY, OUTBOX, INBOX = "", "hub-public-key.asc", "outbox", "inbox"
 MAX_NAME_BYTES = 255  # what a file system takes: a longer name could never be a file

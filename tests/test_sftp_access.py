@@ -515,7 +515,12 @@ async def test_a_completed_upload_vanishes_and_is_routed(
 
 @pytest.mark.parametrize(
     ("suffix", "number", "posix"),
-    [(".part", "102", False), (".tmp", "103", True), (".filepart", "104", False)],
+    [
+        (".part", "102", False),
+        (".tmp", "103", True),
+        (".filepart", "104", False),
+        (".a1b2c3d4.partial", "105", True),  # rclone 1.63 and later
+    ],
 )
 async def test_a_temporary_upload_is_taken_in_at_the_rename(
     hub: HubUnderTest,
