@@ -24,6 +24,7 @@ from bdi.mailbox.view import (
     Entry,
     MailboxView,
     NotFound,
+    OverQuota,
     ReadHandle,
     UploadHandle,
     ViewError,
@@ -54,6 +55,8 @@ def _view_error(exc: ViewError) -> asyncssh.SFTPError:
         return asyncssh.SFTPPermissionDenied(str(exc))
     if isinstance(exc, BadName):
         return asyncssh.SFTPInvalidFilename(str(exc))
+    if isinstance(exc, OverQuota):
+        return asyncssh.SFTPQuotaExceeded(str(exc))
     return asyncssh.SFTPFailure(str(exc))
 
 
@@ -132,8 +135,8 @@ class HubSFTPServer(asyncssh.SFTPServer):
         async def opened() -> object:
             place = self.view.resolve(path)
             if not pflags & WRITE_FLAGS:
-                return await self.view.open_read(place)
-            return self.view.open_write(
+                return await self.view.open_file(place)
+            return await self.view.open_upload(
                 place,
                 truncate=bool(pflags & asyncssh.FXF_TRUNC),
                 append=bool(pflags & asyncssh.FXF_APPEND),
@@ -155,6 +158,12 @@ class HubSFTPServer(asyncssh.SFTPServer):
         return len(data)
 
     async def close(self, file_obj: object) -> None:
+        try:
+            await self._close(file_obj)
+        finally:
+            self.view.closed()
+
+    async def _close(self, file_obj: object) -> None:
         if isinstance(file_obj, UploadHandle):
             if self.channel.is_closing():
                 # asyncssh closes the handles left open when the channel or the connection

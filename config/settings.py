@@ -69,6 +69,24 @@ class Settings(BaseSettings):
     login_failure_window_s: float = Field(
         default=300.0, gt=0, description="seconds over which failed passwords are counted"
     )
+    # limits that protect the market (HUB.md): one participant or stranger cannot hurt others
+    open_files_per_session: int = Field(default=64, ge=1, description="open files per SSH session")
+    sessions_per_participant: int = Field(
+        default=8, ge=1, description="SSH sessions one participant may have open at once"
+    )
+    quota_bytes: int = Field(
+        default=2 * 1024 * MiB, ge=0, description="what a participant's outbox and inbox may hold"
+    )
+    login_grace_s: float = Field(
+        default=30.0, gt=0, description="seconds a new SSH connection has to authenticate"
+    )
+    preauth_per_address: int = Field(
+        default=16, ge=1, description="connections not yet logged in, per source address"
+    )
+    preauth_total: int = Field(default=512, ge=1, description="connections not yet logged in")
+    password_threads: int = Field(
+        default=2, ge=1, description="threads checking passwords (argon2): the rest wait their turn"
+    )
     timezone: str = "Europe/Paris"
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -32,6 +32,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import Protocol
 
+from bdi.mailbox.quota import Quota
 from bdi.mailbox.storage import Mailboxes
 from bdi.mailbox.stored import StoredInbox
 from bdi.store.inbox import StoredEntry
@@ -65,6 +66,14 @@ class Denied(ViewError):
 
 
 class TooLarge(ViewError):
+    pass
+
+
+class OverQuota(ViewError):
+    pass
+
+
+class TooManyOpen(ViewError):
     pass
 
 
@@ -282,6 +291,9 @@ class MailboxView:
     max_upload: int
     budget: MemoryBudget
     recent: RecentUploads
+    quota: Quota | None = None
+    max_open_files: int = 64  # per SFTP session: a hoarder of handles cannot exhaust the hub's
+    open_files: int = 0
 
     # -- paths --------------------------------------------------------------------------
     def resolve(self, raw: bytes) -> Place:
@@ -344,7 +356,26 @@ class MailboxView:
             return Entry(place.name, False, taken.size, taken.mtime)
         raise NotFound("introuvable")
 
+    # -- handles ------------------------------------------------------------------------
+    def _opening(self) -> None:
+        if self.open_files >= self.max_open_files:
+            raise TooManyOpen(f"trop de fichiers ouverts ({self.max_open_files} au plus)")
+        self.open_files += 1
+
+    def closed(self) -> None:
+        """A handle of this session is closed (by its client, or at the session's end)."""
+        self.open_files = max(0, self.open_files - 1)
+
     # -- reading ------------------------------------------------------------------------
+    async def open_file(self, place: Place) -> ReadHandle | BytesHandle:
+        """`open_read`, counted against the session's open files."""
+        self._opening()
+        try:
+            return await self.open_read(place)
+        except BaseException:
+            self.closed()
+            raise
+
     async def open_read(self, place: Place) -> ReadHandle | BytesHandle:
         if place.area == KEY:
             return ReadHandle(os.open(self.hub_key, os.O_RDONLY))
@@ -359,6 +390,20 @@ class MailboxView:
         return BytesHandle(data)
 
     # -- uploading ----------------------------------------------------------------------
+    async def open_upload(
+        self, place: Place, *, truncate: bool = True, append: bool = False
+    ) -> UploadHandle:
+        """`open_write`, counted against the session's open files, once the participant's
+        quota is measured (its writes then draw on it)."""
+        if self.quota is not None and await self.quota.room(self.participant) <= 0:
+            raise OverQuota("quota dépassé")
+        self._opening()
+        try:
+            return self.open_write(place, truncate=truncate, append=append)
+        except BaseException:
+            self.closed()
+            raise
+
     def open_write(
         self, place: Place, *, truncate: bool = True, append: bool = False
     ) -> UploadHandle:
@@ -372,9 +417,14 @@ class MailboxView:
         return UploadHandle(place.name, path, buffer=bytearray(), budget=self.budget, append=append)
 
     def write(self, handle: UploadHandle, offset: int, data: bytes) -> None:
-        if handle.at(offset) + len(data) > self.max_upload:
+        end = handle.at(offset) + len(data)
+        if end > self.max_upload:
             handle.failed = True
             raise TooLarge(f"fichier plus grand que le maximum de {self.max_upload} octets")
+        grows = end - handle.size
+        if grows > 0 and self.quota is not None and not self.quota.take(self.participant, grows):
+            handle.failed = True
+            raise OverQuota("quota dépassé")
         try:
             handle.write(offset, data)
         except OSError:
@@ -427,11 +477,22 @@ class MailboxView:
     async def remove(self, place: Place) -> None:
         if place.area not in (INBOX, OUTBOX) or place.name is None:
             raise Denied("suppression interdite")
+        size = await self._remove(place, place.name)
+        if self.quota is not None:
+            self.quota.release(self.participant, size)
+
+    async def _remove(self, place: Place, name: str) -> int:
+        """The size of the file removed."""
+        path = self._file(place)
         try:
-            self._file(place).unlink()
+            size = path.stat().st_size
+            path.unlink()
+            return size
         except FileNotFoundError:
-            if place.area != INBOX or not await self.stored.remove(self.participant, place.name):
+            kept = await self.stored.entry(self.participant, name) if place.area == INBOX else None
+            if kept is None or not await self.stored.remove(self.participant, name):
                 raise NotFound("introuvable") from None
+            return kept.size
 
 
 def sweep_temporaries(mailboxes: Mailboxes, max_age_s: float, now: float) -> int:

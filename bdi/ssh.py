@@ -1,0 +1,233 @@
+"""The SSH front-end: who may open a session, how many at once, and how long a connection may
+wait before its login (HUB.md, "Participants and credentials", "Limits that protect the
+market"). Every login, password or key, right or wrong, is an event with its address.
+
+Policy lives here and in the injected `Gate`, `Sessions` and `PasswordCheck`; the SFTP
+subsystem behind a session is `bdi.sftp`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import asyncssh
+import structlog
+
+from bdi.admin.passwords import hash_password, verify_password
+from bdi.config import Settings
+from bdi.hub import Hub, utcnow
+from bdi.throttle import LoginThrottle
+
+log = structlog.get_logger("bdi.ssh")
+
+
+@dataclass
+class Sessions:
+    """Open connections per participant, with the credentials they logged in with."""
+
+    open: dict[str, dict[asyncssh.SSHServerConnection, int]] = field(default_factory=dict)
+
+    def count(self, participant: str) -> int:
+        return len(self.open.get(participant, ()))
+
+    def add(self, participant: str, conn: asyncssh.SSHServerConnection, version: int) -> None:
+        self.open.setdefault(participant, {})[conn] = version
+
+    def remove(self, participant: str, conn: asyncssh.SSHServerConnection) -> None:
+        self.open.get(participant, {}).pop(conn, None)
+
+    async def enforce(self, hub: Hub) -> None:
+        """Close the sessions of disabled participants and of changed credentials."""
+        logged_in = [participant for participant, conns in self.open.items() if conns]
+        if not logged_in:
+            return
+        current = await hub.store.credentials(logged_in)
+        for participant in logged_in:
+            conns = self.open[participant]
+            for conn, version in list(conns.items()):
+                if current.get(participant) != version:
+                    log.info(
+                        "session.closed", participant=participant, reason="credentials changed"
+                    )
+                    conn.close()
+                    conns.pop(conn, None)
+
+
+class Gate:
+    """Connections not logged in yet, per source address and in all: a flood of connections
+    that never log in (1 100 banner-only ones once held the hub's file descriptors) is
+    refused at the door."""
+
+    def __init__(self, per_address: int, total: int) -> None:
+        self.per_address, self.total = per_address, total
+        self.waiting: Counter[str] = Counter()
+
+    def enter(self, address: str) -> str | None:
+        """None if the connection may wait for its login (it is then counted), else why not."""
+        if self.waiting.total() >= self.total:
+            return "too many connections not logged in"
+        if self.waiting[address] >= self.per_address:
+            return "too many connections not logged in from this address"
+        self.waiting[address] += 1
+        return None
+
+    def leave(self, address: str) -> None:
+        self.waiting[address] -= 1
+        if self.waiting[address] <= 0:
+            del self.waiting[address]
+
+
+class PasswordCheck:
+    """argon2 checks in a pool of their own, so that a crowd logging in at once waits its
+    turn there instead of taking the threads the rest of the hub works with. An unknown user
+    costs the same check, against a decoy hash: the time of the answer tells nothing."""
+
+    def __init__(self, threads: int) -> None:
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="bdi-password")
+        self.decoy = hash_password(secrets.token_urlsafe(18))
+
+    async def verify(self, stored_hash: str | None, password: str) -> bool:
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(
+            self.executor, verify_password, stored_hash or self.decoy, password
+        )
+        return ok and stored_hash is not None
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Doors:
+    """What every connection shares: the policy objects, built once by the server."""
+
+    hub: Hub
+    sessions: Sessions
+    throttle: LoginThrottle
+    gate: Gate
+    passwords: PasswordCheck
+
+    @classmethod
+    def build(cls, hub: Hub, sessions: Sessions) -> Doors:
+        settings: Settings = hub.settings
+        return cls(
+            hub,
+            sessions,
+            LoginThrottle(settings.login_failures, settings.login_failure_window_s),
+            Gate(settings.preauth_per_address, settings.preauth_total),
+            PasswordCheck(settings.password_threads),
+        )
+
+
+class HubSSHServer(asyncssh.SSHServer):
+    """Authentication of one connection: issued password or registered SSH key."""
+
+    def __init__(self, doors: Doors) -> None:
+        self.doors, self.hub = doors, doors.hub
+        self.conn: asyncssh.SSHServerConnection | None = None
+        self.user: str | None = None
+        self.version = 0
+        self.address = ""
+        self.waiting = False  # counted by the gate until its login or its end
+        self.method = "publickey"
+        self.keys: asyncssh.SSHAuthorizedKeys | None = None
+        self.pending: set[asyncio.Task[None]] = set()
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        peer = conn.get_extra_info("peername")  # read now: gone once the connection is lost
+        self.address = str(peer[0]) if peer else ""
+        refused = self.doors.gate.enter(self.address)
+        if refused is not None:
+            log.warning("ssh.refused", address=self.address, reason=refused)
+            asyncio.get_running_loop().call_soon(conn.abort)
+            return
+        self.waiting = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._left_the_gate()
+        if self.user and self.conn:
+            self.doors.sessions.remove(self.user, self.conn)
+        elif exc is not None:
+            self._log_handshake_failed(exc)
+
+    def _left_the_gate(self) -> None:
+        if self.waiting:
+            self.waiting = False
+            self.doors.gate.leave(self.address)
+
+    def _log_handshake_failed(self, exc: Exception) -> None:
+        """A connection lost before its login: at the key exchange (`stage="kex"`: no
+        algorithm in common, most often) or during the authentication. The client's version
+        string says which software to look at."""
+        assert self.conn is not None
+        stage = "auth" if self.conn.get_extra_info("recv_cipher") else "kex"
+        log.warning("ssh.handshake_failed", address=self.address, stage=stage,
+                    client_version=self.conn.get_extra_info("client_version"),
+                    error=str(exc), error_type=type(exc).__name__)  # fmt: skip
+
+    async def begin_auth(self, username: str) -> bool:
+        row = await self.hub.store.participant(username)
+        if row is None or not row.active:
+            return True  # authentication will fail whatever is offered
+        self.version = row.credentials_version
+        keys = await self.hub.store.ssh_keys(username)
+        if keys:
+            self.keys = asyncssh.import_authorized_keys("\n".join(keys))
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        ok = self.keys is not None and self.keys.validate(key, "", self.address) is not None
+        if not ok:
+            log.info("login.key", participant=username, address=self.address, ok=False)
+        return ok
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        key = (username, self.address)
+        if self.doors.throttle.blocked(key):
+            log.warning("login.throttled", participant=username, address=self.address)
+            return False
+        row = await self.hub.store.participant(username)
+        usable = row is not None and row.active
+        stored = row.password_hash if usable and row is not None else None
+        ok = await self.doors.passwords.verify(stored, password)
+        self.doors.throttle.record(key, ok)
+        log.info("login.password", participant=username, address=self.address, ok=ok,
+                 known=usable)  # fmt: skip
+        if ok:
+            self.method = "password"
+        return ok
+
+    def auth_completed(self) -> None:
+        assert self.conn is not None
+        self._left_the_gate()
+        user = self.conn.get_extra_info("username")
+        limit = self.hub.settings.sessions_per_participant
+        if user and self.doors.sessions.count(user) >= limit:
+            log.warning("session.refused", participant=user, address=self.address,
+                        reason="too many sessions", limit=limit)  # fmt: skip
+            self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS,
+                                 f"trop de sessions ouvertes ({limit} au plus)")  # fmt: skip
+            return
+        self.user = user
+        log.info("login.ok", participant=user, address=self.address, method=self.method)
+        if self.user:
+            self.doors.sessions.add(self.user, self.conn, self.version)
+            task = asyncio.create_task(self._record_login(self.user))
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
+
+    async def _record_login(self, user: str) -> None:
+        with contextlib.suppress(Exception):  # a missed last-login time is not worth a session
+            await self.hub.store.update_participant(user, last_login=utcnow())
