@@ -1,5 +1,10 @@
 """`GET /api/uploads/{name}`: a participant's own word from the hub on its uploads of a name
-(HTTP Basic with its EDI id and issued password). The kit's `send --wait` reads it."""
+(HTTP Basic with its EDI id and issued password). The kit's `send --wait` reads it.
+
+Its passwords go through the Suivi's throttling (one `Lockout` for both: a pair (id,
+address) that failed too often is refused even the right password for a while, an id that
+fails from anywhere is answered more slowly), checked against a decoy hash for an unknown id.
+"""
 
 from __future__ import annotations
 
@@ -7,40 +12,66 @@ import asyncio
 import base64
 import binascii
 
+import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bdi.admin.passwords import verify_password
 from bdi.hub import Hub
+from bdi.suivi.auth import Lockout, check_password
+
+log = structlog.get_logger("bdi.uploads_api")
 
 
-async def _participant(hub: Hub, header: str | None) -> str | None:
+def _credentials(header: str | None) -> tuple[str, str] | None:
     if not header or not header.startswith("Basic "):
         return None
     try:
-        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
         return None
-    row = await hub.store.participant(user)
-    if row is None or not row.active:
-        return None
-    ok = await asyncio.to_thread(verify_password, row.password_hash, password)
-    return user if ok else None
+    return user, password
 
 
-def create_uploads_api(hub: Hub) -> Starlette:
-    async def status(request: Request) -> Response:
-        user = await _participant(hub, request.headers.get("authorization"))
+def _refused() -> Response:
+    return JSONResponse(
+        {"error": "authentication required"},
+        401,
+        headers={"WWW-Authenticate": 'Basic realm="bdi"'},
+    )
+
+
+class UploadsApi:
+    def __init__(self, hub: Hub, lockout: Lockout) -> None:
+        self.hub, self.lockout = hub, lockout
+
+    async def participant(self, request: Request) -> str | None:
+        """The participant whose right password the request carries, unless its address is
+        throttled for that id (then even the right password is refused)."""
+        credentials = _credentials(request.headers.get("authorization"))
+        if credentials is None:
+            return None
+        user, password = credentials
+        address = request.client.host if request.client else ""
+        if self.lockout.locked(user, address):
+            log.info("uploads_api.login_locked", participant=user, address=address)
+            return None
+        await asyncio.sleep(self.lockout.delay(user))
+        checked = await check_password(self.hub.store, user, password)
+        if checked.version is None:
+            self.lockout.failed(user, address)
+            log.info("uploads_api.login_failed", participant=user, address=address)
+            return None
+        self.lockout.succeeded(user, address)
+        return user
+
+    async def status(self, request: Request) -> Response:
+        user = await self.participant(request)
         if user is None:
-            return JSONResponse(
-                {"error": "authentication required"},
-                401,
-                headers={"WWW-Authenticate": 'Basic realm="bdi"'},
-            )
+            return _refused()
         name = str(request.path_params["name"])
-        jobs = await hub.store.jobs_named(user, name)
+        jobs = await self.hub.store.jobs_named(user, name)
         return JSONResponse(
             {
                 "name": name,
@@ -57,4 +88,7 @@ def create_uploads_api(hub: Hub) -> Starlette:
             }
         )
 
-    return Starlette(routes=[Route("/{name}", status, methods=["GET"])])
+
+def create_uploads_api(hub: Hub, lockout: Lockout | None = None) -> Starlette:
+    api = UploadsApi(hub, lockout or Lockout())
+    return Starlette(routes=[Route("/{name}", api.status, methods=["GET"])])

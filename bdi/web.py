@@ -19,6 +19,7 @@ from bdi.datadir import token_hash_file
 from bdi.hub import Hub
 from bdi.suivi import textindex
 from bdi.suivi.app import create_app
+from bdi.suivi.auth import Lockout
 from bdi.uploads_api import create_uploads_api
 
 
@@ -30,12 +31,16 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-def create_web_app(hub: Hub, secret_key: str) -> Starlette:
+def create_web_app(hub: Hub, secret_key: str, lockout: Lockout | None = None) -> Starlette:
+    """Every route of the web port; the passwords of the Suivi and /api/uploads share one
+    `lockout` (per id, per address)."""
+    lockout = lockout or Lockout()
     admin = create_admin_api(lambda: service_for(hub, "api"), token_hash_file(hub.settings))
-    routes = [Mount("/api/admin", app=admin), Mount("/api/uploads", app=create_uploads_api(hub))]
+    uploads = create_uploads_api(hub, lockout)
     secure = hub.settings.tls_cert is not None
-    routes.append(Mount("/", app=create_app(hub, secret_key=secret_key, secure_cookies=secure)))
-    return Starlette(routes=routes)
+    suivi = create_app(hub, secret_key=secret_key, secure_cookies=secure, lockout=lockout)
+    routes = [Mount("/api/admin", app=admin), Mount("/api/uploads", app=uploads)]
+    return Starlette(routes=[*routes, Mount("/", app=suivi)])
 
 
 def _ssl_kwargs(hub: Hub) -> dict[str, Any]:

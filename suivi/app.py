@@ -9,12 +9,10 @@ as for an id that does not exist.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +25,19 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from bdi.admin.passwords import hash_password, verify_password
 from bdi.hub import Hub
 from bdi.routing.layout import Column
 from bdi.suivi import csv, pending, queries, views
-from bdi.suivi.auth import COOKIE, CSRF_FIELD, Lockout, LockoutPolicy, Session, Signer, csrf_ok
+from bdi.suivi.auth import (
+    COOKIE,
+    CSRF_FIELD,
+    Lockout,
+    LockoutPolicy,
+    Session,
+    Signer,
+    check_password,
+    csrf_ok,
+)
 from bdi.suivi.pending import PendingList
 from bdi.suivi.queries import FileCriteria, Search
 from bdi.suivi.values import Cell, kinds_of, paris_date, paris_stamp, paris_time, row_cells
@@ -68,6 +74,10 @@ class Ctx:
 
 def not_found() -> HTTPException:
     return HTTPException(404)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else ""
 
 
 class SuiviApp:
@@ -148,20 +158,22 @@ class SuiviApp:
             raise HTTPException(403)
         user = str(form.get("identifiant", "")).strip().upper()[:32]
         password = str(form.get("mot_de_passe", ""))
-        if self.lockout.locked(user):
-            log.info("suivi.login_locked", participant=user)
+        address = client_address(request)
+        if self.lockout.locked(user, address):
+            log.info("suivi.login_locked", participant=user, address=address)
             return self._login_again(request, session, locked=True)
-        await asyncio.sleep(self.lockout.delay(user))  # slow down repeated failures
-        version = await self._check_password(user, password)
-        if version is None:
-            self.lockout.failed(user)
-            log.info("suivi.login_failed", participant=user)
-            return self._login_again(request, session, locked=self.lockout.locked(user))
-        self.lockout.succeeded(user)
+        await asyncio.sleep(self.lockout.delay(user))  # slow down repeated failures on the id
+        checked = await check_password(self.hub.store, user, password)
+        if checked.version is None:
+            self.lockout.failed(user, address)
+            log.info("suivi.login_failed", participant=user, address=address)
+            return self._login_again(request, session, self.lockout.locked(user, address))
+        self.lockout.succeeded(user, address)
         await self.hub.store.update_participant(user, last_login=datetime.now(UTC))
-        log.info("suivi.login", participant=user)
+        log.info("suivi.login", participant=user, address=address)
         response = RedirectResponse(request.url_for("menu").path, status_code=303)
-        return self.set_cookie(request, response, session.logged_in(user, version, self.clock()))
+        fresh = session.logged_in(user, checked.version, self.clock())
+        return self.set_cookie(request, response, fresh)
 
     def _login_again(self, request: Request, session: Session, locked: bool) -> Response:
         """§8.1: a wrong identifier or password simply clears both fields."""
@@ -170,15 +182,6 @@ class SuiviApp:
             request, "login.html", None, status, csrf_login=session.csrf, locked=locked
         )
         return self.set_cookie(request, response, session)
-
-    async def _check_password(self, user: str, password: str) -> int | None:
-        """The credentials version when the password is right; an unknown or disabled id
-        costs the same hash check, so that timing does not tell which ids exist."""
-        row = await self.hub.store.participant(user) if user else None
-        usable = row is not None and row.active and row.password_hash
-        stored = row.password_hash if usable and row is not None else _decoy_hash()
-        ok = await asyncio.to_thread(verify_password, stored, password)
-        return row.credentials_version if ok and usable and row is not None else None
 
     async def logout(self, request: Request, ctx: Ctx) -> Response:
         log.info("suivi.logout", participant=ctx.user)
@@ -554,11 +557,6 @@ class SuiviApp:
         )
 
 
-@cache
-def _decoy_hash() -> str:
-    return hash_password(secrets.token_urlsafe(18))
-
-
 def _day(text: str | None) -> date | None:
     try:
         return date.fromisoformat(text) if text else None
@@ -578,7 +576,8 @@ def create_app(
     """The Suivi as an ASGI app over the hub's store; `secure_cookies` when served over TLS.
 
     `lockout` configures the slow-down and lock of repeated login failures (a `Lockout`
-    brings its own clock); `clock` dates the sessions."""
+    brings its own clock, and may be shared with `/api/uploads`); `clock` dates the
+    sessions."""
     if len(secret_key) < 16:
         raise ValueError("the Suivi's secret key must be at least 16 characters")
     signer = Signer(secret_key.encode("utf-8"), session_seconds)

@@ -1,4 +1,5 @@
-"""Sessions, CSRF tokens and login throttling of the Suivi (OPTIFLUX.md §8.1, HUB.md).
+"""Sessions, CSRF tokens, password checks and login throttling of the Suivi (OPTIFLUX.md §8.1,
+HUB.md "Limits that protect the market").
 
 A session is a signed cookie (HMAC-SHA256 over a small JSON payload): the server keeps no
 session table, and changing a participant's credentials (`credentials_version`) or
@@ -8,6 +9,7 @@ ones included, carries a CSRF token that each POST must repeat.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -16,6 +18,11 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cache
+from typing import TypeVar
+
+from bdi.admin.passwords import hash_password, verify_password
+from bdi.store.repo import Store
 
 COOKIE = "bdi_suivi"
 CSRF_FIELD = "csrf"
@@ -83,20 +90,54 @@ def csrf_ok(session: Session, submitted: object) -> bool:
     )
 
 
+# --- passwords ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A password checked: the credentials version when it was right, and whether the id
+    names an active participant."""
+
+    version: int | None
+    known: bool
+
+
+@cache
+def _decoy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(18))
+
+
+async def check_password(store: Store, user: str, password: str) -> Checked:
+    """An unknown or disabled id costs the same hash check as a known one, so that the time
+    of the answer does not tell which ids exist."""
+    row = await store.participant(user) if user else None
+    usable = row is not None and row.active and bool(row.password_hash)
+    stored = row.password_hash if usable and row is not None else _decoy_hash()
+    ok = await asyncio.to_thread(verify_password, stored, password)
+    version = row.credentials_version if ok and usable and row is not None else None
+    return Checked(version, usable)
+
+
+# --- throttling ---------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class LockoutPolicy:
-    """Repeated failures on one EDI id slow the answers down, then lock the id for a while.
+    """Failures on one EDI id from one address lock that address out of that id for a while;
+    failures on one id from anywhere only slow its answers down, so that a stranger cannot
+    lock a participant out (HUB.md).
 
-    After `free_failures` failures each answer waits `delay_step` seconds more (at most
-    `max_delay`); at `max_failures` the id is locked for `lock_seconds`, whatever password
-    is offered."""
+    After `free_failures` failures on an id (any address, within `lock_seconds` of each
+    other) each answer on it waits `delay_step` seconds more, at most `max_delay`; at
+    `max_failures` from one address, that address is refused the id for `lock_seconds`,
+    whatever password it offers."""
 
     free_failures: int = 3
-    delay_step: float = 1.0
-    max_delay: float = 5.0
+    delay_step: float = 0.5
+    max_delay: float = 3.0
     max_failures: int = 10
     lock_seconds: float = 15 * 60
-    tracked_ids: int = 10_000  # memory bound against made-up identifiers
+    tracked_ids: int = 10_000  # memory bound against made-up identifiers and addresses
 
 
 @dataclass
@@ -106,44 +147,58 @@ class _Failures:
     locked_until: float = 0.0
 
 
+Pair = tuple[str, str]  # (EDI id, source address)
+K = TypeVar("K", str, Pair)
+
+
 @dataclass
 class Lockout:
-    """Failure counts per EDI id, in memory (one process serves the Suivi)."""
+    """Failure counts per (id, address) and per id, in memory (one process serves the web
+    port); shared by the Suivi's login and `/api/uploads`."""
 
     policy: LockoutPolicy = field(default_factory=LockoutPolicy)
     clock: Callable[[], float] = time.monotonic
-    _seen: dict[str, _Failures] = field(default_factory=dict)
+    _pairs: dict[Pair, _Failures] = field(default_factory=dict)
+    _ids: dict[str, _Failures] = field(default_factory=dict)
 
-    def locked(self, user: str) -> bool:
-        entry = self._seen.get(user.upper())
+    def locked(self, user: str, address: str) -> bool:
+        entry = self._pairs.get((user.upper(), address))
         return entry is not None and entry.locked_until > self.clock()
 
     def delay(self, user: str) -> float:
-        """How long to hold the answer to the next attempt on this id."""
-        entry = self._seen.get(user.upper())
-        extra = 0 if entry is None else entry.count - self.policy.free_failures + 1
+        """How long to hold the answer to the next attempt on this id, from any address."""
+        entry = self._ids.get(user.upper())
+        if entry is None or self.clock() - entry.last > self.policy.lock_seconds:
+            return 0.0
+        extra = entry.count - self.policy.free_failures + 1
         return min(self.policy.max_delay, max(0, extra) * self.policy.delay_step)
 
-    def failed(self, user: str) -> None:
-        now = self.clock()
-        self._forget_old(now)
-        entry = self._seen.setdefault(user.upper(), _Failures())
-        if entry.locked_until <= now and now - entry.last > self.policy.lock_seconds:
-            entry.count = 0  # a quiet spell as long as a lock starts the count again
-        if entry.locked_until and entry.locked_until <= now:
-            entry.count = 0  # so does a lock served in full
-            entry.locked_until = 0.0
+    def failed(self, user: str, address: str) -> None:
+        now, user = self.clock(), user.upper()
+        self._count(self._ids, user, now)
+        pair = self._count(self._pairs, (user, address), now)
+        if pair.count >= self.policy.max_failures:
+            pair.locked_until = now + self.policy.lock_seconds
+
+    def succeeded(self, user: str, address: str) -> None:
+        """The owner is here: its id is no longer slowed down, its address not counted."""
+        self._pairs.pop((user.upper(), address), None)
+        self._ids.pop(user.upper(), None)
+
+    def _count(self, table: dict[K, _Failures], key: K, now: float) -> _Failures:
+        if key not in table:
+            self._forget_old(table, now)
+        entry = table.setdefault(key, _Failures())
+        quiet = now - entry.last > self.policy.lock_seconds
+        if entry.locked_until <= now and (quiet or entry.locked_until):
+            entry.count, entry.locked_until = 0, 0.0  # a quiet spell, or a lock served
         entry.count += 1
         entry.last = now
-        if entry.count >= self.policy.max_failures:
-            entry.locked_until = now + self.policy.lock_seconds
+        return entry
 
-    def succeeded(self, user: str) -> None:
-        self._seen.pop(user.upper(), None)
-
-    def _forget_old(self, now: float) -> None:
-        if len(self._seen) < self.policy.tracked_ids:
+    def _forget_old(self, table: dict[K, _Failures], now: float) -> None:
+        if len(table) < self.policy.tracked_ids:
             return
-        stale = [k for k, v in self._seen.items() if v.locked_until <= now]
-        for key in sorted(stale, key=lambda k: self._seen[k].last)[: len(stale) // 2 + 1]:
-            del self._seen[key]
+        stale = [k for k, v in table.items() if v.locked_until <= now]
+        for key in sorted(stale, key=lambda k: table[k].last)[: len(stale) // 2 + 1]:
+            del table[key]

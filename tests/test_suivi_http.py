@@ -1,5 +1,5 @@
 """The Suivi over HTTP (httpx against the ASGI app, in the hub's own event loop): login,
-sessions, CSRF, lockout, pages, paging, CSV exports and the 404 answer to other
+sessions, CSRF, lockout per (id, address), pages, paging, CSV exports and the 404 answer to other
 participants' flow and file ids."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from hubkit import HubUnderTest, Party, hub_running
+from starlette.types import ASGIApp
 from test_suivi_support import (
     BROKER,
     COGEAS,
@@ -32,6 +33,7 @@ from bdi.suivi.auth import COOKIE, Lockout, LockoutPolicy
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 SECRET = "test-secret-key-0123456789"
 VOLUME_USER, VOLUME_LEADER = "AGT005120", "CIE000452"
+STRANGER, OWNER = "203.0.113.66", "198.51.100.7"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -149,34 +151,48 @@ async def rejected_ids(routed: HubUnderTest) -> list[int]:
     ]
 
 
-async def test_repeated_failures_slow_down_then_lock(routed: HubUnderTest) -> None:
+async def test_repeated_failures_lock_that_address_out_of_that_id_only(
+    routed: HubUnderTest,
+) -> None:
+    """A stranger failing on an id locks itself out, not the participant (HUB.md)."""
     clock = Clock()
     policy = LockoutPolicy(free_failures=2, delay_step=0.0, max_failures=4, lock_seconds=60)
     app = create_app(routed.server.hub, secret_key=SECRET, lockout=Lockout(policy, clock))
-    transport = httpx.ASGITransport(app=app)
     password = routed.parties[LEADER].password
-    async with httpx.AsyncClient(transport=transport, base_url="http://suivi.test") as c:
+    async with client_from(app, STRANGER) as c:
         statuses = [(await login(c, LEADER, "bad")).status_code for _ in range(4)]
         assert statuses == [401, 401, 401, 429]
         locked = await login(c, LEADER, password)
         assert locked.status_code == 429 and "Trop de tentatives" in locked.text
         assert (await login(c, BROKER, routed.parties[BROKER].password)).status_code == 303
-        clock.now += 61
+    async with client_from(app, OWNER) as c:
+        assert (await login(c, LEADER, password)).status_code == 303
+    clock.now += 61
+    async with client_from(app, STRANGER) as c:
         assert (await login(c, LEADER, password)).status_code == 303
 
 
-async def test_the_delay_grows_after_the_free_failures() -> None:
+def client_from(app: ASGIApp, address: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://suivi.test")
+
+
+async def test_failures_from_anywhere_only_slow_an_id_down() -> None:
     clock = Clock()
     lockout = Lockout(
-        LockoutPolicy(free_failures=2, delay_step=1.5, max_delay=4, max_failures=9), clock
+        LockoutPolicy(free_failures=2, delay_step=1.5, max_delay=4, max_failures=3), clock
     )
     delays = []
-    for _ in range(5):
+    for n in range(5):
         delays.append(lockout.delay("cou010234"))
-        lockout.failed("COU010234")
+        lockout.failed("COU010234", f"192.0.2.{n}")  # never 3 from one address: no lock
     assert delays == [0, 0, 1.5, 3.0, 4]
-    lockout.succeeded("COU010234")
-    assert lockout.delay("COU010234") == 0 and not lockout.locked("COU010234")
+    assert not any(lockout.locked("COU010234", f"192.0.2.{n}") for n in range(5))
+    clock.now += 15 * 60 + 1  # a quiet spell as long as a lock
+    assert lockout.delay("COU010234") == 0
+    lockout.failed("COU010234", STRANGER)
+    lockout.succeeded("COU010234", OWNER)
+    assert lockout.delay("COU010234") == 0 and not lockout.locked("COU010234", OWNER)
 
 
 async def test_changed_credentials_close_the_session(
