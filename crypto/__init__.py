@@ -1,6 +1,7 @@
 """crypto: OpenPGP for the hub (GnuPG through python-gnupg)."""
 
 from bdi.crypto.openpgp import (
+    Bounds,
     GpgUnavailable,
     KeyInfo,
     KeyProblem,
@@ -9,4 +10,12 @@ from bdi.crypto.openpgp import (
     Verified,
 )
 
-__all__ = ["GpgUnavailable", "KeyInfo", "KeyProblem", "OpenPGP", "OpenPGPError", "Verified"]
+__all__ = [
+    "Bounds",
+    "GpgUnavailable",
+    "KeyInfo",
+    "KeyProblem",
+    "OpenPGP",
+    "OpenPGPError",
+    "Verified",
+]

@@ -1,8 +1,9 @@
 """Running one gpg process: its argv, its pipes, its status lines, killing it on excess.
 
 Owns the process-wide gpg options, the spawn with a status pipe of its own, the loop that
-moves data between gpg's pipes and us, and the parsing of status lines. It decides nothing
-about what the lines mean (openpgp does).
+moves data between gpg's pipes and us, the parsing of status lines, and the stop of a gpg
+that goes past its Guard (CPU time, a watch on its status lines). It decides nothing about
+what the lines mean (openpgp does, and hands in the watch).
 
 Imports nothing of the project (the standard library only).
 """
@@ -10,23 +11,27 @@ Imports nothing of the project (the standard library only).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import selectors
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-__all__ = ["OPTIONS", "GpgResult", "GpgRunner", "Sink", "Status"]
+__all__ = ["OPTIONS", "GpgResult", "GpgRunner", "Guard", "Sink", "Status"]
 
 # gpg writes plaintext in chunks of at most 32 KiB; --max-output stops it one chunk early,
 # so a limit one slack above ours makes our own byte count the one that decides.
 _SLACK = 64 * 1024
 _STATUS_MAX = 1024 * 1024  # status lines of a sane message are a few KiB
 _STATUS_DRAIN_S = 0.2  # how often the status pipe is emptied while gpg runs
+_CPU_CHECK_S = 0.1  # how often gpg's CPU time is read while it runs
+_TICKS = os.sysconf("SC_CLK_TCK")
 # every gpg of a home runs with these, python-gnupg's too (openpgp hands them over)
 OPTIONS = (
     "--trust-model", "always",  # we trust exactly the keys in the home; no trustdb churn or locks
@@ -50,6 +55,25 @@ class GpgResult:
 
     status: str  # gpg's status lines
     returncode: int  # negative when killed
+    stopped: str = ""  # why we killed gpg for what it was given ("" if we did not)
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """When to stop a gpg run for what it was given (the caller decides, gpg is killed).
+
+    CPU time is read from /proc while gpg runs, not enforced with RLIMIT_CPU: a limit
+    set on gpg would pass to a gpg-agent it starts (the agent lives on and would be killed
+    in the middle of other calls), and a kill by the kernel could not be told apart from
+    any other SIGKILL. `watch` sees the status lines so far and names a reason to stop.
+    """
+
+    cpu_seconds: float = math.inf  # CPU time allowed before any output, and ...
+    cpu_per_output_byte: float = 0.0  # ... this much more per byte of plaintext out
+    watch: Callable[[bytes], str] | None = None
+
+    def cpu_allowed(self, output: int) -> float:
+        return self.cpu_seconds + self.cpu_per_output_byte * output
 
 
 class Sink:
@@ -87,18 +111,23 @@ class GpgRunner:
         self.binary = shutil.which("gpg") or "gpg"
         self._slots = threading.BoundedSemaphore(max_processes) if max_processes else None
 
-    def decrypt(self, src: Path | bytes, sink: Sink) -> GpgResult:
+    def decrypt(self, src: Path | bytes, sink: Sink, guard: Guard | None = None) -> GpgResult:
         """Run gpg --decrypt on src (a file, or bytes fed on its stdin), streaming its stdout
-        into sink; kill it past the limit.
+        into sink; kill it past the limit or its guard.
 
         Not python-gnupg: it cannot kill gpg, and gpg, once past --max-output, still inflates
         the rest of a compressed packet (~0.5 s per 200 MB of zeros, far more for bzip2).
         """
-        return self.run(["--max-output", str(sink.limit + _SLACK), "--decrypt"], src, sink)
+        args = ["--max-output", str(sink.limit + _SLACK), "--decrypt"]
+        return self.run(args, src, sink, guard)
 
-    def run(self, args: list[str], src: Path | bytes, sink: Sink | None = None) -> GpgResult:
+    def run(
+        self, args: list[str], src: Path | bytes, sink: Sink | None = None,
+        guard: Guard | None = None,
+    ) -> GpgResult:  # fmt: skip
         """Run gpg with `args` on src (a file it reads itself, or bytes fed on its stdin), its
-        stdout into `sink` if given; collect its status. gpg is killed if anything goes wrong."""
+        stdout into `sink` if given; collect its status. gpg is killed if anything goes wrong,
+        or once past its guard (then `stopped` says why)."""
         feed = None
         if isinstance(src, Path):
             with src.open("rb"):  # fail with the usual error if src is missing
@@ -108,12 +137,13 @@ class GpgRunner:
             feed = src
         stdout = subprocess.DEVNULL if sink is None else subprocess.PIPE
         with self._gpg_process(args, stdout, feed is not None) as (proc, status_fd):
+            run = _Run(proc, sink, guard or Guard())
             try:
-                status = _pump(proc, status_fd, sink, feed)
+                status = _pump(run, status_fd, feed)
             finally:
                 if proc.poll() is None:
                     proc.kill()
-        return GpgResult(status, proc.returncode)
+        return GpgResult(status, proc.returncode, run.stopped)
 
     @contextlib.contextmanager
     def _gpg_process(
@@ -207,35 +237,79 @@ class _StatusPipe:
         return len(self.data) > _STATUS_MAX
 
 
-def _pump(
-    proc: subprocess.Popen[bytes], status_fd: int, sink: Sink | None, feed: bytes | None = None
-) -> str:
-    """Serve gpg until it exits: its output into `sink` (if any), `feed` to its stdin (if
-    any), its status lines collected and returned; kill it on excess."""
-    status = _StatusPipe(status_fd)
-    exited = os.pidfd_open(proc.pid)  # readable once gpg has exited
+class _Run:
+    """One gpg process being served, and the first reason we had to kill it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], sink: Sink | None, guard: Guard) -> None:
+        self.proc, self.sink, self.guard = proc, sink, guard
+        self.stopped = ""
+        self._cpu_checked = time.monotonic()
+        self._watched = 0  # status bytes the watch has seen
+
+    def check(self, status: _StatusPipe) -> None:
+        """Kill gpg at the first excess: output, status, CPU time, or the watch's word."""
+        if not self.stopped:
+            self.stopped = self._excess(status)
+            if self.stopped and self.proc.poll() is None:
+                self.proc.kill()  # stop now: the pipes then drain and close
+
+    def _excess(self, status: _StatusPipe) -> str:
+        if self.sink is not None and self.sink.too_large:
+            return "too large"
+        if status.too_large:
+            return "too many status lines"
+        if self.guard.watch is not None and len(status.data) > self._watched:
+            self._watched = len(status.data)
+            if reason := self.guard.watch(bytes(status.data)):
+                return reason
+        return self._cpu_excess()
+
+    def _cpu_excess(self) -> str:
+        now = time.monotonic()
+        if math.isinf(self.guard.cpu_seconds) or now - self._cpu_checked < _CPU_CHECK_S:
+            return ""
+        self._cpu_checked = now
+        allowed = self.guard.cpu_allowed(self.sink.size if self.sink is not None else 0)
+        used = _cpu_seconds(self.proc.pid)
+        if used is not None and used > allowed:
+            return f"too much work (over {allowed:.1f} s of CPU)"
+        return ""
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a running (or exited, not yet reaped) process."""
     try:
-        _serve_until_exit(proc, exited, status, sink, feed)
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (proc(5))
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _pump(run: _Run, status_fd: int, feed: bytes | None = None) -> str:
+    """Serve gpg until it exits: its output into the run's sink (if any), `feed` to its stdin
+    (if any), its status lines collected and returned; kill it on excess."""
+    status = _StatusPipe(status_fd)
+    exited = os.pidfd_open(run.proc.pid)  # readable once gpg has exited
+    try:
+        _serve_until_exit(run, exited, status, feed)
     finally:
         os.close(exited)
-    proc.wait()
+    run.proc.wait()
     status.drain()  # gpg is gone: all it wrote is in the pipe (whoever else may hold it)
     if status.too_large:
         return ""  # no status lines: refused as "not OpenPGP"
     return status.data.decode("utf-8", "replace")
 
 
-def _serve_until_exit(
-    proc: subprocess.Popen[bytes], exited: int, status: _StatusPipe, sink: Sink | None,
-    feed: bytes | None,
-) -> None:  # fmt: skip
+def _serve_until_exit(run: _Run, exited: int, status: _StatusPipe, feed: bytes | None) -> None:
     """Move data between gpg's pipes and us until it has exited (`exited`: its pidfd) and
     closed its output."""
+    proc = run.proc
     with selectors.DefaultSelector() as selector:
         selector.register(exited, selectors.EVENT_READ, "exit")
-        if sink is not None:
+        if run.sink is not None:
             assert proc.stdout is not None
-            selector.register(proc.stdout.fileno(), selectors.EVENT_READ, sink)
+            selector.register(proc.stdout.fileno(), selectors.EVENT_READ, run.sink)
         if feed is not None:
             writer = _Feed(proc, feed)
             selector.register(writer.pipe.fileno(), selectors.EVENT_WRITE, writer)
@@ -245,9 +319,7 @@ def _serve_until_exit(
                 status.drain()
             for key, _ in events:
                 _serve(selector, key)
-            excess = status.too_large or (sink is not None and sink.too_large)
-            if excess and proc.poll() is None:
-                proc.kill()  # stop now: the pipes then drain and close
+            run.check(status)
 
 
 def _serve(selector: selectors.BaseSelector, key: selectors.SelectorKey) -> None:

@@ -9,23 +9,31 @@ goes past the size limit, its ``ok`` is set by DECRYPTION_OKAY (which gpg also e
 aborting the plaintext), and its status reader mixes gpg's log with status lines and splits
 at U+0085.
 
-Imports gpgrun (running gpg) and keys (describing and validating keys) of the project, and
-nothing else of it: never the store or the mailbox.
+Before gpg sees an upload, packets surveys its packet headers against the Bounds (a
+flood of recipient packets is refused in microseconds); while gpg runs, its CPU time and
+status lines are watched, for what only decryption shows. Past a bound the verdict is a
+refusal naming it, never GpgUnavailable (that one is the hub's fault, and retried).
+
+Imports gpgrun (running gpg), keys (describing and validating keys) and packets (the survey
+of a message's packets) of the project, and nothing else of it: never the store or the
+mailbox.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import gnupg
 
-from bdi.crypto.gpgrun import OPTIONS, GpgRunner, Sink, Status
+from bdi.crypto.gpgrun import OPTIONS, GpgRunner, Guard, Sink, Status
 from bdi.crypto.keys import (
     KeyInfo,
     KeyProblem,
@@ -35,8 +43,11 @@ from bdi.crypto.keys import (
     is_fingerprint,
     raise_if_unusable,
 )
+from bdi.crypto.packets import Bounds, survey
 
-__all__ = ["GpgUnavailable", "KeyInfo", "KeyProblem", "OpenPGP", "OpenPGPError", "Verified"]
+__all__ = [
+    "Bounds", "GpgUnavailable", "KeyInfo", "KeyProblem", "OpenPGP", "OpenPGPError", "Verified",
+]  # fmt: skip
 
 # gpg reports NO_SECKEY or pkdecrypt_failed both for a message not encrypted to us and when
 # its agent dies mid-call (seen: 23 of 300 decryptions with the agent killed every 50 ms):
@@ -54,6 +65,9 @@ _SIGNATURE_PROBLEMS = (
     ("BADSIG", "bad signature"),
     ("ERRSIG", "bad signature"),
 )
+# status lines whose count, once past the most a real message has, dooms the verdict: gpg
+# is stopped there (packets inside the encrypted data are seen only by gpg)
+_WATCHED = re.compile(rb"^\[GNUPG:\] (ENC_TO|BEGIN_DECRYPTION|NEWSIG|PLAINTEXT)\b", re.MULTILINE)
 
 
 class OpenPGPError(RuntimeError):
@@ -78,12 +92,16 @@ class Verified:
 class OpenPGP:
     """One GnuPG home (e.g. the hub's, inside its data folder)."""
 
-    def __init__(self, home: Path, max_processes: int | None = None) -> None:
+    def __init__(
+        self, home: Path, max_processes: int | None = None, bounds: Bounds | None = None
+    ) -> None:
         """Create the home (0700) and start its agent, so concurrent calls find it running.
 
         `max_processes`: how many of decrypt_verify and sign_encrypt may run their gpg at
-        once, whatever the number of threads calling (None: no limit)."""
+        once, whatever the number of threads calling (None: no limit). `bounds`: the work
+        one message may ask for (packets, recipients, CPU time)."""
         self.home = home
+        self.bounds = bounds or Bounds()
         self._runner = GpgRunner(home, max_processes)
         self._check_socket_path()
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -196,6 +214,9 @@ class OpenPGP:
         """
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
+        surveyed = survey(src, self.bounds)
+        if surveyed.problem:  # gpg never sees it
+            return Verified(False, None, surveyed.problem, 0)
         verdict = self._decrypt_once(src, out, max_bytes)
         if verdict.ok or verdict.reason != _AGENT_SENSITIVE:
             return verdict
@@ -203,12 +224,25 @@ class OpenPGP:
 
     def _decrypt_once(self, src: Path | bytes, out: IO[bytes], max_bytes: int) -> Verified:
         sink = Sink(out, max_bytes)
-        result = self._runner.decrypt(src, sink)
+        result = self._runner.decrypt(src, sink, self._guard(src))
         if sink.error is not None:
             raise sink.error
-        if result.returncode < 0 and not sink.too_large:  # killed, and not by us
+        if sink.too_large:
+            return Verified(False, None, "too large", sink.size)
+        if result.stopped:  # we stopped gpg for what the message asked of it
+            return Verified(False, None, result.stopped, sink.size)
+        if result.returncode < 0:  # killed, and not by us
             raise GpgUnavailable(f"gpg was killed (signal {-result.returncode})")
         return _verdict(Status.parse(result.status), result.returncode, sink)
+
+    def _guard(self, src: Path | bytes) -> Guard:
+        """gpg's CPU time grows with the message and the plaintext it writes; the status
+        lines of a real message hold one of each watched keyword (ENC_TO: one per
+        recipient)."""
+        size = src.stat().st_size if isinstance(src, Path) else len(src)
+        base, per_byte = self.bounds.cpu_budget(size)
+        recipients = self.bounds.recipients
+        return Guard(base, per_byte, lambda status: _doomed(status, recipients))
 
     def _second_opinion(self, src: Path | bytes, out: IO[bytes], max_bytes: int) -> Verified:
         """Decrypt again (`out` rewound and emptied) until the agent stayed up throughout."""
@@ -298,10 +332,24 @@ class OpenPGP:
 # -- decrypt+verify verdict -------------------------------------------------------------
 
 
+def _doomed(status: bytes, recipients: int) -> str:
+    """The refusal the status lines so far already make certain, "" if none yet: gpg met
+    more recipient packets than allowed, or a second encrypted packet, signature or
+    plaintext (the verdict accepts exactly one of each), inside the encrypted data."""
+    seen = Counter(_WATCHED.findall(status))
+    if seen[b"ENC_TO"] > recipients:
+        return f"too many recipients (over {recipients})"
+    if seen[b"BEGIN_DECRYPTION"] > 1:
+        return "more than one encrypted packet"
+    if seen[b"NEWSIG"] > 1:
+        return "several signatures"
+    if seen[b"PLAINTEXT"] > 1:
+        return "malformed message"
+    return ""
+
+
 def _verdict(status: Status, returncode: int, sink: Sink) -> Verified:
     """Decide on one decryption; each refusal names the first thing wrong."""
-    if sink.too_large:
-        return Verified(False, None, "too large", sink.size)
     reason = _refusal(status)
     if reason is None and status.count("PLAINTEXT") != 1:
         reason = "malformed message"

@@ -65,13 +65,16 @@ class Plain:
     def __init__(self, hub: Hub, job: JobRef, sender: Party) -> None:
         self.hub, self.job, self.sender = hub, job, sender
         self._text: IO[bytes] | None = None
-        self._refused = False
+        self.refusal = ""  # why the OpenPGP layer refused the upload, for its .log
 
     def open(self) -> IO[bytes] | None:
         """The plaintext, rewound; None if the upload is not signed by its sender."""
-        if self._text is None and not self._refused:
-            self._text = decrypt(self.hub, self.job, self.sender)
-            self._refused = self._text is None
+        if self._text is None and not self.refusal:
+            found = decrypt(self.hub, self.job, self.sender)
+            if isinstance(found, str):
+                self.refusal = found
+            else:
+                self._text = found
         if self._text is not None:
             self._text.seek(0)
         return self._text
@@ -93,7 +96,7 @@ def prepare(hub: Hub, job: JobRef, plain: Plain, keys: dict[str, str], now: date
     assert job.id is not None
     stream = plain.open()
     if stream is None:
-        problem = Problem(Code.DECHIFFREMENT)
+        problem = Problem(Code.DECHIFFREMENT, detail=plain.refusal)
         return Prepared(None, [whole_upload_log(job.upload_name, problem, now, hub.layout)])
     upload = Upload(job.id, plain.sender.id, job.upload_name, job.received_at)
     report, flows = check_plain(hub, stream, upload, keys)
@@ -116,8 +119,9 @@ def prepare(hub: Hub, job: JobRef, plain: Plain, keys: dict[str, str], now: date
     return prepared
 
 
-def decrypt(hub: Hub, job: JobRef, sender: Party) -> IO[bytes] | None:
-    """The upload's plaintext if it is signed by the sender's key, else None."""
+def decrypt(hub: Hub, job: JobRef, sender: Party) -> IO[bytes] | str:
+    """The upload's plaintext if it is signed by the sender's key, else why not (the
+    detail of its DECHIFFREMENT line: the sender learns which bound or check it failed)."""
     spool = hub.settings.spool
     plain: IO[bytes] = tempfile.SpooledTemporaryFile(PLAIN_IN_MEMORY, "w+b", dir=str(spool))  # noqa: SIM115
     try:
@@ -130,15 +134,16 @@ def decrypt(hub: Hub, job: JobRef, sender: Party) -> IO[bytes] | None:
     if result.ok and result.signer == sender.fingerprint:
         return plain
     plain.close()
+    reason = result.reason if not result.ok else "signed by another key than the sender's"
     log.info(
         "upload.refused",
         job=job.id,
         participant=sender.id,
         file=job.upload_name,
         code=Code.DECHIFFREMENT.value,
-        reason=result.reason if not result.ok else "other signer",
+        reason=reason,
     )
-    return None
+    return reason
 
 
 def check_plain(

@@ -7,10 +7,12 @@ encrypted only, bombs, ...) are built with plain gpg so the hub code is not test
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -22,9 +24,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+from cryptography.hazmat.decrepit.ciphers.modes import CFB
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from hubkit import Party, hub_running, make_parties
+from support import SAMPLES
 
 from bdi.config import load_settings
-from bdi.crypto import KeyProblem, OpenPGP, OpenPGPError, Verified
+from bdi.crypto import Bounds, GpgUnavailable, KeyProblem, OpenPGP, OpenPGPError, Verified
 
 MAX = 1024 * 1024
 # 4 KiB of Optiflux-like text: one 640-character record per line.
@@ -323,6 +329,196 @@ def test_missing_source(world: World, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         world.hub.decrypt_verify(tmp_path / "absent.pgp", tmp_path / "out", MAX)
     assert not (tmp_path / "out").exists()
+
+
+# -- bounded work (HUB.md, "Limits that protect the market") -------------------------------
+
+
+def sealed(world: World, plain: Path) -> bytes:
+    """A good upload from alice: one recipient packet (the hub's), then the encrypted data."""
+    enc = plain.with_suffix(".good.pgp")
+    world.alice.sign_encrypt(plain, enc, world.hub_fpr, world.alice_fpr)
+    return enc.read_bytes()
+
+
+def recipient_packets(message: bytes) -> tuple[bytes, bytes]:
+    """(the message's one recipient packet, the rest): gpg writes it in old format."""
+    assert message[0] == 0x84  # old format, tag 1, one-octet length
+    end = 2 + message[1]
+    return message[:end], message[end:]
+
+
+def bogus_recipients(message: bytes, count: int) -> bytes:
+    """`count` recipient packets for the hub's key whose session key does not decrypt (each
+    one an agent call for gpg), then the real message."""
+    pkesk, _ = recipient_packets(message)
+    flood = b"".join(pkesk[:-20] + os.urandom(20) for _ in range(count))
+    return flood + message
+
+
+def armoured(data: bytes) -> bytes:
+    """ASCII armour as gpg writes it (with its checksum line)."""
+    with tempfile.TemporaryDirectory(prefix="g", dir="/tmp") as home:
+        text = gpg(Path(home), "--enarmor", stdin=data)
+    return text.replace(b"PGP ARMORED FILE", b"PGP MESSAGE")
+
+
+def cpu_now() -> float:
+    """CPU seconds of this process and its finished children (gpg)."""
+    me, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def test_twenty_thousand_recipients_are_refused_before_gpg(
+    world: World, plain: Path, tmp_path: Path
+) -> None:
+    """The attack of issue 14: 1.9 MB of bogus recipient packets cost gpg 10 s of CPU and
+    its agent 2 s more, then ended as 'gpg was killed' (its status lines overflowed), a
+    fault of the hub's, retried. Now: refused, and gpg never starts."""
+    flood = bogus_recipients(sealed(world, plain), 20_000)
+    assert len(flood) > 1_900_000
+    message = tmp_path / "flood.pgp"
+    message.write_bytes(flood)
+    for source in (message, flood, armoured(flood)):
+        started = cpu_now()
+        verdict = world.hub.decrypt_verify_into(source, io.BytesIO(), MAX)
+        assert verdict == Verified(False, None, "too many recipients (over 16)", 0)
+        assert cpu_now() - started < 1.0
+
+
+def test_real_messages_pass_the_bounds(world: World, plain: Path) -> None:
+    """Binary, armoured, and to several recipients (the hub's key among them)."""
+    for other, fpr in ((world.bob, world.bob_fpr), (world.carol, world.carol_fpr)):
+        world.alice.import_public(other.export_public(fpr))
+    several = gpg(world.alice.home, "--sign", "--encrypt", "-u", world.alice_fpr,
+                  *(arg for fpr in (world.bob_fpr, world.hub_fpr, world.carol_fpr, world.alice_fpr)
+                    for arg in ("-r", fpr)), stdin=PLAIN)  # fmt: skip
+    message = sealed(world, plain)
+    for source in (message, armoured(message), several, armoured(several)):
+        out = io.BytesIO()
+        assert world.hub.decrypt_verify_into(source, out, MAX) == Verified(
+            True, world.alice_fpr, "", len(PLAIN)
+        )
+        assert out.getvalue() == PLAIN
+
+
+def reencrypted(world: World, message: bytes, inner: bytes) -> bytes:
+    """The message with its encrypted data replaced by `inner` under the same session key:
+    what only gpg sees once it has decrypted (RFC 4880 §5.13: SEIPD v1, AES-256 CFB)."""
+    status = gpg(world.hub.home, "--status-fd", "1", "--show-session-key", "--output",
+                 os.devnull, "--decrypt", stdin=message).decode()  # fmt: skip
+    key = next(line.split()[2] for line in status.splitlines() if " SESSION_KEY " in line)
+    algorithm, hex_key = key.split(":")
+    assert algorithm == "9"  # AES-256
+    prefix = os.urandom(16)
+    prefix += prefix[-2:]
+    hashed = prefix + inner + b"\xd3\x14"
+    encryptor = Cipher(algorithms.AES(bytes.fromhex(hex_key)), CFB(bytes(16))).encryptor()
+    body = b"\x01" + encryptor.update(hashed + hashlib.sha1(hashed).digest())
+    body += encryptor.finalize()
+    pkesk, _ = recipient_packets(message)
+    return pkesk + b"\xd2\xff" + len(body).to_bytes(4, "big") + body
+
+
+def test_recipients_inside_the_encrypted_data_stop_gpg(world: World, plain: Path) -> None:
+    """Packets inside the encryption escape the survey: gpg's status lines show them, and
+    it is stopped at the first recipient past the bound (here compressed: 2 000 recipient
+    packets in 40 KB, 2 s of gpg CPU if left to run)."""
+    message = sealed(world, plain)
+    signed = gpg(world.alice.home, "--sign", "-z", "0", "-u", world.alice_fpr, stdin=PLAIN)
+    flood = bogus_recipients(message, 2000)[: -len(message)]
+    compressed = zlib_packet(flood + signed)
+    hostile = reencrypted(world, message, compressed)
+    assert world.hub.decrypt_verify_into(reencrypted(world, message, signed), io.BytesIO(), MAX).ok
+    started = cpu_now()
+    verdict = world.hub.decrypt_verify_into(hostile, io.BytesIO(), MAX)
+    assert verdict == Verified(False, None, "too many recipients (over 16)", 0)
+    assert cpu_now() - started < 1.0
+
+
+def zlib_packet(data: bytes) -> bytes:
+    """A compressed data packet (tag 8, ZLIB)."""
+    import zlib
+
+    body = b"\x02" + zlib.compress(data, 9)
+    return b"\xc8\xff" + len(body).to_bytes(4, "big") + body
+
+
+def test_gpg_past_its_cpu_time_is_a_refusal(world: World, plain: Path) -> None:
+    """With the survey and the watch out of the way (bounds raised), 2 000 bogus recipients
+    keep gpg busy for ~2 s of CPU: it is killed past its budget, and the sender is told."""
+    lax = Bounds(packets=10**6, recipients=10**6, cpu_seconds=0.5, cpu_seconds_per_mib=0.0)
+    hub = OpenPGP(world.hub.home, bounds=lax)
+    started = cpu_now()
+    verdict = hub.decrypt_verify_into(
+        bogus_recipients(sealed(world, plain), 2000), io.BytesIO(), MAX
+    )
+    assert verdict == Verified(False, None, "too much work (over 0.5 s of CPU)", 0)
+    assert cpu_now() - started < 1.5
+
+
+class KillsGpg(io.BytesIO):
+    """A plaintext destination that kills the gpg writing to it (as the OOM killer or an
+    admin would): the hub's fault, never a verdict on the message."""
+
+    def write(self, data: object) -> int:
+        for child in psutil.Process().children():
+            with contextlib.suppress(psutil.Error):
+                if child.name() == "gpg" and "--decrypt" in child.cmdline():
+                    child.send_signal(signal.SIGKILL)  # not waited for: Popen reaps it
+        return 0
+
+
+def test_gpg_killed_by_someone_else_is_the_hubs_fault(world: World, tmp_path: Path) -> None:
+    big = tmp_path / "big.edi"
+    big.write_bytes(PLAIN * 1000)  # gpg is still writing when the first chunk arrives
+    enc = tmp_path / "big.pgp"
+    world.alice.sign_encrypt(big, enc, world.hub_fpr, world.alice_fpr)
+    with pytest.raises(GpgUnavailable, match="signal 9"):
+        world.hub.decrypt_verify_into(enc, KillsGpg(), 8 << 20)
+
+
+SENDER, RECIPIENT = "COU010234", "CIE000311"
+SAMPLE = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def hub_parties() -> Iterator[dict[str, Party]]:
+    with make_parties([SENDER, RECIPIENT, "GIE000001"]) as made:
+        yield made
+
+
+async def test_recipient_floods_through_a_real_hub(
+    tmp_path: Path, hub_parties: dict[str, Party]
+) -> None:
+    """Issue 14's attack end to end: 8 uploads of 20 000 bogus recipients each, then a good
+    one. Each flood earns its sender a DECHIFFREMENT .log naming the bound; gpg never
+    starts for them (its CPU, all the hub's gpg together, stays far below one flood's 10 s);
+    the good upload is delivered."""
+    async with hub_running(tmp_path / "data", hub_parties) as hub:
+        good = hub.seal(SENDER, SAMPLE, tmp_path)
+        gpg_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        for n in range(8):
+            await hub.upload(
+                SENDER, f"RCOU010234_00311_00001{n}.edi", bogus_recipients(good, 20_000)
+            )
+        await hub.upload(SENDER, "RCOU010234_00311_000001.edi", good)
+        await hub.settled()
+        gpg_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        assert list(await hub.inbox(RECIPIENT)) == ["RCOU010234_00311_000001.edi"]
+        logs = await hub.inbox(SENDER)
+    assert sorted(logs) == [f"ERREURRCOU010234_00311_00001{n}.log" for n in range(8)]
+    for log in logs.values():
+        [line] = log.decode().splitlines()
+        assert line.endswith(
+            " DECHIFFREMENT fichier illisible, non signé ou signé par une autre clé que celle de"
+            " l'émetteur (too many recipients (over 16))"
+        ), line
+    used = gpg_after.ru_utime + gpg_after.ru_stime - gpg_before.ru_utime - gpg_before.ru_stime
+    assert used < 1.0, used
 
 
 # -- revoked and expired keys ------------------------------------------------------------
