@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,6 +22,7 @@ from bdi.admin.openapi import OPENAPI
 from bdi.admin.service import AdminError, AdminService, NotFoundError
 
 Handler = Callable[[Request, AdminService], Awaitable[Any]]
+log = structlog.get_logger("bdi.admin.api")
 
 
 def token_ok(header: str | None, hash_file: Path) -> bool:
@@ -54,11 +56,28 @@ def _field(body: dict[str, Any], name: str, required: bool = True) -> Any:
     return value
 
 
+# told of each wrong token offered, with the source address (the hub's defender)
+FailureHook = Callable[[str], object]
+
+
+def _no_failure_hook(address: str) -> None:
+    """The API served alone, without a defender."""
+
+
 def endpoint(
-    service: Callable[[], AdminService], token_file: Path, handler: Handler, status: int = 200
+    service: Callable[[], AdminService],
+    token_file: Path,
+    handler: Handler,
+    status: int = 200,
+    on_failure: FailureHook = _no_failure_hook,
 ) -> Callable[[Request], Awaitable[Response]]:
     async def run(request: Request) -> Response:
-        if not token_ok(request.headers.get("authorization"), token_file):
+        header = request.headers.get("authorization")
+        if not token_ok(header, token_file):
+            if header:  # a token offered, and wrong: a guess
+                address = request.client.host if request.client else ""
+                log.info("admin_api.token_refused", address=address, path=request.url.path)
+                on_failure(address)
             return JSONResponse(
                 {"error": "missing or wrong admin token"},
                 401,
@@ -114,6 +133,10 @@ async def _jobs(request: Request, s: AdminService) -> Any:
     return await s.jobs(request.query_params.get("which", "quarantined"))
 
 
+def _address(request: Request) -> str:
+    return str(request.path_params["address"])
+
+
 HANDLERS: list[tuple[str, str, Handler, int]] = [
     ("/participants", "GET", lambda r, s: s.list(), 200),
     ("/participants", "POST", _add, 201),
@@ -129,6 +152,8 @@ HANDLERS: list[tuple[str, str, Handler, int]] = [
     ("/jobs", "GET", _jobs, 200),
     ("/jobs/{job_id}", "GET", lambda r, s: s.job(_job_id(r)), 200),
     ("/jobs/{job_id}/retry", "POST", lambda r, s: s.retry_job(_job_id(r)), 200),
+    ("/bans", "GET", lambda r, s: s.bans(), 200),
+    ("/bans/{address}", "DELETE", lambda r, s: s.lift_ban(_address(r)), 200),
 ]
 
 
@@ -136,10 +161,14 @@ async def openapi(_: Request) -> Response:
     return JSONResponse(OPENAPI)
 
 
-def create_admin_api(service: Callable[[], AdminService], token_file: Path) -> Starlette:
+def create_admin_api(
+    service: Callable[[], AdminService],
+    token_file: Path,
+    on_failure: FailureHook = _no_failure_hook,
+) -> Starlette:
     routes = [Route("/openapi.json", openapi, methods=["GET"])]
     routes += [
-        Route(path, endpoint(service, token_file, handler, status), methods=[method])
+        Route(path, endpoint(service, token_file, handler, status, on_failure), methods=[method])
         for path, method, handler, status in HANDLERS
     ]
     return Starlette(routes=routes)

@@ -18,10 +18,12 @@ participant_app = typer.Typer(help="Participants: add, list, show, disable, enab
 token_app = typer.Typer(help="The admin API token.")
 referential_app = typer.Typer(help="The participant referential (codes, names, mailboxes).")
 jobs_app = typer.Typer(help="Jobs the hub failed: list, show, retry (HUB.md, quarantine).")
+bans_app = typer.Typer(help="Source addresses banned after failed logins: list, lift.")
 app.add_typer(participant_app, name="participant")
 app.add_typer(token_app, name="token")
 app.add_typer(referential_app, name="referential")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(bans_app, name="bans")
 
 DataOpt = Annotated[Path | None, typer.Option("--data", envvar="BDI_DATA", help="data folder")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
@@ -190,3 +192,21 @@ def jobs_retry(job_id: int, data: DataOpt = None, as_json: JsonOpt = False) -> N
     """Run a quarantined job again once its cause is fixed; the sender then gets its outcome."""
     result = _run(data, lambda s: s.retry_job(job_id))
     _out(result, as_json, lambda j: f"job {j['id']} will run again within seconds")
+
+
+def _ban_row(b: dict[str, Any]) -> str:
+    return f"{b['address']:39}  until {b['until']}  score {b['score']:>3}  {b['reason']}"
+
+
+@bans_app.command("list")
+def bans_list(data: DataOpt = None, as_json: JsonOpt = False) -> None:
+    """The addresses banned now, with the end of their ban and what got them banned."""
+    result = _run(data, lambda s: s.bans())
+    _out(result, as_json, lambda rows: "\n".join(_ban_row(b) for b in rows) or "no ban")
+
+
+@bans_app.command("lift")
+def bans_lift(address: str, data: DataOpt = None, as_json: JsonOpt = False) -> None:
+    """Let an address in again (the running hub sees it within a couple of seconds)."""
+    result = _run(data, lambda s: s.lift_ban(address))
+    _out(result, as_json, lambda r: f"ban of {r['address']} lifted")

@@ -92,6 +92,26 @@ def _jobs_op() -> dict[str, Any]:
     return op
 
 
+BAN = _obj(
+    ["address", "banned", "until", "score", "reason"],
+    address=STR,
+    banned=STR,
+    until=STR,
+    score={"type": "integer"},
+    reason=STR,
+)
+
+
+def _lift_op() -> dict[str, Any]:
+    op = _op("Lift the ban of an address (its score starts again from zero)",
+             _obj(["address", "lifted"], address=STR, lifted={"type": "boolean"}))  # fmt: skip
+    op["parameters"] = [
+        {"name": "address", "in": "path", "required": True, "schema": {"type": "string"}}
+    ]
+    op["responses"]["404"] = {"description": "no ban on that address", **_json(_ref("Error"))}
+    return op
+
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "BDI admin API", "version": "1.0.0"},
@@ -104,6 +124,7 @@ OPENAPI: dict[str, Any] = {
             "Participant": PARTICIPANT,
             "Password": _obj(["id", "password"], id=STR, password=STR),
             "Job": JOB,
+            "Ban": BAN,
         },
     },
     "paths": {
@@ -157,6 +178,13 @@ OPENAPI: dict[str, Any] = {
         "/jobs": {"get": _jobs_op()},
         "/jobs/{job_id}": {"get": _job_op("Show a job, with its last error")},
         "/jobs/{job_id}/retry": {"post": _job_op("Run a quarantined job again")},
+        "/bans": {
+            "get": _op(
+                "Source addresses banned after failed logins, the latest ending first",
+                {"type": "array", "items": _ref("Ban")},
+            )
+        },
+        "/bans/{address}": {"delete": _lift_op()},
         "/referential": {
             "put": _op(
                 "Replace the participant referential",

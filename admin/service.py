@@ -7,12 +7,14 @@ table, and returns plain data that both front-ends render (text, JSON).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+import ipaddress
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncssh
+import structlog
 
 from bdi.admin.passwords import hash_password, new_password
 from bdi.admin.registry import RegistrationError, register
@@ -20,8 +22,11 @@ from bdi.crypto import KeyProblem, OpenPGP
 from bdi.mailbox.storage import Mailboxes
 from bdi.routing.layout import Layout
 from bdi.routing.referential import ReferentialError, parse_referential
-from bdi.store.models import Job, Participant, ReferentialLabel, ReferentialParticipant
+from bdi.store import bans as ban_store
+from bdi.store.models import Ban, Job, Participant, ReferentialLabel, ReferentialParticipant
 from bdi.store.repo import Store
+
+log = structlog.get_logger("bdi.admin")
 
 
 class AdminError(ValueError):
@@ -74,6 +79,24 @@ def job_view(job: Job) -> dict[str, Any]:
     }
 
 
+def ban_view(ban: Ban) -> dict[str, Any]:
+    return {
+        "address": ban.address,
+        "banned": ban_store.as_utc(ban.banned_at).isoformat(),
+        "until": ban_store.as_utc(ban.until).isoformat(),
+        "score": ban.score,
+        "reason": ban.reason,
+    }
+
+
+def check_address(text: str) -> str:
+    """An IP address, written as the hub records it."""
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError as exc:
+        raise AdminError(f"not an IP address: {text!r}") from exc
+
+
 def check_ssh_key(text: str) -> str:
     try:
         asyncssh.import_public_key(text)
@@ -91,6 +114,9 @@ class AdminService:
     hub_public_key: str
     new_token: Callable[[], str]
     actor: str = "cli"
+    # told when a ban is lifted, so that the running hub's defender sees it at once (the API);
+    # from another process (the CLI) the hub sees it at its next reading of the bans
+    after_ban_change: Callable[[], Awaitable[None]] | None = None
 
     async def _audit(self, action: str, target: str = "", detail: str = "") -> None:
         await self.store.audit(now(), self.actor, action, target, detail)
@@ -219,6 +245,22 @@ class AdminService:
             raise AdminError(f"job {job_id} is not quarantined (state: {shown['state']})")
         await self._audit("job.retry", str(job_id))
         return await self.job(job_id)
+
+    async def bans(self) -> builtins.list[dict[str, Any]]:
+        """The source addresses banned now, the latest ending first."""
+        return [ban_view(b) for b in await ban_store.active_bans(self.store, now())]
+
+    async def lift_ban(self, address: str) -> dict[str, Any]:
+        """Let the address in again, with a clean score (the running hub sees it within a
+        couple of seconds, at once through the API)."""
+        address = check_address(address)
+        if not await ban_store.lift(self.store, address, now(), self.actor):
+            raise NotFoundError(f"no ban on {address}")
+        await self._audit("ban.lift", address)
+        log.info("defender.lifted", address=address, actor=self.actor)
+        if self.after_ban_change is not None:
+            await self.after_ban_change()
+        return {"address": address, "lifted": True}
 
     async def hub_key(self) -> dict[str, Any]:
         return {"armoured": self.hub_public_key}

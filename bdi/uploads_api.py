@@ -3,7 +3,7 @@
 
 Its passwords go through the Suivi's throttling (one `Lockout` for both: a pair (id,
 address) that failed too often is refused even the right password for a while, an id that
-fails from anywhere is answered more slowly), checked against a decoy hash for an unknown id.
+fails from anywhere is answered more slowly) and tell the defender of each failure.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bdi.defender import Defender, Event
 from bdi.hub import Hub
 from bdi.suivi.auth import Lockout, check_password
 
@@ -43,8 +44,8 @@ def _refused() -> Response:
 
 
 class UploadsApi:
-    def __init__(self, hub: Hub, lockout: Lockout) -> None:
-        self.hub, self.lockout = hub, lockout
+    def __init__(self, hub: Hub, lockout: Lockout, defender: Defender | None) -> None:
+        self.hub, self.lockout, self.defender = hub, lockout, defender
 
     async def participant(self, request: Request) -> str | None:
         """The participant whose right password the request carries, unless its address is
@@ -56,15 +57,21 @@ class UploadsApi:
         address = request.client.host if request.client else ""
         if self.lockout.locked(user, address):
             log.info("uploads_api.login_locked", participant=user, address=address)
+            self._failed(address, unknown=False)
             return None
         await asyncio.sleep(self.lockout.delay(user))
         checked = await check_password(self.hub.store, user, password)
         if checked.version is None:
             self.lockout.failed(user, address)
             log.info("uploads_api.login_failed", participant=user, address=address)
+            self._failed(address, unknown=not checked.known)
             return None
         self.lockout.succeeded(user, address)
         return user
+
+    def _failed(self, address: str, unknown: bool) -> None:
+        if self.defender is not None:
+            self.defender.record(address, Event.UPLOADS_BASIC, unknown_user=unknown)
 
     async def status(self, request: Request) -> Response:
         user = await self.participant(request)
@@ -89,6 +96,8 @@ class UploadsApi:
         )
 
 
-def create_uploads_api(hub: Hub, lockout: Lockout | None = None) -> Starlette:
-    api = UploadsApi(hub, lockout or Lockout())
+def create_uploads_api(
+    hub: Hub, lockout: Lockout | None = None, defender: Defender | None = None
+) -> Starlette:
+    api = UploadsApi(hub, lockout or Lockout(), defender)
     return Starlette(routes=[Route("/{name}", api.status, methods=["GET"])])

@@ -1,21 +1,26 @@
-"""The web port: the admin API under /api/admin and the Suivi at /, served by uvicorn
-inside the hub's own event loop."""
+"""The web port: the admin API under /api/admin, `/api/uploads` and the Suivi at /, served by
+uvicorn inside the hub's own event loop, behind the defender's gate."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
 from starlette.routing import Mount
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bdi.admin.api import create_admin_api
+from bdi.admin.service import AdminService
 from bdi.admin.wiring import service_for
 from bdi.datadir import token_hash_file
+from bdi.defender import Defender, Event, defender_running
 from bdi.hub import Hub
 from bdi.suivi import textindex
 from bdi.suivi.app import create_app
@@ -31,16 +36,55 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-def create_web_app(hub: Hub, secret_key: str, lockout: Lockout | None = None) -> Starlette:
-    """Every route of the web port; the passwords of the Suivi and /api/uploads share one
-    `lockout` (per id, per address)."""
+class BanGate:
+    """ASGI middleware: a banned address gets 403 « adresse bloquée » before anything else
+    runs (no session read, no cookie set, no store query)."""
+
+    def __init__(self, app: ASGIApp, defender: Defender) -> None:
+        self.app, self.defender = app, defender
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        if scope["type"] == "http" and client and self.defender.is_banned(client[0]):
+            refused = PlainTextResponse(
+                "adresse bloquée\n", 403, headers={"Cache-Control": "no-store"}
+            )
+            await refused(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _admin_service(hub: Hub, defender: Defender) -> AdminService:
+    """The API's admin service: a ban it lifts ends in the defender at once."""
+    return dataclasses.replace(service_for(hub, "api"), after_ban_change=defender.refresh)
+
+
+def create_web_app(
+    hub: Hub, secret_key: str, defender: Defender, lockout: Lockout | None = None
+) -> ASGIApp:
+    """Every route of the web port; failed logins on any of them feed `defender`, and the
+    passwords of the Suivi and /api/uploads share one `lockout` (per id, per address)."""
     lockout = lockout or Lockout()
-    admin = create_admin_api(lambda: service_for(hub, "api"), token_hash_file(hub.settings))
-    uploads = create_uploads_api(hub, lockout)
-    secure = hub.settings.tls_cert is not None
-    suivi = create_app(hub, secret_key=secret_key, secure_cookies=secure, lockout=lockout)
-    routes = [Mount("/api/admin", app=admin), Mount("/api/uploads", app=uploads)]
-    return Starlette(routes=[*routes, Mount("/", app=suivi)])
+    admin = create_admin_api(
+        lambda: _admin_service(hub, defender),
+        token_hash_file(hub.settings),
+        on_failure=lambda address: defender.record(address, Event.ADMIN_BEARER),
+    )
+    suivi = create_app(
+        hub,
+        secret_key=secret_key,
+        secure_cookies=hub.settings.tls_cert is not None,
+        lockout=lockout,
+        on_failure=lambda address, unknown: defender.record(
+            address, Event.SUIVI_LOGIN, unknown_user=unknown
+        ),
+    )
+    routes = [
+        Mount("/api/admin", app=admin),
+        Mount("/api/uploads", app=create_uploads_api(hub, lockout, defender)),
+        Mount("/", app=suivi),
+    ]
+    return BanGate(Starlette(routes=routes), defender)
 
 
 def _ssl_kwargs(hub: Hub) -> dict[str, Any]:
@@ -51,13 +95,27 @@ def _ssl_kwargs(hub: Hub) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def web_server(hub: Hub, secret_key: str) -> AsyncIterator[int]:
-    """Serve the web app on the configured port; yield the port actually bound."""
+async def web_server(
+    hub: Hub, secret_key: str, defender: Defender | None = None
+) -> AsyncIterator[int]:
+    """Serve the web app on the configured port; yield the port actually bound.
+
+    `defender` is the hub's, shared with the SSH server; without one, the web port runs
+    its own over the same store (default policy)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if defender is None:
+            defender = await stack.enter_async_context(defender_running(hub.store))
+        port = await stack.enter_async_context(_serving(hub, secret_key, defender))
+        yield port
+
+
+@contextlib.asynccontextmanager
+async def _serving(hub: Hub, secret_key: str, defender: Defender) -> AsyncIterator[int]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((hub.settings.host, hub.settings.web_port))
     config = uvicorn.Config(
-        create_web_app(hub, secret_key),
+        create_web_app(hub, secret_key, defender),
         log_config=None,
         access_log=False,
         lifespan="off",

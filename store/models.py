@@ -180,3 +180,20 @@ class Dismissal(SQLModel, table=True):
     list_name: str
     flow_id: int = Field(foreign_key="flow.id", index=True)
     at: datetime
+
+
+class Ban(SQLModel, table=True):
+    """A source address banned after failed logins (HUB.md, "Limits that protect the market").
+
+    Rows stay as history: a repeat offender's next ban lasts longer. `lifted_at` is set when
+    an admin lifts the ban; every listener of the running hub refuses the address until then
+    (or until `until`)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    address: str = Field(index=True, max_length=64)
+    banned_at: datetime
+    until: datetime = Field(index=True)
+    score: int
+    reason: str = ""  # the event that crossed the threshold
+    lifted_at: datetime | None = None
+    lifted_by: str | None = None

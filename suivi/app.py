@@ -45,6 +45,8 @@ from bdi.suivi.values import Cell, kinds_of, paris_date, paris_stamp, paris_time
 log = structlog.get_logger("bdi.suivi")
 HERE = Path(__file__).parent
 Handler = Callable[[Request, "Ctx"], Awaitable[Response]]
+# told of each failed login: (source address, whether the id named no participant)
+FailureHook = Callable[[str, bool], object]
 FILE_COLUMNS = (
     "Nom du fichier",
     "Expéditeur",
@@ -80,14 +82,24 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
+def _no_failure_hook(address: str, unknown: bool) -> None:
+    """Without a defender (the Suivi served alone), failures only count per id."""
+
+
 class SuiviApp:
     """The handlers, bound to one hub; `create_app` routes them."""
 
     def __init__(
-        self, hub: Hub, signer: Signer, lockout: Lockout, secure: bool, clock: Callable[[], float]
+        self,
+        hub: Hub,
+        signer: Signer,
+        lockout: Lockout,
+        secure: bool,
+        clock: Callable[[], float],
+        on_failure: FailureHook = _no_failure_hook,
     ) -> None:
         self.hub, self.signer, self.lockout = hub, signer, lockout
-        self.secure, self.clock = secure, clock
+        self.secure, self.clock, self.on_failure = secure, clock, on_failure
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.globals["cell_class"] = lambda c: "num" if c.amount else ""
 
@@ -161,12 +173,14 @@ class SuiviApp:
         address = client_address(request)
         if self.lockout.locked(user, address):
             log.info("suivi.login_locked", participant=user, address=address)
+            self.on_failure(address, False)
             return self._login_again(request, session, locked=True)
         await asyncio.sleep(self.lockout.delay(user))  # slow down repeated failures on the id
         checked = await check_password(self.hub.store, user, password)
         if checked.version is None:
             self.lockout.failed(user, address)
             log.info("suivi.login_failed", participant=user, address=address)
+            self.on_failure(address, not checked.known)
             return self._login_again(request, session, self.lockout.locked(user, address))
         self.lockout.succeeded(user, address)
         await self.hub.store.update_participant(user, last_login=datetime.now(UTC))
@@ -572,17 +586,18 @@ def create_app(
     lockout: LockoutPolicy | Lockout | None = None,
     session_seconds: float = 8 * 3600,
     clock: Callable[[], float] = time.time,
+    on_failure: FailureHook = _no_failure_hook,
 ) -> Starlette:
     """The Suivi as an ASGI app over the hub's store; `secure_cookies` when served over TLS.
 
     `lockout` configures the slow-down and lock of repeated login failures (a `Lockout`
     brings its own clock, and may be shared with `/api/uploads`); `clock` dates the
-    sessions."""
+    sessions; `on_failure` hears of each failed login (the hub's defender)."""
     if len(secret_key) < 16:
         raise ValueError("the Suivi's secret key must be at least 16 characters")
     signer = Signer(secret_key.encode("utf-8"), session_seconds)
     throttle = lockout if isinstance(lockout, Lockout) else Lockout(lockout or LockoutPolicy())
-    suivi = SuiviApp(hub, signer, throttle, secure_cookies, clock)
+    suivi = SuiviApp(hub, signer, throttle, secure_cookies, clock, on_failure)
     return Starlette(routes=routes(suivi), exception_handlers={HTTPException: suivi.http_error})
 
 

@@ -96,7 +96,7 @@ def csrf_ok(session: Session, submitted: object) -> bool:
 @dataclass(frozen=True, slots=True)
 class Checked:
     """A password checked: the credentials version when it was right, and whether the id
-    names an active participant."""
+    names an active participant (an unknown id weighs more for the defender)."""
 
     version: int | None
     known: bool

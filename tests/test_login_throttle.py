@@ -19,6 +19,7 @@ from hubkit import HubUnderTest, Party, hub_running, make_parties
 from starlette.types import ASGIApp
 from structlog.testing import capture_logs
 
+from bdi.defender import Defender, DefenderPolicy
 from bdi.suivi.auth import Lockout, LockoutPolicy
 from bdi.web import create_web_app
 
@@ -85,7 +86,9 @@ async def suivi_login(c: httpx.AsyncClient, user: str, password: str) -> int:
 
 
 def web_app(hub: HubUnderTest, policy: LockoutPolicy) -> ASGIApp:
-    return create_web_app(hub.server.hub, SECRET, Lockout(policy))
+    store = hub.server.hub.store
+    defender = Defender(store, DefenderPolicy(threshold=1000))
+    return create_web_app(hub.server.hub, SECRET, defender, Lockout(policy))
 
 
 async def test_uploads_api_refuses_the_right_password_while_the_pair_is_throttled(
