@@ -1,5 +1,5 @@
 """The web port: the admin API under /api/admin, `/api/uploads` and the Suivi at /, served by
-uvicorn inside the hub's own event loop, behind the defender's gate."""
+uvicorn inside the hub's own event loop, behind the defender's gate and the security headers."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from bdi.hub import Hub
 from bdi.suivi import textindex
 from bdi.suivi.app import create_app
 from bdi.suivi.auth import Lockout
+from bdi.suivi.headers import SecurityHeaders
 from bdi.uploads_api import create_uploads_api
 
 
@@ -84,7 +85,7 @@ def create_web_app(
         Mount("/api/uploads", app=create_uploads_api(hub, lockout, defender)),
         Mount("/", app=suivi),
     ]
-    return BanGate(Starlette(routes=routes), defender)
+    return SecurityHeaders(BanGate(Starlette(routes=routes), defender))
 
 
 def _ssl_kwargs(hub: Hub) -> dict[str, Any]:

@@ -197,3 +197,16 @@ class Ban(SQLModel, table=True):
     reason: str = ""  # the event that crossed the threshold
     lifted_at: datetime | None = None
     lifted_by: str | None = None
+
+
+class WebSession(SQLModel, table=True):
+    """A logged-in Suivi session. The cookie holds a random token and this table only its
+    SHA-256 (a copy of the table opens no session); deleting the row (logout, participant
+    disabled, password reset) closes the session at its very next request."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    participant_id: str = Field(index=True)
+    credentials_version: int
+    csrf: str
+    created_at: datetime
+    expires_at: datetime = Field(index=True)

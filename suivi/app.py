@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -27,6 +28,8 @@ from starlette.templating import Jinja2Templates
 
 from bdi.hub import Hub
 from bdi.routing.layout import Column
+from bdi.store import sessions
+from bdi.store.models import WebSession
 from bdi.suivi import csv, pending, queries, views
 from bdi.suivi.auth import (
     COOKIE,
@@ -37,7 +40,10 @@ from bdi.suivi.auth import (
     Signer,
     check_password,
     csrf_ok,
+    is_session_token,
+    session_id,
 )
+from bdi.suivi.headers import SecurityHeaders
 from bdi.suivi.pending import PendingList
 from bdi.suivi.queries import FileCriteria, Search
 from bdi.suivi.values import Cell, kinds_of, paris_date, paris_stamp, paris_time, row_cells
@@ -47,6 +53,8 @@ HERE = Path(__file__).parent
 Handler = Callable[[Request, "Ctx"], Awaitable[Response]]
 # told of each failed login: (source address, whether the id named no participant)
 FailureHook = Callable[[str, bool], object]
+MAX_ID = 2**63 - 1  # the store's ids are signed 64-bit: a larger one names nothing
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(9998, 12, 31)  # dates a search may name
 FILE_COLUMNS = (
     "Nom du fichier",
     "Expéditeur",
@@ -78,6 +86,14 @@ def not_found() -> HTTPException:
     return HTTPException(404)
 
 
+def path_id(request: Request, name: str) -> int:
+    """An id of the path (digits by its route); one past the store's range names nothing."""
+    value = int(request.path_params[name])
+    if value > MAX_ID:
+        raise not_found()
+    return value
+
+
 def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
@@ -106,13 +122,14 @@ class SuiviApp:
     # --- sessions ----------------------------------------------------------------------
 
     def session_of(self, request: Request) -> Session:
+        """The anonymous session of the cookie (its CSRF token), or a new one."""
         found = self.signer.loads(request.cookies.get(COOKIE), self.clock())
         return found or Session.anonymous(self.clock())
 
     def set_cookie(self, request: Request, response: Response, session: Session) -> Response:
         response.set_cookie(
             COOKIE,
-            self.signer.dumps(session),
+            session.token or self.signer.dumps(session),
             max_age=int(self.signer.max_age),
             path=request.scope.get("root_path") or "/",
             secure=self.secure,
@@ -122,14 +139,20 @@ class SuiviApp:
         return response
 
     async def ctx_of(self, request: Request) -> Ctx | None:
-        """The session's user, if its credentials are still those it logged in with."""
-        session = self.session_of(request)
-        if session.user is None:
+        """The logged-in session of the cookie, if the store still has it and its
+        participant is active with the credentials it logged in with."""
+        token = request.cookies.get(COOKIE)
+        if not token or not is_session_token(token):
             return None
-        row = await self.hub.store.participant(session.user)
-        if row is None or not row.active or row.credentials_version != session.version:
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        found = await sessions.session_of(self.hub.store, session_id(token), now)
+        if found is None:
             return None
-        return Ctx(row.id, row.name, session)
+        row, participant = found
+        if not participant.active or participant.credentials_version != row.credentials_version:
+            return None
+        session = Session(participant.id, row.credentials_version, row.csrf, 0.0, token)
+        return Ctx(participant.id, participant.name, session)
 
     def login_required(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def wrapped(request: Request) -> Response:
@@ -151,10 +174,7 @@ class SuiviApp:
         self, request: Request, name: str, ctx: Ctx | None, code: int = 200, **values: Any
     ) -> Response:
         context = {"ctx": ctx, "csrf": ctx.session.csrf if ctx else "", **values}
-        response = self.templates.TemplateResponse(request, name, context, status_code=code)
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
+        return self.templates.TemplateResponse(request, name, context, status_code=code)
 
     # --- login ---------------------------------------------------------------------------
 
@@ -185,9 +205,23 @@ class SuiviApp:
         self.lockout.succeeded(user, address)
         await self.hub.store.update_participant(user, last_login=datetime.now(UTC))
         log.info("suivi.login", participant=user, address=address)
+        fresh = await self._open_session(user, checked.version)
         response = RedirectResponse(request.url_for("menu").path, status_code=303)
-        fresh = session.logged_in(user, checked.version, self.clock())
         return self.set_cookie(request, response, fresh)
+
+    async def _open_session(self, user: str, version: int) -> Session:
+        fresh = Session.logged_in(user, version, self.clock())
+        assert fresh.token is not None
+        row = WebSession(
+            id=session_id(fresh.token),
+            participant_id=user,
+            credentials_version=version,
+            csrf=fresh.csrf,
+            created_at=datetime.fromtimestamp(fresh.issued, UTC),
+            expires_at=datetime.fromtimestamp(fresh.issued + self.signer.max_age, UTC),
+        )
+        await sessions.open_session(self.hub.store, row)
+        return fresh
 
     def _login_again(self, request: Request, session: Session, locked: bool) -> Response:
         """§8.1: a wrong identifier or password simply clears both fields."""
@@ -198,6 +232,9 @@ class SuiviApp:
         return self.set_cookie(request, response, session)
 
     async def logout(self, request: Request, ctx: Ctx) -> Response:
+        """The session ends in the store: its cookie, even kept aside, opens nothing now."""
+        assert ctx.session.token is not None
+        await sessions.close_session(self.hub.store, session_id(ctx.session.token))
         log.info("suivi.logout", participant=ctx.user)
         response = RedirectResponse(request.url_for("login").path, status_code=303)
         return self.set_cookie(request, response, Session.anonymous(self.clock()))
@@ -279,7 +316,7 @@ class SuiviApp:
     # --- tracking (§8.5) --------------------------------------------------------------------
 
     async def tracking(self, request: Request, ctx: Ctx) -> Response:
-        flow_id = int(request.path_params["flow_id"])
+        flow_id = path_id(request, "flow_id")
         store, layout = self.hub.store, self.hub.layout
         passages = await queries.tracking(store, ctx.user, flow_id)
         # the summary shows the values a search row shows: the latest of the user's own
@@ -376,7 +413,7 @@ class SuiviApp:
 
     async def dismiss(self, request: Request, ctx: Ctx) -> Response:
         layout_name, plist = self._layout_of(request), self._list_of(request, ctx)
-        flow_id = int(request.path_params["flow_id"])
+        flow_id = path_id(request, "flow_id")
         done = await pending.dismiss(
             self.hub.store,
             self.hub.layout,
@@ -477,7 +514,7 @@ class SuiviApp:
         return self._csv(FILE_COLUMNS, rows(), "fichiers")
 
     async def file_detail(self, request: Request, ctx: Ctx) -> Response:
-        movement_id = int(request.path_params["movement_id"])
+        movement_id = path_id(request, "movement_id")
         movement = await queries.movement(self.hub.store, ctx.user, movement_id)
         flows = await queries.file_flows(self.hub.store, ctx.user, movement_id)
         if movement is None or flows is None:
@@ -513,7 +550,7 @@ class SuiviApp:
         return out
 
     async def file_content(self, request: Request, ctx: Ctx) -> Response:
-        movement_id = int(request.path_params["movement_id"])
+        movement_id = path_id(request, "movement_id")
         data = await queries.content(self.hub.store, self.hub.contents(), ctx.user, movement_id)
         movement = await queries.movement(self.hub.store, ctx.user, movement_id)
         if data is None or movement is None:
@@ -565,17 +602,35 @@ class SuiviApp:
     async def http_error(self, request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         ctx = await self.ctx_of(request)
-        titles = {403: "Requête refusée", 404: "Page introuvable", 405: "Méthode non permise"}
+        titles = {
+            400: "Requête invalide",
+            403: "Requête refusée",
+            404: "Page introuvable",
+            405: "Méthode non permise",
+        }
+        detail = exc.detail if isinstance(exc, HTTPException) and status == 400 else ""
         return self.render(
-            request, "error.html", ctx, status, title=titles.get(status, "Erreur"), status=status
+            request,
+            "error.html",
+            ctx,
+            status,
+            title=titles.get(status, "Erreur"),
+            status=status,
+            detail=detail,
         )
 
 
 def _day(text: str | None) -> date | None:
-    try:
-        return date.fromisoformat(text) if text else None
-    except ValueError:
+    """A date of the form (AAAA-MM-JJ), or none given; anything else is a bad request."""
+    if not text:
         return None
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise HTTPException(400, "date invalide") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise HTTPException(400, "date hors limites")
+    return day
 
 
 def create_app(
@@ -598,7 +653,11 @@ def create_app(
     signer = Signer(secret_key.encode("utf-8"), session_seconds)
     throttle = lockout if isinstance(lockout, Lockout) else Lockout(lockout or LockoutPolicy())
     suivi = SuiviApp(hub, signer, throttle, secure_cookies, clock, on_failure)
-    return Starlette(routes=routes(suivi), exception_handlers={HTTPException: suivi.http_error})
+    return Starlette(
+        routes=routes(suivi),
+        exception_handlers={HTTPException: suivi.http_error},
+        middleware=[Middleware(SecurityHeaders)],
+    )
 
 
 def routes(s: SuiviApp) -> list[Route | Mount]:

@@ -1,10 +1,10 @@
 """Sessions, CSRF tokens, password checks and login throttling of the Suivi (OPTIFLUX.md §8.1,
 HUB.md "Limits that protect the market").
 
-A session is a signed cookie (HMAC-SHA256 over a small JSON payload): the server keeps no
-session table, and changing a participant's credentials (`credentials_version`) or
-disabling it closes its open sessions at their next request. Every session, anonymous
-ones included, carries a CSRF token that each POST must repeat.
+A logged-in session lives in the store (`WebSession`): the cookie holds a random token and
+the table its SHA-256, so that a logout, a disabled participant or a new password ends the
+session at once. Before login a visitor only needs a CSRF token for the login form: that
+anonymous session is a signed cookie, and costs the store nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cache
 from typing import TypeVar
 
@@ -30,21 +30,33 @@ CSRF_FIELD = "csrf"
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """What the cookie says: who (None before login), with which credentials, and the
-    CSRF token of the session."""
+    """Who (None before login), with which credentials, the session's CSRF token, and for a
+    logged-in session the token its cookie holds."""
 
     user: str | None
     version: int
     csrf: str
     issued: float
+    token: str | None = None
 
     @classmethod
     def anonymous(cls, now: float) -> Session:
         return cls(None, 0, secrets.token_urlsafe(24), now)
 
-    def logged_in(self, user: str, version: int, now: float) -> Session:
-        """A fresh session (and CSRF token) at login: nothing survives from before."""
-        return replace(Session.anonymous(now), user=user, version=version)
+    @classmethod
+    def logged_in(cls, user: str, version: int, now: float) -> Session:
+        """A fresh token and CSRF token at login: nothing survives from before."""
+        return cls(user, version, secrets.token_urlsafe(24), now, secrets.token_urlsafe(32))
+
+
+def session_id(token: str) -> str:
+    """The key of a session in the store: a copy of the table gives no cookie."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def is_session_token(cookie: str) -> bool:
+    """A logged-in cookie is a bare token; an anonymous one is signed (`body.mac`)."""
+    return "." not in cookie and 32 <= len(cookie) <= 64
 
 
 def _b64(data: bytes) -> str:
@@ -57,7 +69,7 @@ def _unb64(text: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Signer:
-    """Signs and checks session cookies; a cookie older than `max_age` seconds is void."""
+    """Signs and checks anonymous session cookies; one older than `max_age` seconds is void."""
 
     secret: bytes
     max_age: float
@@ -66,7 +78,7 @@ class Signer:
         return _b64(hmac.new(self.secret, body.encode("ascii"), hashlib.sha256).digest())
 
     def dumps(self, session: Session) -> str:
-        payload = {"u": session.user, "v": session.version, "c": session.csrf, "t": session.issued}
+        payload = {"c": session.csrf, "t": session.issued}
         body = _b64(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
         return f"{body}.{self._mac(body)}"
 
@@ -78,7 +90,7 @@ class Signer:
             return None
         try:
             data = json.loads(_unb64(body))
-            session = Session(data["u"], int(data["v"]), str(data["c"]), float(data["t"]))
+            session = Session(None, 0, str(data["c"]), float(data["t"]))
         except (ValueError, KeyError, TypeError):
             return None
         return session if 0 <= now - session.issued <= self.max_age else None

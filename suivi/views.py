@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from starlette.datastructures import QueryParams
+from starlette.exceptions import HTTPException
 
 from bdi.routing.layout import Column, Criterion, Layout
 from bdi.store.models import ReferentialParticipant
@@ -29,6 +30,7 @@ LAYOUT_SLUGS: Mapping[str, str] = {
 }
 SLUG_LAYOUTS = {v: k for k, v in LAYOUT_SLUGS.items()}
 PASSAGE_LABELS = ("Date", "Heure", "Expéditeur", "Destinataire", "Commentaire")
+MAX_PAGE = 1_000_000  # past it, a page's offset would outgrow what a database takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +107,14 @@ def with_page(params: QueryParams, key: str, number: int) -> str:
 
 
 def page_number(params: QueryParams, key: str = "page") -> int:
-    raw = params.get(key, "1")
-    return max(1, int(raw)) if raw.isdigit() else 1
+    """The page asked for (1 when none is): a number from 1 to MAX_PAGE, else a bad request."""
+    raw = params.get(key) or "1"
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(MAX_PAGE))):
+        raise HTTPException(400, "numéro de page invalide")
+    number = int(raw)
+    if not 1 <= number <= MAX_PAGE:
+        raise HTTPException(400, "numéro de page invalide")
+    return number
 
 
 def hit_row(

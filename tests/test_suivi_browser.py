@@ -193,3 +193,66 @@ async def test_leader_pending_lists(
     await expect(page.locator("section.liste-attente h2")).to_have_count(4)
     await expect(page.locator("#envoyes-cesam table.resultats tbody tr")).to_have_count(2)
     await shot(page, shots, "attente-aperiteur")
+
+
+async def test_the_main_pages_fit_a_phone_390_pixels_wide(
+    served: tuple[HubUnderTest, str], browser: Browser, shots: Path
+) -> None:
+    """No horizontal scroll of the page at 390 × 844 (wide tables scroll inside their box),
+    and no Content-Security-Policy violation in the console."""
+    hub, base = served
+    context = await browser.new_context(viewport={"width": 390, "height": 844}, locale="fr-FR")
+    phone = await context.new_page()
+    refused: list[str] = []
+    phone.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text else None)
+    try:
+        await phone.goto(f"{base}/connexion")
+        await assert_fits(phone, "connexion")
+        await log_in(phone, base, BROKER, hub.parties[BROKER].password)
+        await expect(phone.locator("h1")).to_have_text("Menu principal")
+        for path in PHONE_PAGES:
+            await phone.goto(f"{base}{path}")
+            await phone.wait_for_load_state("load")
+            await assert_fits(phone, path)
+        await phone.goto(f"{base}/fichiers?envoyer=1")
+        await shot(phone, shots, "telephone-fichiers")
+        await phone.goto(f"{base}/recherche/allocations?envoyer=1")
+        await phone.click("a.loupe")
+        await expect(phone.locator("h1")).to_contain_text("Suivi du flux")
+        await assert_fits(phone, "suivi")
+        await shot(phone, shots, "telephone-suivi")
+    finally:
+        await context.close()
+    assert refused == []
+
+
+PHONE_PAGES = (
+    "/",
+    "/recherche/allocations",
+    "/recherche/allocations?envoyer=1",
+    "/recherche/accounts_by_balance?envoyer=1",
+    "/attente/primes",
+    "/repartitions-incompletes",
+    "/fichiers",
+    "/fichiers?envoyer=1",
+    f"/cle?cle={MAR}",
+    "/differences-courtages",
+)
+
+
+async def page_width(page: Page) -> int:
+    return int(await page.evaluate("document.documentElement.scrollWidth"))
+
+
+# the elements that stick out past the right edge of the viewport (for a failure's message)
+STICKING_OUT = """() => Array.from(document.querySelectorAll('body *'))
+  .filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5)
+  .filter(e => !e.parentElement.closest('table'))
+  .map(e => e.tagName.toLowerCase() + '.' + e.className + ' ' +
+            Math.round(e.getBoundingClientRect().right))
+  .slice(0, 8)"""
+
+
+async def assert_fits(page: Page, what: str) -> None:
+    width = await page_width(page)
+    assert width <= 390, (what, width, await page.evaluate(STICKING_OUT))
