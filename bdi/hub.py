@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from bdi.config import Settings
 from bdi.crypto import OpenPGP
 from bdi.mailbox.storage import Mailboxes
+from bdi.metrics import Metrics
 from bdi.routing.layout import Layout
 from bdi.store.repo import Store
 
@@ -24,6 +25,7 @@ class Hub:
     mailboxes: Mailboxes
     pgp: OpenPGP
     hub_fingerprint: str
+    metrics: Metrics = field(default_factory=Metrics)
 
     def spool_file(self, name: str) -> Path:
         return self.settings.spool / name

@@ -191,6 +191,7 @@ class HubSSHServer(asyncssh.SSHServer):
         ok = self.keys is not None and self.keys.validate(key, "", self.address) is not None
         if not ok:
             log.info("login.key", participant=username, address=self.address, ok=False)
+            self.hub.metrics.login("ssh", "publickey", False)
         return ok
 
     async def validate_password(self, username: str, password: str) -> bool:
@@ -205,6 +206,7 @@ class HubSSHServer(asyncssh.SSHServer):
         self.doors.throttle.record(key, ok)
         log.info("login.password", participant=username, address=self.address, ok=ok,
                  known=usable)  # fmt: skip
+        self.hub.metrics.login("ssh", "password", ok)
         if ok:
             self.method = "password"
         return ok
@@ -222,6 +224,8 @@ class HubSSHServer(asyncssh.SSHServer):
             return
         self.user = user
         log.info("login.ok", participant=user, address=self.address, method=self.method)
+        if self.method == "publickey":
+            self.hub.metrics.login("ssh", "publickey", True)
         if self.user:
             self.doors.sessions.add(self.user, self.conn, self.version)
             task = asyncio.create_task(self._record_login(self.user))

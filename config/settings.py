@@ -87,6 +87,16 @@ class Settings(BaseSettings):
     password_threads: int = Field(
         default=2, ge=1, description="threads checking passwords (argon2): the rest wait their turn"
     )
+    # operations (issue 15): /metrics, /readyz
+    metrics_token: str | None = Field(
+        default=None, description="bearer token of /metrics, besides the admin token"
+    )
+    free_space_floor_bytes: int = Field(
+        default=1024 * MiB, ge=0, description="/readyz fails below this free space"
+    )
+    stale_job_s: float = Field(
+        default=600.0, gt=0, description="/readyz fails when a job waits longer than this"
+    )
     timezone: str = "Europe/Paris"
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from bdi.hub import Hub, local_time, utcnow
 from bdi.mailbox.names import Names
 from bdi.mailbox.stored import StoredInbox
 from bdi.pipeline.fair import FairQueue
-from bdi.pipeline.faults import describe
+from bdi.pipeline.faults import classify, describe
 from bdi.pipeline.place import log_in_place, place_outputs
 from bdi.pipeline.plan import Upload, plan_outputs
 from bdi.pipeline.prepare import (
@@ -125,6 +126,7 @@ class Pipeline:
         self._pending -= 1
         error = None if future.cancelled() else future.exception()
         if error is not None and not self._stopping:
+            self.hub.metrics.job_failures.labels(str(classify(error) or "bug")).inc()
             attempts = self.retries.failed(job, error)
             if attempts and job.id is not None:  # for the admin; a busy database may lose it
                 self.journal.submit(partial(record_failure, job_id=job.id,
@@ -139,6 +141,7 @@ class Pipeline:
 
     def _quarantine(self, job: JobRef, error: BaseException, attempts: int) -> None:
         """Set the job aside (in a worker thread); should that fail too, it waits again."""
+        self.hub.metrics.quarantines.inc()
         work = partial(set_aside, self.hub, self.journal, self.names, self.stored, job, error,
                        attempts, utcnow())  # fmt: skip
         future = self._start(work)
@@ -158,6 +161,10 @@ class Pipeline:
         except OSError:
             return 0
         return found.f_bavail * found.f_frsize
+
+    def counts(self) -> tuple[int, int, int]:
+        """Jobs queued, handed to the threads, waiting out a fault (for the metrics)."""
+        return len(self._queue), self._running, self.retries.waiting
 
     async def settled(self) -> None:
         """Wait until every job submitted so far (and its retries) is over."""
@@ -241,7 +248,8 @@ class Pipeline:
             finished = self.journal.submit(
                 partial(finish_job, job_id=job.id, outcome=outcome, at=utcnow())
             )
-        done = partial(_log_done, job, outcome=outcome, outputs=len(outputs), started=started)
+        done = partial(_log_done, self.hub, job, outcome=outcome, outputs=len(outputs),
+                       started=started)  # fmt: skip
         finished.add_done_callback(partial(_forget_upload, self.hub, job, then=done))
         return finished
 
@@ -250,6 +258,7 @@ class Pipeline:
         prepared = prepare(self.hub, job, plain, keys, local_time(self.hub, utcnow()))
         if prepared.report is not None:
             _log_report(job, prepared.report)
+        _count_report(self.hub, prepared.report)
         return prepared
 
     def _plan(self, job: JobRef, sender: Party, prepared: Prepared) -> tuple[list[OutputRef], bool]:
@@ -325,10 +334,22 @@ def _forget_upload(hub: Hub, job: JobRef, finished: Future[None], then: Callable
     then()
 
 
-def _log_done(job: JobRef, outcome: str, outputs: int, started: float) -> None:
+def _log_done(hub: Hub, job: JobRef, outcome: str, outputs: int, started: float) -> None:
     elapsed = int((time.monotonic() - started) * 1000)
+    received = job.received_at if job.received_at.tzinfo else job.received_at.replace(tzinfo=UTC)
+    hub.metrics.job_done(outcome, (utcnow() - received).total_seconds())
     log.info("job.done", job=job.id, participant=job.participant_id, file=job.upload_name,
              outcome=outcome, outputs=outputs, elapsed_ms=elapsed)  # fmt: skip
+
+
+def _count_report(hub: Hub, report: FileReport | None) -> None:
+    if report is None:
+        hub.metrics.refused(["DECHIFFREMENT"])
+    elif not report.accepted:
+        hub.metrics.refused(p.code.value for p in report.problems)
+    else:
+        refused = [[p.code.value for p in s.problems] for s in report.sections if s.problems]
+        hub.metrics.sections(len(report.delivered_sections), refused)
 
 
 def _outcome(outputs: Sequence[OutputRef]) -> str:
