@@ -137,7 +137,25 @@ def set_key(
         assert ssh_key is not None
         ssh = _read(ssh_key)
         result = _run(data, lambda s: s.set_ssh_key(edi_id, ssh))
-    _out(result, as_json, lambda r: f"key of {r['id']} replaced")
+    _out(result, as_json, _key_changed)
+
+
+def _key_changed(r: dict[str, Any]) -> str:
+    if r.get("pgp_state") == "revoked":
+        return f"key {r['pgp_fingerprint']} of {r['id']} revoked"
+    return f"key of {r['id']} replaced"
+
+
+@participant_app.command("revoke")
+def revoke(
+    edi_id: str,
+    file: Annotated[Path, typer.Option(help="its revocation certificate, or its revoked key")],
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke its registered OpenPGP key: files signed by it are refused from now on."""
+    certificate = _read(file)
+    _out(_run(data, lambda s: s.revoke_pgp_key(edi_id, certificate)), as_json, _key_changed)
 
 
 @app.command("hub-key")

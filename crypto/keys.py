@@ -21,6 +21,7 @@ __all__ = [
     "full_fingerprint",
     "is_fingerprint",
     "raise_if_unusable",
+    "revoked_only",
 ]
 
 _FINGERPRINT = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")
@@ -65,6 +66,19 @@ def find_key(listing: str, fingerprint: str) -> KeyInfo | None:
     """The key with this primary fingerprint in a keyring listing, as of now, or None."""
     keys = [k for k in _parse_listing(listing) if k.fingerprint == fingerprint]
     return keys[0].info(_now()) if keys else None
+
+
+def revoked_only(listing: str, fingerprint: str) -> KeyInfo:
+    """The key `fingerprint` of a scratch home that held only it before a revocation file
+    was imported; KeyProblem unless the file revoked it and brought no other key."""
+    keys = _parse_listing(listing)
+    others = sorted({k.fingerprint for k in keys} - {fingerprint})
+    if others:
+        raise KeyProblem(f"the file holds another key ({others[0]}), not a revocation")
+    info = find_key(listing, fingerprint)
+    if info is None or not info.revoked:
+        raise KeyProblem(f"the file does not revoke key {fingerprint}")
+    return info
 
 
 def raise_if_unusable(info: KeyInfo) -> None:

@@ -548,6 +548,65 @@ def test_revoked_key(world: World, plain: Path) -> None:
     assert not plain.with_suffix(".dlv").exists()
 
 
+def guarded_certificate(home: Path, fingerprint: str) -> bytes:
+    """The revocation certificate exactly as gpg stored it at key creation (':' guard)."""
+    return (home / "openpgp-revocs.d" / f"{fingerprint}.rev").read_bytes()
+
+
+def registered(world: World, name: str) -> str:
+    """A fresh key of bob's home, registered at the hub (as `set-key` or `add` would)."""
+    fingerprint = world.bob.generate_key(f"{name} <{name.lower()}@example.com>")
+    world.hub.import_public(world.bob.export_public(fingerprint))
+    return fingerprint
+
+
+def test_load_revocation_certificate_as_gpg_stored_it(world: World, plain: Path) -> None:
+    rex = registered(world, "Rex")
+    enc = plain.with_suffix(".pgp")
+    world.bob.sign_encrypt(plain, enc, world.hub_fpr, rex)  # signed before the revocation
+    assert world.hub.decrypt_verify(enc, plain.with_suffix(".out"), MAX).ok
+    assert guarded_certificate(world.bob.home, rex).count(b"\n:-----BEGIN PGP") == 1
+
+    info = world.hub.load_revocation(rex, guarded_certificate(world.bob.home, rex))
+    assert info.fingerprint == rex and info.revoked
+    refused(world, enc, "revoked key")
+    assert not world.hub.can_encrypt_to(rex)
+
+
+def test_load_revocation_as_the_revoked_key(world: World) -> None:
+    rex = registered(world, "Rex2")
+    gpg(world.bob.home, "--import", stdin=revocation_certificate(world.bob.home, rex))
+    revoked_key = gpg(world.bob.home, "--export", "--armor", rex)
+    assert world.hub.load_revocation(rex, revoked_key).revoked
+    info = world.hub.key_info(rex)
+    assert info is not None and info.revoked
+
+
+@pytest.mark.parametrize("case", ["another key's certificate", "another key", "garbage"])
+def test_load_revocation_refuses_what_does_not_revoke_that_key(world: World, case: str) -> None:
+    rex = registered(world, f"Rex {case}")
+    other = world.bob.generate_key(f"Other {case} <other@example.com>")
+    data = {
+        "another key's certificate": guarded_certificate(world.bob.home, other),
+        "another key": world.bob.export_public(other).encode()
+        + revocation_certificate(world.bob.home, rex),
+        "garbage": b"\x00not a certificate",
+    }[case]
+    with pytest.raises(KeyProblem, match=r"does not revoke|holds another key"):
+        world.hub.load_revocation(rex, data)
+    info = world.hub.key_info(rex)
+    assert info is not None and not info.revoked  # nothing changed ...
+    assert world.hub.key_info(other) is None  # ... and nothing slipped in
+
+
+def test_load_revocation_of_a_key_the_home_does_not_hold(world: World) -> None:
+    with pytest.raises(KeyProblem, match="no key"):
+        world.hub.load_revocation(
+            world.carol_fpr, guarded_certificate(world.carol.home, world.carol_fpr)
+        )
+    assert world.hub.key_info(world.carol_fpr) is None
+
+
 def test_expired_key(world: World, plain: Path) -> None:
     past = ["--faked-system-time", "20200101T000000"]
     gpg(
