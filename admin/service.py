@@ -6,6 +6,7 @@ table, and returns plain data that both front-ends render (text, JSON).
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import ipaddress
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ import structlog
 
 from bdi.admin.passwords import hash_password, new_password
 from bdi.admin.registry import RegistrationError, register
-from bdi.crypto import KeyProblem, OpenPGP
+from bdi.crypto import KeyInfo, KeyProblem, OpenPGP
 from bdi.mailbox.storage import Mailboxes
 from bdi.routing.layout import Layout
 from bdi.routing.referential import ReferentialError, parse_referential
@@ -54,6 +55,19 @@ def participant_view(p: Participant, ssh_keys: int = 0) -> dict[str, Any]:
         "created": p.created_at.isoformat(),
         "last_login": p.last_login.isoformat() if p.last_login else None,
     }
+
+
+def pgp_key_view(key: KeyInfo | None) -> dict[str, Any]:
+    """The state of the registered OpenPGP key as the hub's keyring knows it now."""
+    if key is None:
+        return {"pgp_state": "missing", "pgp_expires": None}
+    if key.revoked:
+        state = "revoked"
+    elif key.expired:
+        state = "expired"
+    else:
+        state = "valid" if key.can_sign and key.encryption_subkey else "unusable"
+    return {"pgp_state": state, "pgp_expires": key.expires.isoformat() if key.expires else None}
 
 
 JOB_LISTS = ("quarantined", "waiting", "all")
@@ -164,7 +178,9 @@ class AdminService:
 
     async def show(self, edi_id: str) -> dict[str, Any]:
         row = await self._get(edi_id)
-        return participant_view(row, len(await self.store.ssh_keys(edi_id)))
+        key = await asyncio.to_thread(self.pgp.key_info, row.pgp_fingerprint)
+        return {**participant_view(row, len(await self.store.ssh_keys(edi_id))),
+                **pgp_key_view(key)}  # fmt: skip
 
     async def set_active(self, edi_id: str, active: bool) -> dict[str, Any]:
         row = await self._get(edi_id)
@@ -190,16 +206,34 @@ class AdminService:
         return {"id": edi_id, "password": password}
 
     async def set_pgp_key(self, edi_id: str, pgp_key: str) -> dict[str, Any]:
-        """Replace the key: uploads signed with the old one are refused from now on."""
+        """Replace the key: uploads signed with the old one are refused from now on. The
+        registered key itself, revoked (or its revocation certificate), revokes it."""
         row = await self._get(edi_id)
         try:
             self.pgp.inspect(pgp_key)
             fingerprint = self.pgp.import_public(pgp_key)
         except KeyProblem as exc:
-            raise AdminError(str(exc)) from exc
+            try:
+                return await self.revoke_pgp_key(edi_id, pgp_key)
+            except AdminError:
+                raise AdminError(str(exc)) from exc
         await self.store.update_participant(edi_id, pgp_fingerprint=fingerprint)
         await self._audit("participant.set-key", edi_id, f"{row.pgp_fingerprint} -> {fingerprint}")
         return {"id": edi_id, "pgp_fingerprint": fingerprint}
+
+    async def revoke_pgp_key(self, edi_id: str, certificate: str) -> dict[str, Any]:
+        """Load the participant's revocation certificate for its registered key (or that
+        key, revoked): from now on files signed by it are refused (DECHIFFREMENT) and
+        nothing is delivered to it. Another key's certificate changes nothing."""
+        row = await self._get(edi_id)
+        try:
+            key = await asyncio.to_thread(
+                self.pgp.load_revocation, row.pgp_fingerprint, certificate
+            )
+        except KeyProblem as exc:
+            raise AdminError(str(exc)) from exc
+        await self._audit("participant.revoke-key", edi_id, key.fingerprint)
+        return {"id": edi_id, "pgp_fingerprint": key.fingerprint, **pgp_key_view(key)}
 
     async def set_ssh_key(self, edi_id: str, ssh_key: str) -> dict[str, Any]:
         row = await self._get(edi_id)
