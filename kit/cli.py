@@ -1,15 +1,17 @@
 """`bdi kit …`: a participant's side — keys, send, receive, watch. One line per file;
-non-zero exit with a one-line reason on failure; `--json` for machines."""
+non-zero exit with a one-line reason on failure, whatever failed (never a traceback);
+`--json` for machines."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
@@ -18,7 +20,9 @@ if TYPE_CHECKING:  # imported lazily: `bdi check` must not pay for the SSH and G
     from bdi.kit.transfer import Outcome, Remote
 
 T = TypeVar("T")
+P = ParamSpec("P")
 app = typer.Typer(help="The participant kit: keygen, send, receive, watch.")
+_REASON_MAX = 500  # characters of a reason: one line a person or a script can read
 
 HomeOpt = Annotated[Path, typer.Option("--home", help="the kit home (keys, pinned hub key)")]
 HostOpt = Annotated[str, typer.Option(help="hub host")]
@@ -38,6 +42,28 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 def _fail(reason: str) -> typer.Exit:
     typer.echo(f"bdi kit: {reason}", err=True)
     return typer.Exit(1)
+
+
+def _one_line(command: Callable[P, None]) -> Callable[P, None]:
+    """Whatever a command fails on (the hub unreachable, a file, gpg, a bug) ends as one
+    line on stderr and exit code 1: scripts read the reason, people never see a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            raise _fail(_reason(exc)) from exc
+
+    return run
+
+
+def _reason(exc: Exception) -> str:
+    """The exception's message on one line (its class if it has none)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:_REASON_MAX]
 
 
 def _run(work: Awaitable[T]) -> T:
@@ -86,6 +112,7 @@ def _report(outcomes: list[Outcome], as_json: bool) -> None:
 
 
 @app.command()
+@_one_line
 def keygen(edi_id: str, home: HomeOpt, as_json: JsonOpt = False) -> None:
     """Make your OpenPGP key pair; writes the public key file the admin registers."""
     from bdi.kit.home import KitError, KitHome
@@ -107,6 +134,7 @@ def keygen(edi_id: str, home: HomeOpt, as_json: JsonOpt = False) -> None:
 
 
 @app.command("send")
+@_one_line
 def send_cmd(
     files: list[Path],
     home: HomeOpt,
@@ -122,7 +150,7 @@ def send_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Sign, encrypt for the hub, upload under .part then rename; one line per file."""
-    from bdi.kit.home import KitHome
+    from bdi.kit.home import KitError, KitHome
     from bdi.kit.transfer import job_counts, send, wait_for
 
     for path in files:
@@ -136,8 +164,11 @@ def send_cmd(
         sent = await send(kit, remote, files)
         if not wait:
             return sent
-        async with asyncio.timeout(timeout):
-            return await wait_for(remote, sent, before)
+        try:
+            async with asyncio.timeout(timeout):
+                return await wait_for(remote, sent, before)
+        except TimeoutError as exc:
+            raise KitError(f"no outcome from the hub within {timeout:g} s") from exc
 
     outcomes = _run(go())
     _report(outcomes, as_json)
@@ -146,6 +177,7 @@ def send_cmd(
 
 
 @app.command("receive")
+@_one_line
 def receive_cmd(
     home: HomeOpt,
     to: Annotated[Path, typer.Option(help="folder for received files")],
@@ -167,6 +199,7 @@ def receive_cmd(
 
 
 @app.command()
+@_one_line
 def watch(
     home: HomeOpt,
     outgoing: Annotated[Path, typer.Option(help="folder of files to send")],

@@ -7,9 +7,11 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -97,15 +99,36 @@ async def send(home: KitHome, remote: Remote, files: list[Path]) -> list[Outcome
     return out
 
 
+SUFFIXES_IGNORED = (".pgp", ".gpg", ".asc")  # HUB.md: the upload name is the name without
+
+
+def upload_name(file_name: str) -> str:
+    """The name the hub files an upload under: without an added .pgp, .gpg or .asc."""
+    for suffix in SUFFIXES_IGNORED:
+        if file_name.endswith(suffix):
+            return file_name[: -len(suffix)]
+    return file_name
+
+
+def status_url(remote: Remote, name: str) -> str:
+    """The URL of /api/uploads/<name>: every character of the name that is not plain is
+    percent-encoded (a name is the participant's to choose: quotes, '>', '#', '?', '%',
+    spaces, non-ASCII), and an IPv6 host goes in brackets."""
+    host = f"[{remote.host}]" if ":" in remote.host else remote.host
+    path = urllib.parse.quote(upload_name(name), safe="", errors="surrogateescape")
+    return f"http://{host}:{remote.web_port}/api/uploads/{path}"
+
+
 def _upload_status(remote: Remote, name: str) -> list[dict[str, Any]]:
     """The hub's word on this participant's uploads of that name (web port, HTTP Basic)."""
-    url = f"http://{remote.host}:{remote.web_port}/api/uploads/{name}"
     token = base64.b64encode(f"{remote.user}:{remote.password}".encode()).decode()
-    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    request = urllib.request.Request(
+        status_url(remote, name), headers={"Authorization": f"Basic {token}"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return list(json.loads(response.read())["jobs"])
-    except (OSError, urllib.error.URLError, ValueError, KeyError) as exc:
+    except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as exc:
         raise KitError(f"cannot read the status of {name}: {exc}") from exc
 
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -280,3 +281,74 @@ async def test_admin_api_needs_its_token(hub: HubUnderTest, homes: list[Path]) -
         assert (await client.get("/participants")).status_code == 200
     validate(document)
     assert set(document["paths"]) >= {"/participants", "/participants/{edi_id}", "/token/rotate"}
+
+
+# -- names and errors (issue 14 item 7) ------------------------------------------------------
+
+
+async def test_any_file_name_is_sent_and_its_outcome_read(
+    hub: HubUnderTest, homes: list[Path], tmp_path: Path
+) -> None:
+    """Names are the participant's to choose: every URL the kit builds percent-encodes them
+    (`"` and `>` crashed `--wait` with InvalidURL). A name the hub refuses (NOM) is
+    reported refused with its .log; an added .pgp is no part of the upload name."""
+    broker, leader = await keygen("COU010234", homes), await keygen("CIE000311", homes)
+    await register_cli(hub, broker)
+    await register_cli(hub, leader)
+    sample = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
+    hostile = ['R"COU.edi', "a>b<c.edi", "100% sûr #1?.edi", "sp ace&x=1.edi", "é'`$(x).edi"]
+    files = []
+    for name in [*hostile, "RCOU010234_00311_000007.edi.pgp"]:
+        (tmp_path / name).write_bytes(sample)
+        files.append(tmp_path / name)
+    result = await bdi(
+        "kit", "send", *map(str, files), *remote(hub, broker), "--wait",
+        "--web-port", str(hub.server.web_port), "--json", ok=False,
+    )  # fmt: skip
+    assert result.returncode == 1 and result.stderr == ""  # refused ones: exit 1, no error
+    outcomes = {o["file"]: o for o in json.loads(result.stdout)}
+    assert outcomes["RCOU010234_00311_000007.edi.pgp"]["status"] == "delivered"
+    for name in hostile:
+        assert outcomes[name]["status"] == "refused", outcomes[name]
+        assert outcomes[name]["detail"].startswith("ERREUR"), outcomes[name]
+
+
+def unreachable_port() -> socket.socket:
+    """A TCP port bound and not listening: connecting to it is refused, and no other
+    program can take it while the socket is kept."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+async def test_every_kit_error_is_one_line(homes: list[Path], tmp_path: Path) -> None:
+    kit = await keygen("COU010234", homes)
+    kit.password_file().write_text("not the password\n")
+    sample = tmp_path / "RCOU010234_00311_000001.edi"
+    sample.write_bytes((SAMPLES / sample.name).read_bytes())
+    hostile = tmp_path / 'a"b>c.edi'
+    hostile.write_bytes(sample.read_bytes())
+    with unreachable_port() as closed:
+        port = str(closed.getsockname()[1])
+        user = ["--user", kit.edi_id, "--password-file", str(kit.password_file())]
+        hub = ["--host", "127.0.0.1", "--port", port, *user]
+        kit_at = ["--home", str(kit.home), *hub]
+        wait = ["--wait", "--web-port", port]
+        cases = {
+            "hub unreachable (send)": ["send", str(sample), *kit_at],
+            "hub unreachable (receive)": ["receive", *kit_at, "--to", str(tmp_path / "in")],
+            "web port unreachable": ["send", str(sample), *kit_at, *wait],
+            "hostile name, hub unreachable": ["send", str(hostile), *kit_at, *wait],
+            "no password file": ["send", str(sample), *kit_at[:-1], str(tmp_path / "none")],
+            "not a kit home": ["send", str(sample), "--home", str(tmp_path), *hub],
+            "no such file": ["send", str(tmp_path / "absent.edi"), *kit_at],
+            "a home that is a file": ["keygen", "COU010234", "--home", str(sample)],
+        }
+        for case, args in cases.items():
+            result = await bdi("kit", *args, ok=False)
+            assert result.returncode == 1, (case, result)
+            assert result.stdout == "", (case, result)
+            [line] = result.stderr.splitlines()
+            assert line.startswith("bdi kit: ") and "Traceback" not in line, (case, line)
+            if case.startswith("hub unreachable"):
+                assert line.startswith(f"bdi kit: cannot talk to 127.0.0.1:{port}: "), line
