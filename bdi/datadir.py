@@ -13,6 +13,7 @@ from pathlib import Path
 
 import asyncssh
 
+from bdi.alerts import Alerts
 from bdi.config import Settings
 from bdi.crypto import OpenPGP
 from bdi.hub import Hub
@@ -104,6 +105,7 @@ async def open_hub(settings: Settings) -> Hub:
         mailboxes=Mailboxes(settings.mailboxes),
         pgp=OpenPGP(settings.gnupg_home, max_processes=settings.gpg_limit),
         hub_fingerprint=fingerprint_file(settings).read_text().strip(),
+        alerts=Alerts(settings),
     )
 
 

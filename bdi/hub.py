@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from bdi.alerts import Alerts
 from bdi.config import Settings
 from bdi.crypto import OpenPGP
 from bdi.mailbox.storage import Mailboxes
@@ -26,6 +27,7 @@ class Hub:
     pgp: OpenPGP
     hub_fingerprint: str
     metrics: Metrics = field(default_factory=Metrics)
+    alerts: Alerts | None = None  # sent only while the server runs them (`Alerts.run`)
 
     def spool_file(self, name: str) -> Path:
         return self.settings.spool / name

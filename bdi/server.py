@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import asyncssh
 import structlog
 
+from bdi import probes
 from bdi.config import Settings
-from bdi.datadir import hub_key_file, open_hub, serve_lock, web_secret
+from bdi.datadir import hub_key_file, open_hub, serve_lock, token_hash_file, web_secret
+from bdi.defender import DefenderPolicy, defender_running
 from bdi.hub import Hub, utcnow
 from bdi.mailbox.quota import Quota
 from bdi.mailbox.stored import StoredInbox
@@ -26,11 +28,14 @@ from bdi.mailbox.view import (
     RecentUploads,
     sweep_temporaries,
 )
+from bdi.metrics import State
+from bdi.ops_api import ops_routes
 from bdi.pipeline.spool import Spool
 from bdi.pipeline.workers import Pipeline
 from bdi.sftp import HubSFTPServer
 from bdi.ssh import Doors, HubSSHServer, Sessions
 from bdi.store.journal import Journal
+from bdi.watch import watch_forever
 from bdi.web import web_server
 
 log = structlog.get_logger("bdi.server")
@@ -105,6 +110,28 @@ async def _sweep_temporaries_forever(hub: Hub) -> None:
             log.error("uploads.sweep_failed", exc_info=exc)
 
 
+def defender_policy(settings: Settings) -> DefenderPolicy:
+    return DefenderPolicy(
+        threshold=settings.defender_threshold,
+        window_s=settings.defender_window_s,
+        ban_s=settings.defender_ban_s,
+        safe_addresses=settings.defender_safe_addresses,
+    )
+
+
+def _background(hub: Hub, sessions: Sessions) -> list[asyncio.Task[None]]:
+    """The server's periodic work: sessions whose credentials changed, old temporary uploads,
+    and, when alerts are on, their sending and the watch that raises them."""
+    tasks = [
+        asyncio.create_task(_watch_sessions(hub, sessions)),
+        asyncio.create_task(_sweep_temporaries_forever(hub)),
+    ]
+    if hub.alerts is not None and hub.settings.smtp_host:
+        tasks.append(asyncio.create_task(hub.alerts.run()))
+        tasks.append(asyncio.create_task(watch_forever(hub, hub.alerts)))
+    return tasks
+
+
 @contextlib.asynccontextmanager
 async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
     """Start the hub (resume unfinished jobs first, then listen); stop it on exit."""
@@ -128,13 +155,23 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
             hub.mailboxes.ensure(participant.id)
             removed += hub.mailboxes.forget_unfinished_uploads(participant.id)
         sessions, recent = Sessions(), RecentUploads()
-        doors = Doors.build(hub, sessions)
+        defender = await stack.enter_async_context(
+            defender_running(hub.store, defender_policy(settings))
+        )
+        doors = Doors.build(hub, sessions, defender)
         stack.callback(doors.passwords.close)
         acceptor = await _listen(doors, sftp_factory(hub, stored, spool, recent))
         stack.push_async_callback(_close, acceptor)
-        stack.callback(asyncio.create_task(_watch_sessions(hub, sessions)).cancel)
-        stack.callback(asyncio.create_task(_sweep_temporaries_forever(hub)).cancel)
-        web_port = await stack.enter_async_context(web_server(hub, web_secret(settings)))
+        for task in _background(hub, sessions):
+            stack.callback(task.cancel)
+
+        async def read_state() -> State:
+            return await probes.state(hub, pipeline, sessions, len(defender.banned()))
+
+        routes = ops_routes(hub, read_state, token_hash_file(settings))
+        web_port = await stack.enter_async_context(
+            web_server(hub, web_secret(settings), defender, routes)
+        )
         server = RunningServer(hub, pipeline, acceptor, sessions, web_port)
         log.info("server.started", host=settings.host, sftp_port=server.sftp_port,
                  web_port=web_port, resumed=resumed, swept=removed)  # fmt: skip

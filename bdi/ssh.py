@@ -20,6 +20,7 @@ import structlog
 
 from bdi.admin.passwords import hash_password, verify_password
 from bdi.config import Settings
+from bdi.defender import Defender, Event
 from bdi.hub import Hub, utcnow
 from bdi.throttle import LoginThrottle
 
@@ -111,9 +112,10 @@ class Doors:
     throttle: LoginThrottle
     gate: Gate
     passwords: PasswordCheck
+    defender: Defender
 
     @classmethod
-    def build(cls, hub: Hub, sessions: Sessions) -> Doors:
+    def build(cls, hub: Hub, sessions: Sessions, defender: Defender) -> Doors:
         settings: Settings = hub.settings
         return cls(
             hub,
@@ -121,6 +123,7 @@ class Doors:
             LoginThrottle(settings.login_failures, settings.login_failure_window_s),
             Gate(settings.preauth_per_address, settings.preauth_total),
             PasswordCheck(settings.password_threads),
+            defender,
         )
 
 
@@ -134,6 +137,7 @@ class HubSSHServer(asyncssh.SSHServer):
         self.version = 0
         self.address = ""
         self.waiting = False  # counted by the gate until its login or its end
+        self.known = False  # the user name offered is an active participant's
         self.method = "publickey"
         self.keys: asyncssh.SSHAuthorizedKeys | None = None
         self.pending: set[asyncio.Task[None]] = set()
@@ -142,6 +146,10 @@ class HubSSHServer(asyncssh.SSHServer):
         self.conn = conn
         peer = conn.get_extra_info("peername")  # read now: gone once the connection is lost
         self.address = str(peer[0]) if peer else ""
+        if self.doors.defender.is_banned(self.address):
+            log.info("ssh.refused", address=self.address, reason="banned")
+            asyncio.get_running_loop().call_soon(conn.abort)
+            return
         refused = self.doors.gate.enter(self.address)
         if refused is not None:
             log.warning("ssh.refused", address=self.address, reason=refused)
@@ -150,6 +158,8 @@ class HubSSHServer(asyncssh.SSHServer):
         self.waiting = True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiting:  # gone (or sent away) before its login: a scanner's or a guesser's mark
+            self.doors.defender.record(self.address, Event.SSH_PREAUTH_DISCONNECT)
         self._left_the_gate()
         if self.user and self.conn:
             self.doors.sessions.remove(self.user, self.conn)
@@ -173,6 +183,7 @@ class HubSSHServer(asyncssh.SSHServer):
 
     async def begin_auth(self, username: str) -> bool:
         row = await self.hub.store.participant(username)
+        self.known = row is not None and row.active
         if row is None or not row.active:
             return True  # authentication will fail whatever is offered
         self.version = row.credentials_version
@@ -192,6 +203,7 @@ class HubSSHServer(asyncssh.SSHServer):
         if not ok:
             log.info("login.key", participant=username, address=self.address, ok=False)
             self.hub.metrics.login("ssh", "publickey", False)
+            self.doors.defender.record(self.address, Event.SSH_KEY, unknown_user=not self.known)
         return ok
 
     async def validate_password(self, username: str, password: str) -> bool:
@@ -209,6 +221,8 @@ class HubSSHServer(asyncssh.SSHServer):
         self.hub.metrics.login("ssh", "password", ok)
         if ok:
             self.method = "password"
+        else:
+            self.doors.defender.record(self.address, Event.SSH_PASSWORD, unknown_user=not usable)
         return ok
 
     def auth_completed(self) -> None:

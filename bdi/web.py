@@ -7,13 +7,13 @@ import asyncio
 import contextlib
 import dataclasses
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
-from starlette.routing import Mount
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bdi.admin.api import create_admin_api
@@ -61,7 +61,11 @@ def _admin_service(hub: Hub, defender: Defender) -> AdminService:
 
 
 def create_web_app(
-    hub: Hub, secret_key: str, defender: Defender, lockout: Lockout | None = None
+    hub: Hub,
+    secret_key: str,
+    defender: Defender,
+    lockout: Lockout | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> ASGIApp:
     """Every route of the web port; failed logins on any of them feed `defender`, and the
     passwords of the Suivi and /api/uploads share one `lockout` (per id, per address)."""
@@ -81,6 +85,7 @@ def create_web_app(
         ),
     )
     routes = [
+        *extra_routes,
         Mount("/api/admin", app=admin),
         Mount("/api/uploads", app=create_uploads_api(hub, lockout, defender)),
         Mount("/", app=suivi),
@@ -97,7 +102,10 @@ def _ssl_kwargs(hub: Hub) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def web_server(
-    hub: Hub, secret_key: str, defender: Defender | None = None
+    hub: Hub,
+    secret_key: str,
+    defender: Defender | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> AsyncIterator[int]:
     """Serve the web app on the configured port; yield the port actually bound.
 
@@ -106,17 +114,20 @@ async def web_server(
     async with contextlib.AsyncExitStack() as stack:
         if defender is None:
             defender = await stack.enter_async_context(defender_running(hub.store))
-        port = await stack.enter_async_context(_serving(hub, secret_key, defender))
+        serving = _serving(hub, secret_key, defender, extra_routes)
+        port = await stack.enter_async_context(serving)
         yield port
 
 
 @contextlib.asynccontextmanager
-async def _serving(hub: Hub, secret_key: str, defender: Defender) -> AsyncIterator[int]:
+async def _serving(
+    hub: Hub, secret_key: str, defender: Defender, extra_routes: Sequence[BaseRoute]
+) -> AsyncIterator[int]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((hub.settings.host, hub.settings.web_port))
     config = uvicorn.Config(
-        create_web_app(hub, secret_key, defender),
+        create_web_app(hub, secret_key, defender, extra_routes=extra_routes),
         log_config=None,
         access_log=False,
         lifespan="off",

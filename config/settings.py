@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     password_threads: int = Field(
         default=2, ge=1, description="threads checking passwords (argon2): the rest wait their turn"
     )
+    # the defender: failed logins per source address, then a ban on every listener
+    defender_threshold: int = Field(default=15, ge=1, description="score that bans an address")
+    defender_window_s: float = Field(default=300.0, gt=0, description="seconds a failure counts")
+    defender_ban_s: float = Field(default=1800.0, gt=0, description="first ban of an address")
+    defender_safe_addresses: tuple[str, ...] = Field(
+        default=(), description="addresses or networks never banned (e.g. a monitoring host)"
+    )
     # operations (issue 15): /metrics, /readyz
     metrics_token: str | None = Field(
         default=None, description="bearer token of /metrics, besides the admin token"
@@ -97,9 +104,33 @@ class Settings(BaseSettings):
     stale_job_s: float = Field(
         default=600.0, gt=0, description="/readyz fails when a job waits longer than this"
     )
+    # alerts by e-mail (issue 15): none sent while smtp_host is unset
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    alert_from: str = "bdi@localhost"
+    alert_to: tuple[str, ...] = Field(default=(), description="the operators' addresses")
+    alert_repeat_s: float = Field(
+        default=6 * 3600.0, gt=0, description="the same alert is not sent again within this"
+    )
+    alert_max_per_hour: int = Field(default=30, ge=1, description="alerts sent per hour at most")
+    alert_check_s: float = Field(default=300.0, gt=0, description="seconds between two checks")
+    inbox_waiting_hours: float = Field(
+        default=24.0, gt=0, description="files left uncollected this long raise an alert"
+    )
+    key_expiry_days: int = Field(default=30, ge=0, description="keys expiring within this alert")
     timezone: str = "Europe/Paris"
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # retention (issue 15): `bdi admin purge`, and daily inside `bdi serve`
+    inbox_retention_days: int = Field(
+        default=30, ge=1, description="an inbox file uncollected this long goes to <data>/archive"
+    )
+    history_years: int = Field(
+        default=10, ge=1, description="movements and contents older than this are purged"
+    )
 
     @property
     def db_url(self) -> str:

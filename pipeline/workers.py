@@ -42,6 +42,7 @@ from bdi.pipeline.prepare import (
 )
 from bdi.pipeline.quarantine import set_aside
 from bdi.pipeline.retries import Retries, RetryPolicy
+from bdi.pipeline.upkeep import Upkeep
 from bdi.routing.model import FileReport
 from bdi.store.jobs import (
     JobRef,
@@ -78,6 +79,7 @@ class Pipeline:
         self.names = Names(hub.mailboxes, stored, {})
         self.policy = policy or RetryPolicy()
         self.retries = Retries(self.policy, self._free_space, self.submit, self._quarantine)
+        self.upkeep = Upkeep(hub, journal, self.names, stored)  # redeliveries, retention
         self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -142,6 +144,9 @@ class Pipeline:
     def _quarantine(self, job: JobRef, error: BaseException, attempts: int) -> None:
         """Set the job aside (in a worker thread); should that fail too, it waits again."""
         self.hub.metrics.quarantines.inc()
+        if self.hub.alerts is not None and job.id is not None:
+            self.hub.alerts.job_quarantined(job.id, job.participant_id, job.upload_name,
+                                            describe(error))  # fmt: skip
         work = partial(set_aside, self.hub, self.journal, self.names, self.stored, job, error,
                        attempts, utcnow())  # fmt: skip
         future = self._start(work)
@@ -185,6 +190,7 @@ class Pipeline:
         for job in (j for j in jobs if j.state == "received"):
             self.submit(job)
         await self.journal.run(retry_requests)  # those are among the jobs just queued
+        await self.upkeep.start()
         self._sweeper = asyncio.create_task(self._sweep())
         return len(jobs)
 
@@ -192,6 +198,7 @@ class Pipeline:
         while not self._stopping:
             await asyncio.sleep(self.policy.sweep_s)
             self.retries.tick()
+            self.upkeep.tick()
             try:
                 jobs = await self.journal.run(retry_requests)
             except Exception as exc:  # the database may be busy: next time
@@ -212,6 +219,7 @@ class Pipeline:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        await self.upkeep.stop()
         await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
 
     # -- one job, in a worker thread ------------------------------------------------------
