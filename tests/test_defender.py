@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncssh
 import httpx
 import pytest
 import pytest_asyncio
@@ -336,3 +337,38 @@ async def test_http_basic_guesses_ban_and_the_ban_survives_a_restart(
         await assert_refused_everywhere(attacker)
         right = basic(BROKER, parties[BROKER].password)
         assert (await other.get("/api/uploads/x.edi", headers=right)).status_code == 200
+
+
+# --- the SSH port ---------------------------------------------------------------------------------
+
+
+async def ssh_login(hub: HubUnderTest, user: str, password: str) -> str:
+    """'ok', 'denied' (a wrong password) or 'refused' (the connection is not served)."""
+    try:
+        async with asyncssh.connect(
+            "127.0.0.1", hub.port, username=user, password=password,
+            known_hosts=None, client_keys=None, agent_path=None, login_timeout=10,
+        ) as conn, conn.start_sftp_client() as sftp:  # fmt: skip
+            await sftp.listdir("/")
+    except asyncssh.PermissionDenied:
+        return "denied"
+    except (OSError, asyncssh.Error):
+        return "refused"
+    return "ok"
+
+
+async def test_ssh_guesses_ban_the_address_on_every_listener(hub: HubUnderTest) -> None:
+    outcomes = []
+    for n in range(10):  # made-up names weigh 2, and each connection gone before its login 1
+        outcomes.append(await ssh_login(hub, f"COU9{n:05}", "guess"))
+        if outcomes[-1] == "refused":
+            break
+    assert outcomes[-1] == "refused" and set(outcomes[:-1]) == {"denied"}, outcomes
+    assert len(outcomes) <= 8, outcomes
+    assert await ssh_login(hub, BROKER, hub.parties[BROKER].password) == "refused"
+    async with web(hub) as same_address:
+        await assert_refused_everywhere(same_address)
+    await bdi("admin", "bans", "lift", "127.0.0.1", "--data", str(hub.settings.data))
+    async with asyncio.timeout(3):  # the hub reads the bans again every second
+        while await ssh_login(hub, BROKER, hub.parties[BROKER].password) != "ok":  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
