@@ -62,10 +62,11 @@ class GpgResult:
 class Guard:
     """When to stop a gpg run for what it was given (the caller decides, gpg is killed).
 
-    CPU time is read from /proc while gpg runs, not enforced with RLIMIT_CPU: a limit
-    set on gpg would pass to a gpg-agent it starts (the agent lives on and would be killed
-    in the middle of other calls), and a kill by the kernel could not be told apart from
-    any other SIGKILL. `watch` sees the status lines so far and names a reason to stop.
+    CPU time is read from /proc while gpg runs (every _CPU_CHECK_S), not enforced with
+    RLIMIT_CPU: a limit set on gpg passes to a gpg-agent it starts (the agent lives on and
+    would be killed in the middle of other calls), its SIGXCPU dumps a core, and its SIGKILL
+    looks like anyone else's; a stop of ours says why. `watch` sees the status lines so far
+    and names a reason to stop.
     """
 
     cpu_seconds: float = math.inf  # CPU time allowed before any output, and ...
