@@ -135,8 +135,8 @@ def _background(hub: Hub, sessions: Sessions) -> list[asyncio.Task[None]]:
 @contextlib.asynccontextmanager
 async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
     """Start the hub (resume unfinished jobs first, then listen); stop it on exit."""
-    raise_open_files_limit()
     hub = await open_hub(settings)
+    open_files = raise_open_files_limit()
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(hub.store.engine.dispose)
         stack.enter_context(serve_lock(settings))
@@ -174,7 +174,8 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         )
         server = RunningServer(hub, pipeline, acceptor, sessions, web_port)
         log.info("server.started", host=settings.host, sftp_port=server.sftp_port,
-                 web_port=web_port, resumed=resumed, swept=removed)  # fmt: skip
+                 web_port=web_port, resumed=resumed, swept=removed,
+                 open_files=open_files)  # fmt: skip
         yield server
 
 
@@ -197,7 +198,7 @@ async def _listen(
     )
 
 
-def raise_open_files_limit() -> None:
+def raise_open_files_limit() -> int:
     """Every connection, upload and gpg pipe is a file descriptor: the soft limit (often
     1 024) is raised to the hard one; the limits per session, participant and address keep
     the use well below it."""
@@ -206,7 +207,7 @@ def raise_open_files_limit() -> None:
         wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    log.info("files.limit", soft=resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 async def _close(acceptor: asyncssh.SSHAcceptor) -> None:
