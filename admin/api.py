@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bdi.admin import operations
 from bdi.admin.openapi import OPENAPI
 from bdi.admin.service import AdminError, AdminService, NotFoundError
 
@@ -137,6 +138,17 @@ def _address(request: Request) -> str:
     return str(request.path_params["address"])
 
 
+def _movement_id(request: Request) -> int:
+    try:
+        return int(request.path_params["movement_id"])
+    except ValueError as exc:
+        raise NotFoundError(f"no movement {request.path_params['movement_id']}") from exc
+
+
+async def _redeliver(request: Request, s: AdminService) -> Any:
+    return await operations.redeliver(s, _movement_id(request))
+
+
 HANDLERS: list[tuple[str, str, Handler, int]] = [
     ("/participants", "GET", lambda r, s: s.list(), 200),
     ("/participants", "POST", _add, 201),
@@ -154,6 +166,7 @@ HANDLERS: list[tuple[str, str, Handler, int]] = [
     ("/jobs/{job_id}/retry", "POST", lambda r, s: s.retry_job(_job_id(r)), 200),
     ("/bans", "GET", lambda r, s: s.bans(), 200),
     ("/bans/{address}", "DELETE", lambda r, s: s.lift_ban(_address(r)), 200),
+    ("/movements/{movement_id}/redeliver", "POST", _redeliver, 200),
 ]
 
 

@@ -228,3 +228,28 @@ def bans_lift(address: str, data: DataOpt = None, as_json: JsonOpt = False) -> N
     """Let an address in again (the running hub sees it within a couple of seconds)."""
     result = _run(data, lambda s: s.lift_ban(address))
     _out(result, as_json, lambda r: f"ban of {r['address']} lifted")
+
+
+def _events_to_stderr() -> None:
+    """The events these commands log (`redelivery.done`…) go to stderr: stdout is the result."""
+    import sys
+
+    import structlog
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+
+
+@app.command("redeliver")
+def redeliver(
+    movement_id: Annotated[int, typer.Argument(help="the movement (its id in the Suivi)")],
+    wait: Annotated[float, typer.Option(help="seconds to wait for the running hub")] = 30.0,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a delivery again to its recipient (its current key), as a new movement."""
+    from bdi.admin.operations import redeliver as send_again
+
+    _events_to_stderr()
+    result = _run(data, lambda s: send_again(s, movement_id, wait))
+    _out(result, as_json, lambda r: f"movement {r['movement']} sent again to {r['recipient']} "
+                                    f"as {r['file']} (movement {r['new_movement']})")  # fmt: skip

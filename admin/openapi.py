@@ -112,6 +112,30 @@ def _lift_op() -> dict[str, Any]:
     return op
 
 
+REDELIVERY = _obj(
+    ["request", "movement", "recipient", "state"],
+    request={"type": "integer"},
+    movement={"type": "integer"},
+    recipient=STR,
+    state={"type": "string", "enum": ["done"]},
+    file=STR,
+    new_movement={"type": "integer"},
+    error=NULLABLE,
+    requested=STR,
+    finished=NULLABLE,
+)
+
+
+def _redeliver_op() -> dict[str, Any]:
+    op = _op("Send a movement's delivery again to its recipient (its current key), as a new "
+             "movement; answers once the running hub has done it", _ref("Redelivery"))  # fmt: skip
+    op["parameters"] = [
+        {"name": "movement_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    ]
+    op["responses"]["404"] = {"description": "no such movement", **_json(_ref("Error"))}
+    return op
+
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "BDI admin API", "version": "1.0.0"},
@@ -125,6 +149,7 @@ OPENAPI: dict[str, Any] = {
             "Password": _obj(["id", "password"], id=STR, password=STR),
             "Job": JOB,
             "Ban": BAN,
+            "Redelivery": REDELIVERY,
         },
     },
     "paths": {
@@ -185,6 +210,7 @@ OPENAPI: dict[str, Any] = {
             )
         },
         "/bans/{address}": {"delete": _lift_op()},
+        "/movements/{movement_id}/redeliver": {"post": _redeliver_op()},
         "/referential": {
             "put": _op(
                 "Replace the participant referential",

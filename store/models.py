@@ -210,3 +210,22 @@ class WebSession(SQLModel, table=True):
     csrf: str
     created_at: datetime
     expires_at: datetime = Field(index=True)
+
+
+class Redelivery(SQLModel, table=True):
+    """An admin's request to send a delivery again (`bdi admin redeliver`). The running hub
+    performs it (it alone gives inbox names: those it has promised live in its memory), as
+    a job: `requested` -> `planned` (its output named and recorded) -> `done`; or `failed`,
+    or `cancelled` when no hub took it in time. Not a foreign key: history is purged."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    movement_id: int = Field(index=True)  # the movement sent again
+    recipient_id: str
+    requested_at: datetime
+    requested_by: str = ""
+    state: str = Field(default="requested", index=True)
+    name: str | None = None  # its inbox name, once planned
+    output_id: int | None = None
+    new_movement_id: int | None = None
+    error: str | None = None
+    finished_at: datetime | None = None
