@@ -149,6 +149,13 @@ async def _redeliver(request: Request, s: AdminService) -> Any:
     return await operations.redeliver(s, _movement_id(request))
 
 
+async def _purge(request: Request, s: AdminService) -> Any:
+    dry_run = (await _body(request)).get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise AdminError("field 'dry_run' must be a boolean")
+    return await operations.purge(s, dry_run)
+
+
 HANDLERS: list[tuple[str, str, Handler, int]] = [
     ("/participants", "GET", lambda r, s: s.list(), 200),
     ("/participants", "POST", _add, 201),
@@ -167,6 +174,7 @@ HANDLERS: list[tuple[str, str, Handler, int]] = [
     ("/bans", "GET", lambda r, s: s.bans(), 200),
     ("/bans/{address}", "DELETE", lambda r, s: s.lift_ban(_address(r)), 200),
     ("/movements/{movement_id}/redeliver", "POST", _redeliver, 200),
+    ("/purge", "POST", _purge, 200),
 ]
 
 

@@ -231,7 +231,7 @@ def bans_lift(address: str, data: DataOpt = None, as_json: JsonOpt = False) -> N
 
 
 def _events_to_stderr() -> None:
-    """The events these commands log (`redelivery.done`…) go to stderr: stdout is the result."""
+    """The events these commands log (`inbox.archived`…) go to stderr: stdout is the result."""
     import sys
 
     import structlog
@@ -253,3 +253,25 @@ def redeliver(
     result = _run(data, lambda s: send_again(s, movement_id, wait))
     _out(result, as_json, lambda r: f"movement {r['movement']} sent again to {r['recipient']} "
                                     f"as {r['file']} (movement {r['new_movement']})")  # fmt: skip
+
+
+def _purged(r: dict[str, Any]) -> str:
+    verb = "would be" if r["dry_run"] else "were"
+    p = r["purged"]
+    return (f"{len(r['archived'])} inbox files older than {r['inbox_before']} {verb} archived\n"
+            f"{p['movements']} movements older than {r['history_before']} {verb} purged "
+            f"({p['flow_occurrences']} flows, {p['content_files']} content files, "
+            f"{p['jobs']} jobs)")  # fmt: skip
+
+
+@app.command("purge")
+def purge(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only say what would go")] = False,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Archive inbox files past inbox_retention_days; purge history past history_years."""
+    from bdi.admin.operations import purge as apply
+
+    _events_to_stderr()
+    _out(_run(data, lambda s: apply(s, dry_run)), as_json, _purged)

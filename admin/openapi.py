@@ -124,6 +124,22 @@ REDELIVERY = _obj(
     requested=STR,
     finished=NULLABLE,
 )
+COUNT = {"type": "integer"}
+RETENTION = _obj(
+    ["dry_run", "archived", "purged"],
+    dry_run={"type": "boolean"},
+    now=STR,
+    inbox_before=STR,
+    history_before=STR,
+    archived={"type": "array", "items": _obj(
+        ["participant", "file", "stored"], participant=STR, file=STR,
+        stored={"type": "boolean"}, movement={"type": ["integer", "null"]}, archive=STR,
+    )},
+    purged=_obj(
+        ["movements"], movements=COUNT, flow_occurrences=COUNT, stored_contents=COUNT,
+        content_files=COUNT, flows=COUNT, jobs=COUNT,
+    ),
+)  # fmt: skip
 
 
 def _redeliver_op() -> dict[str, Any]:
@@ -150,6 +166,7 @@ OPENAPI: dict[str, Any] = {
             "Job": JOB,
             "Ban": BAN,
             "Redelivery": REDELIVERY,
+            "Retention": RETENTION,
         },
     },
     "paths": {
@@ -211,6 +228,13 @@ OPENAPI: dict[str, Any] = {
         },
         "/bans/{address}": {"delete": _lift_op()},
         "/movements/{movement_id}/redeliver": {"post": _redeliver_op()},
+        "/purge": {
+            "post": _op(
+                "Archive inbox files past inbox_retention_days, purge history past history_years",
+                _ref("Retention"),
+                _obj([], dry_run={"type": "boolean", "default": False}),
+            )
+        },
         "/referential": {
             "put": _op(
                 "Replace the participant referential",

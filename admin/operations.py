@@ -1,5 +1,5 @@
 """The operations admin acts of issue 15, shared by `admin/cli.py` and `admin/api.py`:
-sending a delivery again.
+sending a delivery again, and applying the retention periods now.
 
 A redelivery is asked of the running hub, which alone gives inbox names: the request is a row
 its sweep takes within a second or so (`pipeline/redeliver.py`); this waits for the outcome,
@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from bdi.admin.service import AdminError, AdminService, NotFoundError
+from bdi.mailbox.retention import apply_retention
 from bdi.store import redeliveries as rows
 from bdi.store.models import Redelivery
 
@@ -83,3 +84,16 @@ async def _outcome(service: AdminService, request_id: int, wait_s: float) -> Red
             await rows.run(store, partial(rows.cancel, request_id=request_id, at=now()))
             continue  # cancelled, or taken just now: read it again
         await asyncio.sleep(POLL_S)
+
+
+async def purge(service: AdminService, dry_run: bool = False) -> dict[str, Any]:
+    """Archive the inbox files past `inbox_retention_days`, purge the history past
+    `history_years`; with `dry_run`, only say what would go."""
+    if service.retention is None:
+        raise AdminError("no retention policy: this service has no data folder")
+    report = await apply_retention(service.store, service.mailboxes, service.retention, now(),
+                                   dry_run)  # fmt: skip
+    if not dry_run:
+        detail = f"{len(report.archived)} archived, {report.purged.movements} movements purged"
+        await service.store.audit(now(), service.actor, "retention.purge", "", detail)
+    return report.as_json()

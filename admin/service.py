@@ -20,6 +20,7 @@ import structlog
 from bdi.admin.passwords import hash_password, new_password
 from bdi.admin.registry import RegistrationError, register
 from bdi.crypto import KeyInfo, KeyProblem, OpenPGP
+from bdi.mailbox.retention import RetentionPolicy
 from bdi.mailbox.storage import Mailboxes
 from bdi.routing.layout import Layout
 from bdi.routing.referential import ReferentialError, parse_referential
@@ -132,6 +133,7 @@ class AdminService:
     # told when a ban is lifted, so that the running hub's defender sees it at once (the API);
     # from another process (the CLI) the hub sees it at its next reading of the bans
     after_ban_change: Callable[[], Awaitable[None]] | None = None
+    retention: RetentionPolicy | None = None  # the data folder's (`bdi admin purge`)
 
     async def _audit(self, action: str, target: str = "", detail: str = "") -> None:
         await self.store.audit(now(), self.actor, action, target, detail)

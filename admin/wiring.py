@@ -10,6 +10,7 @@ from bdi.admin.service import AdminService
 from bdi.config import Settings
 from bdi.datadir import hub_key_file, open_hub, write_admin_token
 from bdi.hub import Hub
+from bdi.mailbox.retention import RetentionPolicy
 
 
 def service_for(hub: Hub, actor: str) -> AdminService:
@@ -21,6 +22,9 @@ def service_for(hub: Hub, actor: str) -> AdminService:
         hub_public_key=hub_key_file(hub.settings).read_text(),
         new_token=partial(write_admin_token, hub.settings),
         actor=actor,
+        retention=RetentionPolicy.under(
+            hub.settings.data, hub.settings.inbox_retention_days, hub.settings.history_years
+        ),
     )
 
 
