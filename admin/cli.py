@@ -24,6 +24,8 @@ app.add_typer(token_app, name="token")
 app.add_typer(referential_app, name="referential")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(bans_app, name="bans")
+alerts_app = typer.Typer(help="Alerts by e-mail to the operators (smtp_* settings).")
+app.add_typer(alerts_app, name="alerts")
 
 DataOpt = Annotated[Path | None, typer.Option("--data", envvar="BDI_DATA", help="data folder")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
@@ -275,3 +277,126 @@ def purge(
 
     _events_to_stderr()
     _out(_run(data, lambda s: apply(s, dry_run)), as_json, _purged)
+
+
+@alerts_app.command("test")
+def alerts_test(
+    config: Annotated[Path | None, typer.Option("--config", help="settings file (TOML)")] = None,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a test message to the operators' addresses, through the configured SMTP server."""
+    from bdi.alerts import Alert, send
+    from bdi.config import load_settings
+
+    settings = load_settings(config, data=data)
+    alert = Alert("test", "message de test", "Les alertes de la BDI arrivent bien jusqu'ici.")
+    if not settings.alert_to:
+        raise _fail("no operator address configured (alert_to)")
+    try:
+        asyncio.run(send(settings, alert))
+    except Exception as exc:
+        raise _fail(f"alert not sent: {type(exc).__name__}: {exc}") from exc
+    _out({"sent_to": list(settings.alert_to)}, as_json,
+         lambda r: "test alert sent to " + ", ".join(r["sent_to"]))  # fmt: skip
+
+
+# --- the console's operators, the inboxes, the audit log (issue 16) ------------------------
+operator_app = typer.Typer(help="Operators of the console /exploitation/ (not participants).")
+app.add_typer(operator_app, name="operator")
+
+
+def _operator_row(o: dict[str, Any]) -> str:
+    totp = "totp" if o["totp"] else "-"
+    return f"{o['name']:20}  {o['state']:8}  {totp:4}  {o['email']}"
+
+
+@operator_app.command("add")
+def operator_add(
+    name: Annotated[str, typer.Argument(help="login name, e.g. marie.durand")],
+    email: Annotated[str, typer.Option(help="contact e-mail")],
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an operator account; prints its issued password once."""
+    from bdi.admin.operators import add_operator
+
+    result = _run(data, lambda s: add_operator(s, name, email))
+    _out(result, as_json, lambda r: f"operator {r['name']} added\n"
+                                    f"password (shown once): {r['password']}")  # fmt: skip
+
+
+@operator_app.command("list")
+def operator_list(data: DataOpt = None, as_json: JsonOpt = False) -> None:
+    """Every operator with its state, second factor and e-mail."""
+    from bdi.admin.operators import list_operators
+
+    result = _run(data, list_operators)
+    _out(result, as_json, lambda rows: "\n".join(map(_operator_row, rows)) or "no operator")
+
+
+@operator_app.command("disable")
+def operator_disable(name: str, data: DataOpt = None, as_json: JsonOpt = False) -> None:
+    """Refuse its logins and close its console sessions."""
+    from bdi.admin.operators import set_operator_active
+
+    _out(_run(data, lambda s: set_operator_active(s, name, False)), as_json, _operator_row)
+
+
+@operator_app.command("enable")
+def operator_enable(name: str, data: DataOpt = None, as_json: JsonOpt = False) -> None:
+    """Let it log in again."""
+    from bdi.admin.operators import set_operator_active
+
+    _out(_run(data, lambda s: set_operator_active(s, name, True)), as_json, _operator_row)
+
+
+@operator_app.command("reset-password")
+def operator_reset_password(
+    name: str,
+    reset_totp: Annotated[bool, typer.Option("--reset-totp", help="remove its TOTP too")] = False,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Issue a new password (printed once); its console sessions are closed."""
+    from bdi.admin.operators import reset_operator_password
+
+    result = _run(data, lambda s: reset_operator_password(s, name, reset_totp))
+    _out(result, as_json, lambda r: f"password of {r['name']} (shown once): {r['password']}")
+
+
+def _inbox_row(b: dict[str, Any]) -> str:
+    oldest = b["oldest"] or "-"
+    return f"{b['participant']:10}  {b['files']:>6} files  {b['bytes']:>12} bytes  {oldest}"
+
+
+@app.command("inboxes")
+def inboxes(data: DataOpt = None, as_json: JsonOpt = False) -> None:
+    """What waits in each inbox: files, bytes, the oldest; the largest backlog first."""
+    result = _run(data, lambda s: s.inboxes())
+    _out(result, as_json, lambda rows: "\n".join(map(_inbox_row, rows)) or "no participant")
+
+
+def _audit_row(e: dict[str, Any]) -> str:
+    where = e["address"] or "-"
+    return f"{e['at']}  {e['actor']:24}  {where:15}  {e['action']:26}  {e['target']}  {e['detail']}"
+
+
+@app.command("audit")
+def audit_log(
+    search: Annotated[str, typer.Option(help="words every event shown holds")] = "",
+    since: Annotated[str | None, typer.Option("--from", help="first day, AAAA-MM-JJ")] = None,
+    until: Annotated[str | None, typer.Option("--to", help="last day, AAAA-MM-JJ")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 50,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The audit log: who did what, when, from where."""
+    from datetime import date
+
+    try:
+        start, end = (date.fromisoformat(d) if d else None for d in (since, until))
+    except ValueError as exc:
+        raise _fail(f"not a day (AAAA-MM-JJ): {exc}") from exc
+    result = _run(data, lambda s: s.audit_log(search, start, end, 1, limit))
+    _out(result["events"], as_json, lambda rows: "\n".join(map(_audit_row, rows)) or "no event")
