@@ -16,6 +16,7 @@ import asyncssh
 from bdi.alerts import Alerts
 from bdi.config import Settings
 from bdi.crypto import OpenPGP
+from bdi.crypto.packets import Bounds
 from bdi.hub import Hub
 from bdi.mailbox.storage import Mailboxes
 from bdi.routing.layout import default_layout
@@ -103,10 +104,16 @@ async def open_hub(settings: Settings) -> Hub:
         layout=default_layout(),
         store=Store(engine),
         mailboxes=Mailboxes(settings.mailboxes),
-        pgp=OpenPGP(settings.gnupg_home, max_processes=settings.gpg_limit),
+        pgp=OpenPGP(settings.gnupg_home, max_processes=settings.gpg_limit, bounds=bounds(settings)),
         hub_fingerprint=fingerprint_file(settings).read_text().strip(),
         alerts=Alerts(settings),
     )
+
+
+def bounds(settings: Settings) -> Bounds:
+    """The work one upload may ask of gpg, from the settings."""
+    return Bounds(settings.max_packets, settings.max_recipients, settings.gpg_cpu_s,
+                  settings.gpg_cpu_s_per_mib)  # fmt: skip
 
 
 class HubBusy(OSError):

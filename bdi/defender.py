@@ -36,6 +36,7 @@ class Event(StrEnum):
     SSH_KEY = "ssh_key"  # an SSH key offered that is not the user's
     SSH_PREAUTH_DISCONNECT = "ssh_preauth_disconnect"  # a connection gone before its login
     SUIVI_LOGIN = "suivi_login"  # a wrong Suivi login
+    CONSOLE_LOGIN = "console_login"  # a wrong operator login on the console (/exploitation/)
     UPLOADS_BASIC = "uploads_basic"  # wrong HTTP Basic credentials on /api/uploads
     ADMIN_BEARER = "admin_bearer"  # a wrong bearer token on /api/admin
 
@@ -101,6 +102,7 @@ class Defender:
         self._unsaved: set[str] = set()  # bans whose row is being written, or failed to be
         self._saved: dict[str, float] = {}  # bans written (monotonic time) since a reload began
         self._writes: set[asyncio.Task[None]] = set()
+        self.on_ban: Callable[[str, datetime], None] | None = None  # e.g. the operators' alert
 
     # --- what the listeners call ------------------------------------------------------------
 
@@ -218,6 +220,8 @@ class Defender:
         log.warning("defender.banned", address=address, score=score, cause=str(event),
                     seconds=seconds, offences=offences + 1,
                     until=_stamp(now + seconds).isoformat())  # fmt: skip
+        if self.on_ban is not None:
+            self.on_ban(address, _stamp(now + seconds))
         row = Ban(address=address, banned_at=_stamp(now), until=_stamp(now + seconds),
                   score=score, reason=str(event))  # fmt: skip
         self._unsaved.add(address)

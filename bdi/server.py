@@ -158,6 +158,8 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         defender = await stack.enter_async_context(
             defender_running(hub.store, defender_policy(settings))
         )
+        if hub.alerts is not None:
+            defender.on_ban = hub.alerts.address_banned
         doors = Doors.build(hub, sessions, defender)
         stack.callback(doors.passwords.close)
         acceptor = await _listen(doors, sftp_factory(hub, stored, spool, recent))

@@ -94,6 +94,13 @@ class Settings(BaseSettings):
     defender_safe_addresses: tuple[str, ...] = Field(
         default=(), description="addresses or networks never banned (e.g. a monitoring host)"
     )
+    # the work one upload may ask of gpg (crypto/packets.py Bounds): past it, DECHIFFREMENT
+    max_recipients: int = Field(default=16, ge=1, description="recipient packets of an upload")
+    max_packets: int = Field(default=64, ge=2, description="top-level packets of an upload")
+    gpg_cpu_s: float = Field(default=5.0, gt=0, description="gpg CPU seconds per decryption, +")
+    gpg_cpu_s_per_mib: float = Field(
+        default=0.25, gt=0, description="... these per MiB of the upload and of its plaintext"
+    )
     # operations (issue 15): /metrics, /readyz
     metrics_token: str | None = Field(
         default=None, description="bearer token of /metrics, besides the admin token"

@@ -17,7 +17,7 @@ ALLOWED: dict[str, set[str]] = {
     "mailbox": {"store"},
     "pipeline": {"hub", "config", "crypto", "routing", "mailbox", "store"},
     "kit": {"crypto", "config"},
-    "admin": {"hub", "config", "crypto", "routing", "mailbox", "store", "datadir"},
+    "admin": {"hub", "config", "crypto", "routing", "mailbox", "store", "datadir", "alerts"},
     "suivi": {"hub", "config", "admin", "routing", "store"},
 }
 

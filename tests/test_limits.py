@@ -14,7 +14,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
-from hubkit import HubUnderTest, Party, hub_running, make_parties, sftp_client
+from hubkit import HubUnderTest, Party, gpg, hub_running, make_parties, sftp_client
 from structlog.testing import capture_logs
 from support import SAMPLES
 
@@ -183,3 +183,20 @@ def test_the_open_files_limit_is_raised_at_start() -> None:
     raise_open_files_limit()
     raised, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert raised == (hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20))
+
+
+async def test_the_work_an_upload_may_ask_of_gpg_is_a_setting(
+    tmp_path: Path, parties: dict[str, Party]
+) -> None:
+    async with limited(tmp_path, parties, max_recipients=1) as hub:
+        me = hub.parties[SENDER]
+        me.pgp.import_public(hub.parties[RECIPIENT].public_key)
+        two = gpg(
+            me.pgp.home, "--trust-model", "always", "--sign", "--local-user", me.fingerprint,
+            "--encrypt", "-r", hub.hub_fingerprint, "-r", hub.parties[RECIPIENT].fingerprint,
+            data=GOOD,
+        )  # fmt: skip
+        await hub.upload(SENDER, "RCOU010234_00311_000805.edi", two)
+        await hub.settled()
+        [log] = (await hub.inbox(SENDER)).values()
+        assert b"DECHIFFREMENT" in log and b"too many recipients" in log

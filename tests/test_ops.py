@@ -17,6 +17,7 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
@@ -259,3 +260,24 @@ def test_bdi_admin_alerts_test_sends_a_message(tmp_path: Path, smtp: tuple[Mailb
         check=False, timeout=60,
     )  # fmt: skip
     assert no_server.returncode == 1 and no_server.stderr.count("\n") == 1
+
+
+async def test_a_ban_reaches_the_operators(
+    tmp_path: Path, parties: dict[str, Party], smtp: tuple[Mailbox, int]
+) -> None:
+    box, port = smtp
+    mail = {"smtp_host": "127.0.0.1", "smtp_port": port, "alert_to": ("ops@bdi.test",),
+            "defender_threshold": 3}  # fmt: skip
+    async with hub_running(tmp_path / "data", parties, **mail) as hub:
+        for n in range(3):
+            with contextlib.suppress(asyncssh.Error, OSError):
+                await asyncssh.connect(
+                    "127.0.0.1", hub.port, username=f"COU99999{n}", password="guess",
+                    known_hosts=None, client_keys=None, agent_path=None,
+                    local_addr=("127.0.0.2", 0),
+                )  # fmt: skip
+
+        async def alerted() -> bool:
+            return "[BDI] adresse bloquée : 127.0.0.2" in box.subjects()
+
+        await until(alerted)
