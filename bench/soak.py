@@ -78,6 +78,7 @@ from soak_support import (
 
 BDI = Path(sys.executable).absolute().parent / "bdi"
 REPO = Path(__file__).resolve().parents[1]
+SPELL_UPLOADS = 40  # uploads let go ahead of the kills during the disk-full spell
 Emit = Callable[[str], None]
 
 
@@ -389,10 +390,11 @@ class Soak:
         return len(self.attempts) >= count
 
     def may_start(self, index: int) -> bool:
-        """The uploads go no further ahead of the kills than two lives of the hub (and go on
-        while the disk is full, when the hub is not killed)."""
-        ahead = index * self.args.kills < (self.hub.kills + 2) * len(self.plan)
-        return ahead or self.disk_full
+        """The uploads go no further ahead of the kills than two lives of the hub, and
+        SPELL_UPLOADS more while the disk is full (the hub is not killed meanwhile)."""
+        kills: int = self.args.kills
+        extra = SPELL_UPLOADS * kills if self.disk_full else 0
+        return index * kills < (self.hub.kills + 2) * len(self.plan) + extra
 
     def new_name(self, content: Content) -> tuple[int, str]:
         self.sequence += 1
