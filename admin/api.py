@@ -5,6 +5,7 @@ Handlers are thin: parse, call `AdminService`, render. Errors map to statuses in
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -74,9 +75,9 @@ def endpoint(
 ) -> Callable[[Request], Awaitable[Response]]:
     async def run(request: Request) -> Response:
         header = request.headers.get("authorization")
+        address = request.client.host if request.client else ""
         if not token_ok(header, token_file):
             if header:  # a token offered, and wrong: a guess
-                address = request.client.host if request.client else ""
                 log.info("admin_api.token_refused", address=address, path=request.url.path)
                 on_failure(address)
             return JSONResponse(
@@ -85,7 +86,8 @@ def endpoint(
                 headers={"WWW-Authenticate": "Bearer"},
             )
         try:
-            result = await handler(request, service())
+            acting = dataclasses.replace(service(), address=address or None)  # for the audit
+            result = await handler(request, acting)
         except NotFoundError as exc:
             return JSONResponse({"error": str(exc)}, 404)
         except AdminError as exc:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import builtins
 import ipaddress
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncssh
 import structlog
 
+from bdi.admin import overview
 from bdi.admin.passwords import hash_password, new_password
 from bdi.admin.registry import RegistrationError, register
 from bdi.crypto import KeyInfo, KeyProblem, OpenPGP
@@ -134,9 +135,10 @@ class AdminService:
     # from another process (the CLI) the hub sees it at its next reading of the bans
     after_ban_change: Callable[[], Awaitable[None]] | None = None
     retention: RetentionPolicy | None = None  # the data folder's (`bdi admin purge`)
+    address: str | None = None  # where the acts come from, for the audit (None: the CLI)
 
     async def _audit(self, action: str, target: str = "", detail: str = "") -> None:
-        await self.store.audit(now(), self.actor, action, target, detail)
+        await self.store.audit(now(), self.actor, action, target, detail, self.address)
 
     async def _get(self, edi_id: str) -> Participant:
         row = await self.store.participant(edi_id)
@@ -301,6 +303,26 @@ class AdminService:
         if self.after_ban_change is not None:
             await self.after_ban_change()
         return {"address": address, "lifted": True}
+
+    async def inboxes(self) -> builtins.list[dict[str, Any]]:
+        """What waits in each participant's inbox: files, bytes, the oldest; largest first."""
+        ids = [p.id for p in await self.store.participants()]
+        return await overview.inbox_backlog(self.store, self.mailboxes, ids)
+
+    async def audit_log(
+        self, text: str = "", start: date | None = None, end: date | None = None,
+        page: int = 1, size: int = 50,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The audit events holding every word of `text`, between two days, newest first."""
+        return await overview.audit_page(
+            self.store, overview.audit_query(text, start, end), page, size
+        )
+
+    def audit_events(
+        self, text: str = "", start: date | None = None, end: date | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The same events, all of them, streamed (the CSV export)."""
+        return overview.audit_stream(self.store, overview.audit_query(text, start, end))
 
     async def hub_key(self) -> dict[str, Any]:
         return {"armoured": self.hub_public_key}

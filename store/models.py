@@ -153,6 +153,7 @@ class AuditEvent(SQLModel, table=True):
     action: str
     target: str = ""
     detail: str = ""
+    address: str | None = None  # where the act came from (the web client); None: the CLI
 
 
 class ReferentialParticipant(SQLModel, table=True):
@@ -229,3 +230,31 @@ class Redelivery(SQLModel, table=True):
     new_movement_id: int | None = None
     error: str | None = None
     finished_at: datetime | None = None
+
+
+class Operator(SQLModel, table=True):
+    """An operator of the console (`/exploitation/`), distinct from the participants: its
+    own login name, an issued password (argon2), an optional TOTP second factor."""
+
+    name: str = Field(primary_key=True, max_length=32)
+    email: str
+    password_hash: str
+    active: bool = True
+    credentials_version: int = 0  # bumped to close open console sessions
+    totp_secret: str | None = None  # base32, once its enrolment is confirmed
+    totp_pending: str | None = None  # offered at enrolment, until a first right code
+    totp_last_step: int | None = None  # the last time step accepted: each code works once
+    created_at: datetime
+    last_login: datetime | None = None
+
+
+class OperatorSession(SQLModel, table=True):
+    """A logged-in console session: as `WebSession`, only the SHA-256 of its cookie's token;
+    a table of its own, so that no participant's session can ever name an operator."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    operator_name: str = Field(index=True)
+    credentials_version: int
+    csrf: str
+    created_at: datetime
+    expires_at: datetime = Field(index=True)

@@ -74,9 +74,21 @@ class Store:
             await s.commit()
             return row
 
-    async def audit(self, at: datetime, actor: str, action: str, target: str, detail: str) -> None:
+    async def audit(
+        self,
+        at: datetime,
+        actor: str,
+        action: str,
+        target: str,
+        detail: str,
+        address: str | None = None,
+    ) -> None:
+        """Who did what, when, and from where (`address`: a web client's; None: the CLI)."""
+        event = AuditEvent(
+            at=at, actor=actor, action=action, target=target, detail=detail, address=address
+        )
         async with self.session() as s:
-            s.add(AuditEvent(at=at, actor=actor, action=action, target=target, detail=detail))
+            s.add(event)
             await s.commit()
 
     # jobs ---------------------------------------------------------------------------
