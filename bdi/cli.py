@@ -137,5 +137,63 @@ def demo(
         raise fail(f"demo: {exc}") from exc
 
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _backup_summary(verb: str, r: dict[str, object]) -> str:
+    counts = r["counts"]
+    assert isinstance(counts, dict)
+    return (f"{verb} {r['folder']}: {r['files']} files, {r['bytes']} bytes, "
+            f"{counts['movements']} movements, as of {r['taken_at']}")  # fmt: skip
+
+
+@app.command()
+def backup(
+    dest: Annotated[Path, typer.Argument(help="a new or empty folder")],
+    data: DataOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy the data folder, consistently, while the hub serves (uploads go on)."""
+    import json
+    import sqlite3
+
+    from bdi.backup import BackupError
+    from bdi.backup import backup as take
+    from bdi.logsetup import configure_logging
+
+    settings = settings_from(config, data=data)
+    configure_logging()
+    try:
+        result = take(settings, dest).as_json()
+    except (BackupError, OSError, sqlite3.Error) as exc:
+        raise fail(f"backup: {exc}", EXIT_REFUSED) from exc
+    typer.echo(json.dumps(result, indent=2) if as_json else _backup_summary("backup in", result))
+
+
+@app.command()
+def restore(
+    src: Annotated[Path, typer.Argument(help="a folder `bdi backup` made")],
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rebuild a data folder (new or empty) from a backup; then `bdi serve` it."""
+    import json
+    import sqlite3
+
+    from bdi.backup import BackupError
+    from bdi.backup import restore as rebuild
+    from bdi.config import load_settings
+    from bdi.logsetup import configure_logging
+
+    target = load_settings(None, data=data).data
+    configure_logging()
+    try:
+        result = rebuild(src, target).as_json()
+    except (BackupError, OSError, sqlite3.Error) as exc:
+        raise fail(f"restore: {exc}", EXIT_REFUSED) from exc
+    typer.echo(json.dumps(result, indent=2) if as_json else _backup_summary("restored", result))
+
+
 def main() -> None:
     app()
