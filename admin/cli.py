@@ -31,6 +31,12 @@ DataOpt = Annotated[Path | None, typer.Option("--data", envvar="BDI_DATA", help=
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
+@app.callback()
+def admin_root() -> None:
+    """Every admin command: its events to stderr, its result alone on stdout (--json)."""
+    _events_to_stderr()
+
+
 def _fail(reason: str) -> typer.Exit:
     typer.echo(f"bdi: {reason}", err=True)
     return typer.Exit(1)

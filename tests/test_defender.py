@@ -287,7 +287,8 @@ async def test_suivi_logins_with_made_up_ids_ban_the_address_and_the_cli_lifts_i
         assert [(b["address"], b["reason"], b["score"]) for b in listed] == [
             (ATTACKER, "suivi_login", 16)
         ]
-        await bdi("admin", "bans", "lift", ATTACKER, "--data", data)
+        lifted = json.loads(await bdi("admin", "bans", "lift", ATTACKER, "--data", data, "--json"))
+        assert lifted["address"] == ATTACKER  # stdout is the result alone: events go to stderr
         async with asyncio.timeout(3):  # the hub reads the bans again every second
             while (await attacker.get("/connexion")).status_code == 403:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
