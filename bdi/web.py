@@ -1,5 +1,6 @@
-"""The web port: the admin API under /api/admin, `/api/uploads` and the Suivi at /, served by
-uvicorn inside the hub's own event loop, behind the defender's gate and the security headers."""
+"""The web port: the admin API under /api/admin, `/api/uploads`, the operators' console under
+/exploitation and the Suivi at /, served by uvicorn inside the hub's own event loop, behind the
+defender's gate and the security headers."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -19,9 +21,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bdi.admin.api import create_admin_api
 from bdi.admin.service import AdminService
 from bdi.admin.wiring import service_for
+from bdi.console.app import create_console
+from bdi.console.core import Facts
 from bdi.datadir import token_hash_file
 from bdi.defender import Defender, Event, defender_running
 from bdi.hub import Hub
+from bdi.probes import readiness
 from bdi.suivi import textindex
 from bdi.suivi.app import create_app
 from bdi.suivi.auth import Lockout
@@ -60,6 +65,32 @@ def _admin_service(hub: Hub, defender: Defender) -> AdminService:
     return dataclasses.replace(service_for(hub, "api"), after_ban_change=defender.refresh)
 
 
+def _console(hub: Hub, secret_key: str, defender: Defender) -> ASGIApp:
+    """The operators' console: the admin service of the CLI and the API, acting for the
+    operator logged in, from its address; its failed logins feed the defender."""
+
+    def services(actor: str, address: str | None) -> AdminService:
+        return dataclasses.replace(
+            service_for(hub, actor), after_ban_change=defender.refresh, address=address
+        )
+
+    settings = hub.settings
+    facts = Facts(
+        started=time.time(),
+        readiness=lambda: readiness(hub, settings.free_space_floor_bytes, settings.stale_job_s),
+    )
+    return create_console(
+        hub,
+        services,
+        secret_key=secret_key,
+        facts=facts,
+        secure_cookies=settings.tls_cert is not None,
+        on_failure=lambda address, unknown: defender.record(
+            address, Event.CONSOLE_LOGIN, unknown_user=unknown
+        ),
+    )
+
+
 def create_web_app(
     hub: Hub,
     secret_key: str,
@@ -88,6 +119,7 @@ def create_web_app(
         *extra_routes,
         Mount("/api/admin", app=admin),
         Mount("/api/uploads", app=create_uploads_api(hub, lockout, defender)),
+        Mount("/exploitation", app=_console(hub, secret_key, defender)),
         Mount("/", app=suivi),
     ]
     return SecurityHeaders(BanGate(Starlette(routes=routes), defender))

@@ -19,6 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "kit": {"crypto", "config"},
     "admin": {"hub", "config", "crypto", "routing", "mailbox", "store", "datadir", "alerts"},
     "suivi": {"hub", "config", "admin", "routing", "store"},
+    "console": {"hub", "config", "admin", "crypto", "store", "suivi"},
 }
 
 

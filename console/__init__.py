@@ -1,0 +1,1 @@
+"""console: the operators' web console on `/exploitation/` (French), over `AdminService`."""
