@@ -30,7 +30,7 @@ from bdi.hub import Hub
 from bdi.routing.layout import Column
 from bdi.store import sessions
 from bdi.store.models import WebSession
-from bdi.suivi import csv, pending, queries, views
+from bdi.suivi import contents, csv, pending, queries, views
 from bdi.suivi.auth import (
     COOKIE,
     CSRF_FIELD,
@@ -53,7 +53,7 @@ HERE = Path(__file__).parent
 Handler = Callable[[Request, "Ctx"], Awaitable[Response]]
 # told of each failed login: (source address, whether the id named no participant)
 FailureHook = Callable[[str, bool], object]
-MAX_ID = 2**63 - 1  # the store's ids are signed 64-bit: a larger one names nothing
+MAX_ID = views.MAX_ID  # a larger id names nothing
 FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(9998, 12, 31)  # dates a search may name
 FILE_COLUMNS = (
     "Nom du fichier",
@@ -71,6 +71,15 @@ TRACKING_COLUMNS = (
     "Contrôle (Suspens, Validé, Rejeté)",
     "Commentaire",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class FilePaging:
+    """How much of one file a page shows: a 5 000-flow file (16 MB) must open in well under
+    a second, so its flows and its content come a page at a time (the CSV stays whole)."""
+
+    flows: int = 100
+    records: int = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +122,10 @@ class SuiviApp:
         secure: bool,
         clock: Callable[[], float],
         on_failure: FailureHook = _no_failure_hook,
+        paging: FilePaging = FilePaging(),
     ) -> None:
         self.hub, self.signer, self.lockout = hub, signer, lockout
+        self.paging = paging
         self.secure, self.clock, self.on_failure = secure, clock, on_failure
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.globals["cell_class"] = lambda c: "num" if c.amount else ""
@@ -515,24 +526,38 @@ class SuiviApp:
 
     async def file_detail(self, request: Request, ctx: Ctx) -> Response:
         movement_id = path_id(request, "movement_id")
-        movement = await queries.movement(self.hub.store, ctx.user, movement_id)
-        flows = await queries.file_flows(self.hub.store, ctx.user, movement_id)
-        if movement is None or flows is None:
+        number = await self._detail_page(request, movement_id)
+        size = self.paging.flows
+        found = await queries.file_flow_page(self.hub.store, ctx.user, movement_id, number, size)
+        if found is None:
             raise not_found()
-        groups = self._file_groups(request, flows)
+        if number > found.page.pages:
+            raise HTTPException(400, "numéro de page hors du fichier")
         return self.render(
             request,
             "file.html",
             ctx,
-            movement=movement,
-            groups=groups,
+            movement=found.movement,
+            page=found.page,
+            groups=self._file_groups(request, found.page.items, dict(found.counts)),
+            params=request.query_params,
+            with_page=views.with_page,
             day=paris_date,
             clock=paris_time,
         )
 
+    async def _detail_page(self, request: Request, movement_id: int) -> int:
+        """The page asked for, else the page holding the flow a tracking link names."""
+        flow_id = views.flow_param(request.query_params)
+        if "page" in request.query_params or flow_id is None:
+            return views.page_number(request.query_params)
+        position = await queries.flow_position(self.hub.store, movement_id, flow_id)
+        return 1 if position is None else views.page_of_position(position, self.paging.flows)
+
     def _file_groups(
-        self, request: Request, flows: list[queries.FileFlow]
-    ) -> list[tuple[str, list[str], list[views.TableRow]]]:
+        self, request: Request, flows: list[queries.FileFlow], totals: dict[str, int]
+    ) -> list[tuple[str, int, list[str], list[views.TableRow]]]:
+        """The page's flows by layout, each with its count in the whole file."""
         layout = self.hub.layout
         grid_spec = layout.raw["suivi"]["allocation_grid"]
         grid_kinds = kinds_of(layout, grid_spec["record"])
@@ -542,28 +567,75 @@ class SuiviApp:
             columns, kinds = queries.columns_for(layout, item.hit.layout)
             row = views.hit_row(item.hit, columns, kinds, self._track(request, item.hit.flow_id))
             row.grid = [row_cells(g, grid_columns, grid_kinds) for g in item.grid]
+            row.anchor = f"flux-{item.hit.flow_id}"
             groups.setdefault(item.hit.layout, []).append(row)
         out = []
         for name, rows in groups.items():
             columns, _ = queries.columns_for(layout, name)
-            out.append((queries.FLOW_TYPES[name], [c.fr for c in columns], rows))
+            fr = queries.FLOW_TYPES[name]
+            out.append((fr, totals.get(name, len(rows)), [c.fr for c in columns], rows))
         return out
+
+    async def file_csv(self, request: Request, ctx: Ctx) -> Response:
+        """Every flow of the file, whatever the page shown."""
+        movement_id = path_id(request, "movement_id")
+        store = self.hub.store
+        movement = await queries.movement(store, ctx.user, movement_id)
+        if movement is None:
+            raise not_found()
+        counts = await queries.flow_counts(store, movement_id)
+        layout = self.hub.layout
+        columns = views.file_columns(
+            {name: queries.columns_for(layout, name) for name, _ in counts}
+        )
+
+        async def rows() -> AsyncIterator[list[Cell]]:
+            async for item in queries.file_flow_rows(store, ctx.user, movement_id):
+                yield columns.cells(item.hit)
+
+        stem = movement.file_name.rsplit(".", 1)[0]
+        return self._csv(columns.labels, rows(), stem)
 
     async def file_content(self, request: Request, ctx: Ctx) -> Response:
         movement_id = path_id(request, "movement_id")
-        data = await queries.content(self.hub.store, self.hub.contents(), ctx.user, movement_id)
-        movement = await queries.movement(self.hub.store, ctx.user, movement_id)
-        if data is None or movement is None:
+        store = self.hub.store
+        src = await contents.source(store, self.hub.contents(), ctx.user, movement_id)
+        movement = await queries.movement(store, ctx.user, movement_id)
+        if src is None or movement is None:
             raise not_found()
         log.info("suivi.content_opened", participant=ctx.user, movement=movement_id)
         if "brut" in request.query_params:
-            headers = {
-                "Content-Disposition": f'attachment; filename="{movement.file_name}"',
-                "Cache-Control": "no-store",
-            }
-            return Response(data, media_type="application/octet-stream", headers=headers)
-        text = data.decode(self.hub.layout.encoding)
-        return self.render(request, "content.html", ctx, movement=movement, text=text)
+            return self._download(src, movement.file_name)
+        number = views.page_number(request.query_params)
+        paging = contents.Paging(self.paging.records, self.hub.layout.record_length)
+        try:
+            shown = await contents.page(src, number, paging)
+        except contents.ContentGone:
+            raise not_found() from None
+        if shown is None:
+            raise HTTPException(400, "numéro de page hors du fichier")
+        text = shown.data.decode(self.hub.layout.encoding, errors="replace")
+        return self.render(
+            request,
+            "content.html",
+            ctx,
+            movement=movement,
+            text=text,
+            page=shown,
+            params=request.query_params,
+            with_page=views.with_page,
+        )
+
+    def _download(self, src: contents.Source, name: str) -> Response:
+        """The whole decrypted content, streamed: a big file is never held in memory."""
+        headers = {
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Content-Length": str(src.size),
+            "Cache-Control": "no-store",
+        }
+        return StreamingResponse(
+            contents.chunks(src), media_type="application/octet-stream", headers=headers
+        )
 
     # --- search by clé (§8.7) ----------------------------------------------------------------
 
@@ -642,17 +714,21 @@ def create_app(
     session_seconds: float = 8 * 3600,
     clock: Callable[[], float] = time.time,
     on_failure: FailureHook = _no_failure_hook,
+    paging: FilePaging | None = None,
 ) -> Starlette:
     """The Suivi as an ASGI app over the hub's store; `secure_cookies` when served over TLS.
 
     `lockout` configures the slow-down and lock of repeated login failures (a `Lockout`
     brings its own clock, and may be shared with `/api/uploads`); `clock` dates the
-    sessions; `on_failure` hears of each failed login (the hub's defender)."""
+    sessions; `on_failure` hears of each failed login (the hub's defender); `paging` how
+    much of one file a page shows."""
     if len(secret_key) < 16:
         raise ValueError("the Suivi's secret key must be at least 16 characters")
     signer = Signer(secret_key.encode("utf-8"), session_seconds)
     throttle = lockout if isinstance(lockout, Lockout) else Lockout(lockout or LockoutPolicy())
-    suivi = SuiviApp(hub, signer, throttle, secure_cookies, clock, on_failure)
+    suivi = SuiviApp(
+        hub, signer, throttle, secure_cookies, clock, on_failure, paging or FilePaging()
+    )
     return Starlette(
         routes=routes(suivi),
         exception_handlers={HTTPException: suivi.http_error},
@@ -683,6 +759,7 @@ def routes(s: SuiviApp) -> list[Route | Mount]:
         Route("/fichiers", need(s.files), name="files"),
         Route("/fichiers/csv", need(s.files_csv), name="files_csv"),
         Route("/fichiers/{movement_id:int}", need(s.file_detail), name="file"),
+        Route("/fichiers/{movement_id:int}/csv", need(s.file_csv), name="file_csv"),
         Route("/fichiers/{movement_id:int}/contenu", need(s.file_content), name="content"),
         Route("/cle", need(s.by_key), name="by_key"),
         Route("/differences-courtages", need(s.brokerage), name="brokerage"),

@@ -18,7 +18,7 @@ from math import ceil
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Row, Select, select
+from sqlalchemy import ColumnElement, Label, Row, Select, func, select
 from sqlmodel import col
 
 from bdi.routing.layout import Column, Layout, SearchSpec
@@ -524,6 +524,93 @@ async def file_flows(store: Store, user: str, movement_id: int) -> list[FileFlow
     )
     rows = await sql.all_rows(store, stmt.order_by(col(Occ.seq)))
     return [FileFlow(hit_of(r), json.loads(r.grid_json)) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class FileFlows:
+    """One page of a file's flows, with the file's count of flows of each layout."""
+
+    movement: Movement
+    counts: list[tuple[str, int]]  # (layout, flows), in the order the file first has them
+    page: Page[FileFlow]
+
+
+async def file_flow_page(
+    store: Store, user: str, movement_id: int, number: int, size: int
+) -> FileFlows | None:
+    """One page of a file's flows in file order: a 5 000-flow file costs one page of rows,
+    not the whole file. None when the user may not open the file."""
+    row = await movement(store, user, movement_id)
+    if row is None:
+        return None
+    counts = await flow_counts(store, movement_id)
+    total = sum(n for _, n in counts)
+    items = await _flow_slice(store, movement_id, *page_slice(number, size)) if total else []
+    return FileFlows(row, counts, Page(items, total, max(1, number), size))
+
+
+async def flow_counts(store: Store, movement_id: int) -> list[tuple[str, int]]:
+    """(layout, flows) of a file, in the order the file first has each layout."""
+    first = func.min(col(Occ.seq)).label("first")
+    counted: tuple[Label[Any], ...] = (col(Occ.layout).label("layout"), func.count().label("n"))
+    stmt = (
+        select(*counted, first)
+        .where(col(Occ.movement_id) == movement_id)
+        .group_by(col(Occ.layout))
+        .order_by(first)
+    )
+    return [(r.layout, int(r.n)) for r in await sql.all_rows(store, stmt)]
+
+
+def _file_order(movement_id: int) -> Select[Any]:
+    """The ids of a file's occurrences in file order (only ids go through the sort)."""
+    return (
+        select(col(Occ.id))
+        .where(col(Occ.movement_id) == movement_id)
+        .order_by(col(Occ.seq), col(Occ.id))
+    )
+
+
+async def _flow_slice(store: Store, movement_id: int, start: int, end: int) -> list[FileFlow]:
+    ids = _file_order(movement_id).offset(start).limit(end - start)
+    stmt = (
+        select(*sql.ROW_COLUMNS, sql.GRID)
+        .join(Mov, sql.JOIN)
+        .where(col(Occ.id).in_(ids))
+        .order_by(col(Occ.seq), col(Occ.id))
+    )
+    return [FileFlow(hit_of(r), json.loads(r.grid_json)) for r in await sql.all_rows(store, stmt)]
+
+
+async def flow_position(store: Store, movement_id: int, flow_id: int) -> int | None:
+    """Where a flow first comes in a file (0-based), to open the file at its page."""
+    stmt = (
+        select(col(Occ.seq))
+        .where(col(Occ.movement_id) == movement_id, col(Occ.flow_id) == flow_id)
+        .order_by(col(Occ.seq))
+        .limit(1)
+    )
+    found = await sql.all_rows(store, stmt)
+    if not found:
+        return None
+    before = select(col(Occ.id)).where(
+        col(Occ.movement_id) == movement_id, col(Occ.seq) < found[0][0]
+    )
+    return await sql.count(store, before)
+
+
+async def file_flow_rows(store: Store, user: str, movement_id: int) -> AsyncIterator[FileFlow]:
+    """Every flow of a file, streamed in file order (the CSV export is never paged)."""
+    if await movement(store, user, movement_id) is None:
+        return
+    stmt = (
+        select(*sql.ROW_COLUMNS)
+        .join(Mov, sql.JOIN)
+        .where(col(Occ.movement_id) == movement_id)
+        .order_by(col(Occ.seq), col(Occ.id))
+    )
+    async for row in sql.stream(store, stmt):
+        yield FileFlow(hit_of(row), [])
 
 
 async def content(store: Store, contents: Path, user: str, movement_id: int) -> bytes | None:

@@ -31,6 +31,7 @@ LAYOUT_SLUGS: Mapping[str, str] = {
 SLUG_LAYOUTS = {v: k for k, v in LAYOUT_SLUGS.items()}
 PASSAGE_LABELS = ("Date", "Heure", "Expéditeur", "Destinataire", "Commentaire")
 MAX_PAGE = 1_000_000  # past it, a page's offset would outgrow what a database takes
+MAX_ID = 2**63 - 1  # the store's ids are signed 64-bit
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class TableRow:
     track: str = ""
     dismiss: str = ""
     grid: list[list[Cell]] = field(default_factory=list)
+    anchor: str = ""  # the row's id, for links to one flow of a file's page
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,23 @@ def page_number(params: QueryParams, key: str = "page") -> int:
     return number
 
 
+def flow_param(params: QueryParams, key: str = "flux") -> int | None:
+    """The flow a link asks to show (the page of a file holding it); a bad one: 400."""
+    raw = params.get(key)
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(MAX_ID))):
+        raise HTTPException(400, "numéro de flux invalide")
+    number = int(raw)
+    if number > MAX_ID:
+        raise HTTPException(400, "numéro de flux invalide")
+    return number
+
+
+def page_of_position(position: int, size: int) -> int:
+    return position // size + 1
+
+
 def hit_row(
     hit: Hit, columns: tuple[Column, ...], kinds: Mapping[str, Kind], track: str
 ) -> TableRow:
@@ -136,6 +155,28 @@ def passage_cells(hit: Hit) -> list[Cell]:
         Cell(hit.recipient_id),
         Cell(hit.comment),
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class FileColumns:
+    """The columns of a file's CSV export: each layout's search columns, once each (a file
+    holds one layout; a mixed one gets the union, blank where a layout has no such column)."""
+
+    labels: list[str]
+    by_layout: Mapping[str, tuple[tuple[Column, ...], Mapping[str, Kind]]]
+
+    def cells(self, hit: Hit) -> list[Cell]:
+        columns, kinds = self.by_layout[hit.layout]
+        cells = row_cells(hit.values, columns, kinds)
+        found = dict(zip((c.fr for c in columns), cells, strict=True))
+        return [found.get(label, Cell("")) for label in self.labels]
+
+
+def file_columns(
+    by_layout: Mapping[str, tuple[tuple[Column, ...], Mapping[str, Kind]]],
+) -> FileColumns:
+    labels = list(dict.fromkeys(c.fr for columns, _ in by_layout.values() for c in columns))
+    return FileColumns(labels, by_layout)
 
 
 async def csv_rows(
