@@ -158,13 +158,18 @@ class HubSSHServer(asyncssh.SSHServer):
         self.waiting = True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.waiting:  # gone (or sent away) before its login: a scanner's or a guesser's mark
+        if self.waiting and self._spoke_ssh():  # an SSH client gone before its login
             self.doors.defender.record(self.address, Event.SSH_PREAUTH_DISCONNECT)
         self._left_the_gate()
         if self.user and self.conn:
             self.doors.sessions.remove(self.user, self.conn)
         elif exc is not None:
             self._log_handshake_failed(exc)
+
+    def _spoke_ssh(self) -> bool:
+        """A bare TCP connect and close (a load balancer's health check, a port probe) is
+        not an SSH client giving up: only one that sent its version string counts."""
+        return self.conn is not None and bool(self.conn.get_extra_info("client_version"))
 
     def _left_the_gate(self) -> None:
         if self.waiting:

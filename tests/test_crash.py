@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -108,7 +109,7 @@ async def client(
     """Upload every file; a failed attempt is retried under a new name."""
     for n in range(UPLOADS):
         kind = kind_of(n)
-        attempt = 0
+        attempt, began = 0, time.monotonic()
         while True:
             name = f"RCOU010234_00311_{n:03d}{attempt:03d}.edi"
             ledger.attempted.append(name)
@@ -116,6 +117,7 @@ async def client(
                 await upload_once(settings, party, name, sealed[kind])
             except (OSError, asyncssh.Error):
                 attempt += 1
+                assert time.monotonic() - began < 120, f"{name}: the hub keeps refusing uploads"
                 continue
             ledger.acknowledged.add(name)
             break

@@ -200,3 +200,21 @@ async def test_the_work_an_upload_may_ask_of_gpg_is_a_setting(
         await hub.settled()
         [log] = (await hub.inbox(SENDER)).values()
         assert b"DECHIFFREMENT" in log and b"too many recipients" in log
+
+
+async def test_port_probes_are_not_held_against_their_address(
+    tmp_path: Path, parties: dict[str, Party]
+) -> None:
+    """A load balancer's health check connects and closes: never a reason to ban it."""
+    async with limited(tmp_path, parties, defender_threshold=3) as hub:
+        for _ in range(10):
+            _, writer = await asyncio.open_connection(
+                "127.0.0.1", hub.port, local_addr=("127.0.0.5", 0)
+            )
+            writer.close()
+            await writer.wait_closed()
+        async with asyncssh.connect(
+            "127.0.0.1", hub.port, username=OTHER, password=hub.parties[OTHER].password,
+            known_hosts=None, client_keys=None, agent_path=None, local_addr=("127.0.0.5", 0),
+        ) as conn, conn.start_sftp_client() as sftp:  # fmt: skip
+            assert "inbox" in await sftp.listdir("/")
