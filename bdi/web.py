@@ -119,7 +119,8 @@ def create_web_app(
         *extra_routes,
         Mount("/api/admin", app=admin),
         Mount("/api/uploads", app=create_uploads_api(hub, lockout, defender)),
-        Mount("/exploitation", app=_console(hub, secret_key, defender)),
+        # named: its route names (login, static…) stay out of the Suivi's lookups
+        Mount("/exploitation", app=_console(hub, secret_key, defender), name="exploitation"),
         Mount("/", app=suivi),
     ]
     return SecurityHeaders(BanGate(Starlette(routes=routes), defender))

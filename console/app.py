@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
+from jinja2 import pass_context
+from jinja2.runtime import Context
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -61,11 +64,19 @@ def create_console(
         return console.render(request, "error.html", ctx, status, status=status,
                               title=TITLES.get(status, "Erreur"), detail=detail)  # fmt: skip
 
-    return Starlette(
+    app = Starlette(
         routes=routes(console),
         exception_handlers={HTTPException: error},
         middleware=[Middleware(SecurityHeaders)],
     )
+    console.router = app.router
+
+    @pass_context
+    def url_for(context: Context, name: str, /, **params: Any) -> str:
+        return console.path(context["request"], name, **params)
+
+    console.templates.env.globals["url_for"] = url_for  # the console's names, not the Suivi's
+    return app
 
 
 def routes(c: Console) -> list[Route | Mount]:

@@ -13,6 +13,7 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
+from starlette.routing import Router
 from starlette.templating import Jinja2Templates
 
 from bdi.admin.service import AdminService
@@ -71,6 +72,14 @@ class Console:
     on_failure: FailureHook
     facts: Facts
     templates: Jinja2Templates
+    router: Router | None = None  # the console's own routes, once its app is built
+
+    def path(self, request: Request, name: str, **params: Any) -> str:
+        """A console route by name, under the path the console is mounted at. Looked up in
+        the console's own routes: the web port's router also holds the Suivi's, whose names
+        (login, logout, static…) are the same."""
+        assert self.router is not None
+        return str(request.scope.get("root_path", "")) + self.router.url_path_for(name, **params)
 
     def service(self, request: Request, ctx: Ctx) -> AdminService:
         return self.services(ctx.actor, client_address(request) or None)
@@ -81,7 +90,7 @@ class Console:
         async def wrapped(request: Request) -> Response:
             ctx = await self.sessions.ctx_of(request)
             if ctx is None:
-                return RedirectResponse(request.url_for("login").path, status_code=303)
+                return RedirectResponse(self.path(request, "login"), status_code=303)
             if request.method == "POST":
                 form = await request.form(**FORM_LIMITS)
                 if not csrf_ok(ctx.session, form.get(CSRF_FIELD)):
@@ -102,7 +111,7 @@ class Console:
 
     def back(self, request: Request, route: str, done: str = "", **params: Any) -> Response:
         """After an act: back to a page (303), with the message of what was done."""
-        target = request.url_for(route, **params).path
+        target = self.path(request, route, **params)
         return RedirectResponse(f"{target}?fait={done}" if done else target, status_code=303)
 
 

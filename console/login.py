@@ -21,7 +21,7 @@ ACTOR = "exploitation"  # a refused login's actor: nobody proven yet
 
 async def login_form(c: Console, request: Request) -> Response:
     if await c.sessions.ctx_of(request) is not None:
-        return RedirectResponse(request.url_for("home").path, status_code=303)
+        return RedirectResponse(c.path(request, "home"), status_code=303)
     return _form(c, request, c.sessions.anonymous(request), 200)
 
 
@@ -62,7 +62,7 @@ async def login(c: Console, request: Request) -> Response:
     log.info("console.login", operator=name, address=address)
     fresh = await c.sessions.open(name, checked.version)
     await _audit(c, f"{ACTOR}:{name}", "operator.login", name, address)
-    response = RedirectResponse(request.url_for("home").path, status_code=303)
+    response = RedirectResponse(c.path(request, "home"), status_code=303)
     return c.sessions.set_cookie(request, response, fresh)
 
 
@@ -71,5 +71,5 @@ async def logout(c: Console, request: Request, ctx: Ctx) -> Response:
     await c.sessions.close(ctx)
     log.info("console.logout", operator=ctx.name)
     await _audit(c, ctx.actor, "operator.logout", ctx.name, client_address(request))
-    response = RedirectResponse(request.url_for("login").path, status_code=303)
+    response = RedirectResponse(c.path(request, "login"), status_code=303)
     return c.sessions.set_cookie(request, response, Session.anonymous(c.sessions.clock()))

@@ -260,9 +260,7 @@ async def test_jobs_lists_and_the_retry_of_a_quarantined_job(
         await s.exec(
             update(Job)
             .where(col(Job.id) == job_id)
-            .values(
-                quarantined_at=datetime.now(UTC), error="BugError: a test's bug", attempts=3
-            )
+            .values(quarantined_at=datetime.now(UTC), error="BugError: a test's bug", attempts=3)
         )
         await s.commit()
     assert job_id is not None
@@ -376,7 +374,7 @@ async def test_totp_enrolment_login_and_replay(hub: HubUnderTest) -> None:
         assert secret
         wrong = await c.post("/exploitation/compte/totp/confirmer",
                              data={"csrf": csrf_of(page.text), "code": "000000"})  # fmt: skip
-        assert wrong.status_code == 400
+        assert wrong.status_code == 400 and f'id="secret-totp">{secret.group(1)}<' in wrong.text
         on = await c.post("/exploitation/compte/totp/confirmer",
                           data={"csrf": csrf_of(page.text),
                                 "code": totp_code(secret.group(1), -1)})  # fmt: skip
