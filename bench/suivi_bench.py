@@ -14,33 +14,58 @@ Set SUIVI_BENCH_DB=/some/file.sqlite3 to keep the generated store and reuse it n
   - CSV export (`search_rows` -> `csv.encode`) of the CESAM's 120 k répartitions against a
     12 k-row export: target peak RSS growth of the large export <= the small one's + 32 MiB
     (memory flat in the number of rows).
+
+The detail and content pages of a 5 000-flow file (issue 18), paged as served against the
+same screens unpaged (one page holding the whole file, as before): server time through the
+ASGI app, browser time in Chromium through Playwright; targets <= 200 ms and <= 1 s.
+Set SUIVI_BENCH_PART=search or =file to run one part.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import os
 import random
+import re
+import socket
 import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from math import ceil
 from pathlib import Path
 
+import httpx
 import psutil
+import uvicorn
+from playwright.async_api import Page, async_playwright
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
+from bdi.admin.passwords import hash_password
+from bdi.config import load_settings
+from bdi.datadir import initialise, open_hub
+from bdi.hub import Hub
+from bdi.pipeline.plan import Upload, occurrence
+from bdi.routing.flows import iter_flows
 from bdi.routing.layout import default_layout
+from bdi.routing.writer import Record, parse_file, write_file
 from bdi.store.db import create_schema, make_engine
+from bdi.store.models import Flow, FlowOccurrence, Job, Movement, Output, Participant
 from bdi.store.repo import Store
 from bdi.suivi import csv, queries, textindex, views
+from bdi.suivi.app import FilePaging, create_app
 from bdi.suivi.queries import Search
 
 Emit = Callable[[str], None]
 FLOWS = 300_000
+MB = 1_000_000
 MIB = 1024 * 1024
 P95_MS = 150.0
 RSS_SLACK_MIB = 32
@@ -323,6 +348,279 @@ async def main(emit: Emit, kept: str | None, reuse: bool) -> bool:
         return await measure(path, emit)
 
 
+# --- a 5 000-flow file's detail and content pages (issue 18, « The Suivi at scale ») --------
+#
+# One CESAM distribution of BIG_FLOWS répartitions to a broker (the sample
+# RGIE000001_00311_000002.edi's flow repeated, each copy under its own clé: 16 MB, each flow
+# with its grid), indexed by the pipeline's own functions into a fresh data folder, its content
+# a file of <data>/contents/. Timed through the Suivi's ASGI app (server) and in Debian's
+# Chromium through Playwright (browser: from the navigation to the first frame after the load
+# event), paged as served and unpaged (one page holding everything, as before issue 18).
+
+BIG_FLOWS = 5000
+BIG_NAME = "RGIE000001_00311_000901.edi"
+BIG_SAMPLE = Path(__file__).resolve().parents[2] / "shared/spec/samples/RGIE000001_00311_000002.edi"
+BROKER = "COU010234"
+SERVER_MS, BROWSER_MS = 200.0, 1000.0
+SERVER_RUNS, BROWSER_RUNS, UNPAGED_RUNS = 7, 5, 2
+UNPAGED = FilePaging(flows=10**6, records=10**8)
+# measured on this machine before the pages (issue 18): (server s, browser s, page MB)
+BEFORE = {"detail": (1.1, 4.2, 8.5), "content": (None, 9.0, 16.0)}
+CHROMIUM = Path("/usr/bin/chromium")
+HAVE_CHROMIUM = CHROMIUM.exists()
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+NEXT_FRAME = "() => new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)))"
+
+
+def big_plain(flows: int) -> bytes:
+    """The sample's one flow repeated under `flows` distinct clés, in one section."""
+    [section] = parse_file(BIG_SAMPLE.read_bytes())
+
+    def copy(n: int) -> tuple[Record, ...]:
+        key = f"200800311MAR{n:07d}001"
+        return tuple(Record(r.name, {**r.values, "optiflux_key": key}) for r in section.records)
+
+    return write_file([replace(section, records=tuple(r for n in range(flows) for r in copy(n)))])
+
+
+@dataclass(frozen=True, slots=True)
+class BigFile:
+    hub: Hub
+    movement_id: int
+    size: int
+    password: str
+
+
+async def big_hub(data: Path, emit: Emit) -> BigFile:
+    """A data folder holding one 5 000-flow delivery CESAM -> broker, and the broker's login."""
+    started = time.perf_counter()
+    settings = load_settings(None, data=data, sftp_port=0, web_port=0)
+    await initialise(settings)
+    hub = await open_hub(settings)
+    password = "bench-password-0123"
+    now = datetime.now(UTC)
+    for edi_id in (CESAM, BROKER):
+        participant = Participant(
+            id=edi_id, name=edi_id, role="bench", pgp_fingerprint=edi_id,
+            password_hash=hash_password(password), created_at=now,
+        )  # fmt: skip
+        await hub.store.add_participant(participant)
+    plain = big_plain(BIG_FLOWS)
+    movement_id = await deliver(hub, plain, now)
+    emit(
+        f"5 000-flow file: {len(plain) / MB:.1f} MB, {BIG_FLOWS} flows indexed in "
+        f"{time.perf_counter() - started:.0f} s"
+    )
+    return BigFile(hub, movement_id, len(plain), password)
+
+
+async def deliver(hub: Hub, plain: bytes, now: datetime) -> int:
+    """The movement of `plain` and its flow occurrences, as the pipeline records them."""
+    upload = Upload(0, CESAM, BIG_NAME, now)
+    flows = iter_flows(plain.splitlines(keepends=True), hub.layout, {1: "REP"})
+    rows = [occurrence(hub.layout, upload, BROKER, f, seq) for seq, f in enumerate(flows)]
+    async with hub.store.session() as s:
+        job = Job(participant_id=CESAM, upload_name=BIG_NAME, spool_name="bench",
+                  size=len(plain), received_at=now, state="done")  # fmt: skip
+        s.add(job)
+        await s.flush()
+        assert job.id is not None
+        output = Output(job_id=job.id, seq=0, kind="delivery", participant_id=BROKER,
+                        name=BIG_NAME)  # fmt: skip
+        s.add(output)
+        await s.flush()
+        assert output.id is not None
+        name = f"{output.id:08d}-{BROKER}.edi"
+        (hub.contents() / name).write_bytes(plain)
+        movement = Movement(
+            job_id=job.id, output_id=output.id, created_at=now, sender_id=CESAM,
+            recipient_id=BROKER, file_name=BIG_NAME, file_type="R", size=len(plain),
+            sha256=hashlib.sha256(plain).hexdigest(), content_path=name, delivered=True,
+        )  # fmt: skip
+        flow_rows = [
+            Flow(layout="allocation", flow_key=key, optiflux_key=key) for _, key, _ in rows
+        ]
+        s.add(movement)
+        s.add_all(flow_rows)
+        await s.flush()
+        ids = [flow.id for flow in flow_rows if flow.id is not None]
+        assert movement.id is not None and len(ids) == len(rows)
+        s.add_all(
+            FlowOccurrence(movement_id=movement.id, flow_id=flow_id, **row)
+            for (_, _, row), flow_id in zip(rows, ids, strict=True)
+        )
+        await s.commit()
+        return movement.id
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """One page of the big file: `path` paged, `whole` the same screen unpaged."""
+
+    label: str
+    path: str
+    whole: str
+
+
+def screens(big: BigFile) -> list[Shown]:
+    """The first, a middle and the last page of the file's flows and of its content."""
+    paging, stride = FilePaging(), big.hub.layout.record_length + 1
+    detail, content = f"/fichiers/{big.movement_id}", f"/fichiers/{big.movement_id}/contenu"
+    shown = []
+    for what, path, pages in (
+        ("detail", detail, ceil(BIG_FLOWS / paging.flows)),
+        ("content", content, ceil(big.size / (paging.records * stride))),
+    ):
+        for number in sorted({1, (pages + 1) // 2, pages}):
+            shown.append(Shown(f"{what} p. {number}/{pages}", f"{path}?page={number}", path))
+    return shown
+
+
+@contextlib.asynccontextmanager
+async def suivi_client(app: ASGIApp, base: str) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=base, timeout=120) as client:
+        yield client
+
+
+async def log_in(client: httpx.AsyncClient, password: str) -> None:
+    form = await client.get("/connexion")
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert token is not None
+    data = {"csrf": token.group(1), "identifiant": BROKER, "mot_de_passe": password}
+    assert (await client.post("/connexion", data=data)).status_code == 303
+
+
+async def server_ms(client: httpx.AsyncClient, path: str, runs: int) -> tuple[float, int]:
+    """Median milliseconds of a GET through the app, and the page's size in bytes."""
+    times, size = [], 0
+    for _ in range(runs):
+        started = time.perf_counter()
+        response = await client.get(path)
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, (path, response.status_code)
+        size = len(response.content)
+    return statistics.median(times), size
+
+
+async def server_times(big: BigFile, emit: Emit) -> bool:
+    """Each screen paged and unpaged, through the app in this process (no network)."""
+    ok = True
+    paged, whole = create_app_for(big, None), create_app_for(big, UNPAGED)
+    async with suivi_client(paged, "http://suivi") as p, suivi_client(whole, "http://suivi") as w:
+        await log_in(p, big.password)
+        await log_in(w, big.password)
+        unpaged: dict[str, tuple[float, int]] = {}
+        for shown in screens(big):
+            ms, size = await server_ms(p, shown.path, SERVER_RUNS)
+            if shown.whole not in unpaged:
+                unpaged[shown.whole] = await server_ms(w, shown.whole, UNPAGED_RUNS)
+            before, before_size = unpaged[shown.whole]
+            passed = ms <= SERVER_MS
+            ok &= passed
+            emit(
+                f"  server  {shown.label:17} {ms:7.1f} ms {size / 1000:7.0f} kB   target <= "
+                f"{SERVER_MS:.0f} ms   unpaged {before:7.0f} ms {before_size / MB:5.1f} MB"
+                f"   {'ok' if passed else 'SLOW'}"
+            )
+        started = time.perf_counter()
+        export = await p.get(f"/fichiers/{big.movement_id}/csv")
+        rows = export.content.count(b"\r\n") - 1
+        emit(f"  server  CSV of the file: {rows} rows in {time.perf_counter() - started:.2f} s")
+        ok &= rows == BIG_FLOWS
+    return ok
+
+
+def create_app_for(big: BigFile, paging: FilePaging | None) -> Starlette:
+    return create_app(big.hub, secret_key="bench-secret-key-0123456", paging=paging)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: ASGIApp) -> AsyncIterator[str]:
+    """The app on a loopback port of its own (bound before uvicorn starts)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def browser_ms(page: Page, url: str, runs: int) -> float:
+    """Median milliseconds from the navigation to the first frame after the load event."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        response = await page.goto(url, wait_until="load", timeout=120_000)
+        await page.evaluate(NEXT_FRAME)
+        times.append((time.perf_counter() - started) * 1000)
+        assert response is not None and response.status == 200, url
+    return statistics.median(times)
+
+
+async def browser_times(big: BigFile, emit: Emit) -> bool:
+    if not HAVE_CHROMIUM:
+        emit("  browser: Debian's chromium is not installed (apt-get install chromium): FAIL")
+        return False
+    ok = True
+    async with (
+        serving(create_app_for(big, None)) as paged,
+        serving(create_app_for(big, UNPAGED)) as whole,
+        async_playwright() as pw,
+    ):
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": 1366, "height": 860}, locale="fr-FR")
+        await page.goto(f"{paged}/connexion")  # the cookie serves both ports (same host)
+        await page.fill("#identifiant", BROKER)
+        await page.fill("#mot_de_passe", big.password)
+        await page.click("button[type=submit]")
+        await page.wait_for_url(f"{paged}/")
+        unpaged: dict[str, float] = {}
+        for shown in screens(big):
+            ms = await browser_ms(page, paged + shown.path, BROWSER_RUNS)
+            if shown.whole not in unpaged:
+                unpaged[shown.whole] = await browser_ms(page, whole + shown.whole, UNPAGED_RUNS)
+            before = unpaged[shown.whole]
+            passed = ms <= BROWSER_MS
+            ok &= passed
+            emit(
+                f"  browser {shown.label:17} {ms:7.0f} ms              target <= "
+                f"{BROWSER_MS:.0f} ms  unpaged {before:7.0f} ms"
+                f"            {'ok' if passed else 'SLOW'}"
+            )
+        await browser.close()
+    return ok
+
+
+async def big_file(emit: Emit) -> bool:
+    """Issue 18's targets on the detail and content pages of a 5 000-flow file."""
+    emit("before (issue 18, one page per file): " + "; ".join(
+        f"{what} {mb} MB, server {'?' if s is None else f'{s} s'}, browser {b} s"
+        for what, (s, b, mb) in BEFORE.items()
+    ))  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="suivi-file-") as tmp:
+        big = await big_hub(Path(tmp) / "data", emit)
+        try:
+            server = await server_times(big, emit)
+            browser = await browser_times(big, emit)
+        finally:
+            await big.hub.store.engine.dispose()
+            big.hub.pgp.stop_agent()
+    return server and browser
+
+
 def run(emit: Emit) -> bool:
+    """Both parts; SUIVI_BENCH_PART=search or =file runs one."""
+    part = os.environ.get("SUIVI_BENCH_PART", "")
     kept = os.environ.get("SUIVI_BENCH_DB")
-    return asyncio.run(main(emit, kept, bool(kept) and Path(str(kept)).exists()))
+    ok = True
+    if part in ("", "search"):
+        ok &= asyncio.run(main(emit, kept, bool(kept) and Path(str(kept)).exists()))
+    if part in ("", "file"):
+        ok &= asyncio.run(big_file(emit))
+    return ok
