@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Awaitable, Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,28 @@ async def _redeliver(request: Request, s: AdminService) -> Any:
     return await operations.redeliver(s, _movement_id(request))
 
 
+def _day(request: Request, name: str) -> date | None:
+    raw = request.query_params.get(name)
+    try:
+        return date.fromisoformat(raw) if raw else None
+    except ValueError as exc:
+        raise AdminError(f"{name}: not a day (YYYY-MM-DD): {raw!r}") from exc
+
+
+def _int(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name, str(default))
+    if not (raw.isascii() and raw.isdigit() and 0 < len(raw) <= 7 and int(raw) > 0):
+        raise AdminError(f"{name}: not a positive number: {raw!r}")
+    return int(raw)
+
+
+async def _audit(request: Request, s: AdminService) -> Any:
+    """The audit log, searched as the console searches it (words, days), newest first."""
+    words = request.query_params.get("q", "")[:200]
+    return await s.audit_log(words, _day(request, "from"), _day(request, "to"),
+                             _int(request, "page", 1), _int(request, "size", 50))  # fmt: skip
+
+
 async def _purge(request: Request, s: AdminService) -> Any:
     dry_run = (await _body(request)).get("dry_run", False)
     if not isinstance(dry_run, bool):
@@ -177,6 +200,8 @@ HANDLERS: list[tuple[str, str, Handler, int]] = [
     ("/bans/{address}", "DELETE", lambda r, s: s.lift_ban(_address(r)), 200),
     ("/movements/{movement_id}/redeliver", "POST", _redeliver, 200),
     ("/purge", "POST", _purge, 200),
+    ("/inboxes", "GET", lambda r, s: s.inboxes(), 200),
+    ("/audit", "GET", _audit, 200),
 ]
 
 

@@ -152,6 +152,34 @@ def _redeliver_op() -> dict[str, Any]:
     return op
 
 
+INBOX = _obj(["participant", "files", "bytes", "oldest"], participant=STR, files=COUNT,
+              bytes=COUNT, oldest=NULLABLE)  # fmt: skip
+AUDIT_EVENT = _obj(["id", "at", "actor", "action", "target", "detail", "address"],
+                   id=COUNT, at=STR, actor=STR, action=STR, target=STR, detail=STR,
+                   address=NULLABLE)  # fmt: skip
+
+
+def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    found = {"name": name, "in": "query", "required": False, "schema": schema}
+    return {**found, "description": description} if description else found
+
+
+def _audit_op() -> dict[str, Any]:
+    events = {"type": "array", "items": _ref("AuditEvent")}
+    page = _obj(["total", "page", "pages", "size", "events"], total=COUNT, page=COUNT,
+                pages=COUNT, size=COUNT, events=events)  # fmt: skip
+    op = _op("The audit log (who, when, what, from where), newest first", page)
+    day = {"type": "string", "format": "date"}
+    op["parameters"] = [
+        _query("q", STR, "words every event shown holds (any case)"),
+        _query("from", day, "first day (Europe/Paris)"),
+        _query("to", day, "last day (Europe/Paris)"),
+        _query("page", {"type": "integer", "default": 1}),
+        _query("size", {"type": "integer", "default": 50}),
+    ]
+    return op
+
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "BDI admin API", "version": "1.0.0"},
@@ -167,6 +195,8 @@ OPENAPI: dict[str, Any] = {
             "Ban": BAN,
             "Redelivery": REDELIVERY,
             "Retention": RETENTION,
+            "Inbox": INBOX,
+            "AuditEvent": AUDIT_EVENT,
         },
     },
     "paths": {
@@ -235,6 +265,13 @@ OPENAPI: dict[str, Any] = {
                 _obj([], dry_run={"type": "boolean", "default": False}),
             )
         },
+        "/inboxes": {
+            "get": _op(
+                "What waits in each participant's inbox (files, bytes, oldest), largest first",
+                {"type": "array", "items": _ref("Inbox")},
+            )
+        },
+        "/audit": {"get": _audit_op()},
         "/referential": {
             "put": _op(
                 "Replace the participant referential",

@@ -18,6 +18,7 @@ from bdi.store.repo import Store
 
 PARIS = ZoneInfo("Europe/Paris")  # the market's days, as the Suivi counts them
 MAX_PAGE_SIZE = 500
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(9998, 12, 31)
 
 
 def _folder_backlog(mailboxes: Mailboxes, participant_id: str) -> Backlog:
@@ -58,11 +59,11 @@ def day_start(day: date) -> datetime:
 def audit_query(
     text: str = "", start: date | None = None, end: date | None = None
 ) -> audit.AuditQuery:
-    """`start` and `end` are days, both included."""
+    """`start` and `end` are days, both included (held within the years the store dates)."""
     return audit.AuditQuery(
         text=text.strip(),
-        start=day_start(start) if start else None,
-        end=day_start(end + timedelta(days=1)) if end else None,
+        start=day_start(max(start, FIRST_DAY)) if start else None,
+        end=day_start(min(end, LAST_DAY) + timedelta(days=1)) if end else None,
     )
 
 

@@ -30,6 +30,7 @@ from test_console_support import (
 )
 from test_suivi_support import BROKER, CIRCUIT, COGEAS, load_referential, send
 
+from bdi.admin.wiring import service_for
 from bdi.store import bans
 from bdi.store.models import AuditEvent, Ban, Job, Operator
 
@@ -335,6 +336,24 @@ async def test_audit_log_search_and_csv(hub: HubUnderTest, c: httpx.AsyncClient)
     data = export.content.decode("utf-8")
     assert data.startswith("\ufeffDate et heure;Qui;Adresse;Acte;Cible;Détail\r\n")
     assert f";exploitation:{OPERATOR};127.0.0.1;participant.disable;{COGEAS};\r\n" in data
+
+
+async def test_the_same_reads_through_the_json_api(hub: HubUnderTest) -> None:
+    """Inboxes and the audit log are AdminService's: the API answers what the console shows."""
+    token = (await service_for(hub.server.hub, "test").rotate_token())["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.server.web_port}") as api:
+        inboxes = (await api.get("/api/admin/inboxes", headers=auth)).json()
+        assert {b["participant"] for b in inboxes} == set(hub.parties) - {"operator"} | {NEW_ID}
+        query = {"q": f"{COGEAS} disable", "from": "2000-01-01", "size": "5"}
+        found = await api.get("/api/admin/audit", headers=auth, params=query)
+        events = found.json()["events"]
+        assert events and events[0]["actor"] == f"exploitation:{OPERATOR}"
+        assert events[0]["address"] == "127.0.0.1"
+        for bad in ({"from": "2024-13-01"}, {"page": "0"}, {"size": "x"}):
+            assert (await api.get("/api/admin/audit", headers=auth, params=bad)).status_code == 400
+        paths = (await api.get("/api/admin/openapi.json", headers=auth)).json()["paths"]
+        assert {"/inboxes", "/audit"} <= set(paths)
 
 
 async def test_the_hub_page(hub: HubUnderTest, c: httpx.AsyncClient) -> None:
