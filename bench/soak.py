@@ -362,7 +362,8 @@ class Soak:
     fill_s: float = 0.0
     peak_used_mib: float = 0.0
     spell_failures: int = 0
-    disk_full: bool = False
+    spell: bool = False  # the disk-full spell, filling included: no kill meanwhile
+    disk_full: bool = False  # the file system full
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     uploads_done: bool = False
 
@@ -544,7 +545,7 @@ async def killer(soak: Soak) -> None:
                 async with asyncio.timeout(2 * soak.args.max_life):
                     await soak.until(partial(soak.attempts_at_least, target))
             await asyncio.sleep(rng.uniform(0.0, 0.03))
-        await soak.until(lambda: not soak.disk_full)
+        await soak.until(lambda: not soak.spell)
         hub.kill()
         hub.start()
         await soak.notify()
@@ -568,8 +569,7 @@ async def disk_spell(soak: Soak, mount: Path) -> None:
     running), keep it full for a few seconds, then delete the filler."""
     at = soak.rng.uniform(0.35, 0.65)
     await soak.until(lambda: soak.progress >= at)
-    soak.disk_full = True
-    await soak.notify()
+    soak.spell = True
     await soak.hub.ready()
     start = time.monotonic()
     soak.hub.mark("disk_filling")
@@ -577,11 +577,13 @@ async def disk_spell(soak: Soak, mount: Path) -> None:
     await asyncio.to_thread(fill, filler)
     full = time.monotonic()
     soak.hub.mark("disk_full", filled_in=round(full - start, 2))
+    soak.disk_full = True
+    await soak.notify()
     await asyncio.to_thread(hold_full, filler, soak.args.disk_full_s)
     filler.unlink()
     soak.fill_s, soak.spell_s = full - start, time.monotonic() - full
     soak.hub.mark("disk_room", full_for=round(soak.spell_s, 2))
-    soak.disk_full = False
+    soak.disk_full = soak.spell = False
     await soak.notify()
 
 
@@ -593,7 +595,7 @@ def used_mib(folder: Path) -> float:
 async def progress_reporter(soak: Soak, emit: Emit) -> None:
     while True:
         await asyncio.sleep(30)
-        if not soak.disk_full:
+        if not soak.spell:
             soak.peak_used_mib = max(soak.peak_used_mib, used_mib(soak.hub.data))
         emit(
             f"  [{soak.now():7.1f} s] uploads acknowledged {soak.acked_uploads}/"
@@ -1093,7 +1095,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--large", type=int, default=None, help="large uploads (default 1 in 200)")
     p.add_argument("--large-mib", type=int, default=20, help="plain size of a large file")
     p.add_argument("--disk-full-s", type=float, default=5.0, help="the disk-full spell (0: none)")
-    p.add_argument("--tmpfs-size", default="3g", help="size of the data folder's tmpfs")
+    p.add_argument("--tmpfs-size", default="2g", help="size of the data folder's tmpfs")
     p.add_argument("--no-tmpfs", action="store_true", help="data folder on disk, no spell")
     p.add_argument("--max-life", type=float, default=2.0, help="max seconds before a kill")
     p.add_argument("--max-attempts", type=int, default=100, help="per upload")
