@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from hubkit import Party, make_parties, sample_ids
+from hubkit import FAST, HubUnderTest, Party, hub_running, make_parties, sample_ids
 from support import SAMPLES
 
 
@@ -26,3 +26,12 @@ def samples() -> Path:
 @pytest.fixture
 def referential_path() -> Path:
     return SAMPLES / "referentiel.toml"
+
+
+@pytest.fixture
+async def hub(tmp_path: Path, parties: dict[str, Party]) -> AsyncIterator[HubUnderTest]:
+    """A hub of the module's parties whose failed jobs are tried again within tenths of a
+    second (a module that needs other settings defines its own `hub`)."""
+    async with hub_running(tmp_path / "data", parties) as running:
+        running.server.pipeline.retries.policy = FAST
+        yield running

@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
+import sys
 import tempfile
 import tomllib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from bdi.admin.registry import register
 from bdi.config import Settings, load_settings
 from bdi.crypto import OpenPGP
 from bdi.datadir import hub_key_file, initialise, open_hub
+from bdi.pipeline.retries import RetryPolicy
 from bdi.routing.layout import default_layout
 from bdi.server import RunningServer, run_server
 
@@ -170,3 +172,42 @@ def gpg(home: Path, *args: str, data: bytes | None = None) -> bytes:
         check=True,
     )
     return result.stdout
+
+
+# -- shared by the tests of the pipeline's faults, quarantine, redelivery, retention, ops ----
+
+FAST = RetryPolicy(first_delay_s=0.05, max_delay_s=0.2, sweep_s=0.1)  # retries in tenths of s
+BDI = Path(sys.executable).with_name("bdi")
+
+
+async def run_bdi(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `bdi` in another process without blocking the event loop the hub runs on."""
+    proc = await asyncio.create_subprocess_exec(
+        str(BDI), *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    done = subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())
+    assert (done.returncode == 0) == ok, done.stderr
+    return done
+
+
+async def until(condition: Callable[[], Awaitable[bool]], seconds: float = 30) -> None:
+    """Wait for a condition of another process or thread (polled; fails after `seconds`)."""
+    async with asyncio.timeout(seconds):
+        while not await condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def gpg_held(hub: HubUnderTest) -> Iterator[None]:
+    """Every gpg slot of the hub taken: the jobs handed to its threads wait, the rest queue."""
+    slots = hub.server.hub.pgp._runner._slots
+    assert slots is not None
+    taken = 0
+    while slots.acquire(blocking=False):
+        taken += 1
+    try:
+        yield
+    finally:
+        for _ in range(taken):
+            slots.release()

@@ -4,13 +4,12 @@ single upload by more than a few of its jobs (HUB.md, "Limits that protect the m
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hubkit import HubUnderTest, Party, hub_running, make_parties
+from hubkit import Party, gpg_held, hub_running, make_parties
 from structlog.testing import capture_logs
 from support import SAMPLES
 
@@ -28,21 +27,6 @@ def heavy(size: int) -> bytes:
 
 
 BURST = heavy(64 << 10)
-
-
-@contextlib.contextmanager
-def gpg_held(hub: HubUnderTest) -> Iterator[None]:
-    """Every gpg slot of the hub taken: jobs handed to the threads wait, the rest queue."""
-    slots = hub.server.hub.pgp._runner._slots
-    assert slots is not None
-    taken = 0
-    while slots.acquire(blocking=False):
-        taken += 1
-    try:
-        yield
-    finally:
-        for _ in range(taken):
-            slots.release()
 
 
 SINGLE_NAME = "CCIE000311_00311_000005.edi"

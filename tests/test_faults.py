@@ -9,22 +9,20 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hubkit import HubUnderTest, Party, hub_running, make_parties
+from hubkit import FAST, HubUnderTest, Party, hub_running, make_parties
 from structlog.testing import capture_logs
 from support import SAMPLES
 
-from bdi.pipeline.retries import RetryPolicy
 from bdi.routing.scan import CheckContext, check_bytes
 from bdi.routing.writer import parse_file, write_file
 
 SENDER, RECIPIENT = "COU010234", "CIE000311"
 GOOD = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
-FAST = RetryPolicy(first_delay_s=0.05, max_delay_s=0.5, sweep_s=0.1)
 
 
 def name(n: int) -> str:
@@ -43,13 +41,6 @@ def big_plain(size: int) -> bytes:
 def parties() -> Iterator[dict[str, Party]]:
     with make_parties([SENDER, RECIPIENT, "GIE000001"]) as made:
         yield made
-
-
-@pytest.fixture
-async def hub(tmp_path: Path, parties: dict[str, Party]) -> AsyncIterator[HubUnderTest]:
-    async with hub_running(tmp_path / "data", parties) as running:
-        running.server.pipeline.retries.policy = FAST
-        yield running
 
 
 async def delivered_once(hub: HubUnderTest, names: list[str]) -> None:

@@ -17,23 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from hubkit import HubUnderTest, hub_running, short_home
+from hubkit import HubUnderTest, hub_running, run_bdi, short_home
 from openapi_spec_validator import validate
 from support import SAMPLES
 
 BDI = Path(sys.executable).with_name("bdi")
-
-
-async def bdi(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run `bdi` without blocking the event loop the in-process hub runs on."""
-    proc = await asyncio.create_subprocess_exec(
-        str(BDI), *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out, err = await proc.communicate()
-    result = subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())
-    if ok:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 @dataclass
@@ -59,7 +47,7 @@ def homes() -> Iterator[list[Path]]:
 async def keygen(edi_id: str, homes: list[Path]) -> Kit:
     home = short_home()
     homes.append(home)
-    out = json.loads((await bdi("kit", "keygen", edi_id, "--home", str(home), "--json")).stdout)
+    out = json.loads((await run_bdi("kit", "keygen", edi_id, "--home", str(home), "--json")).stdout)
     return Kit(edi_id, home, Path(out["public_key"]))
 
 
@@ -70,12 +58,12 @@ async def hub(tmp_path: Path) -> AsyncIterator[HubUnderTest]:
 
 
 async def admin_token(hub: HubUnderTest) -> str:
-    out = await bdi("admin", "token", "rotate", "--data", str(hub.settings.data), "--json")
+    out = await run_bdi("admin", "token", "rotate", "--data", str(hub.settings.data), "--json")
     return str(json.loads(out.stdout)["token"])
 
 
 async def register_cli(hub: HubUnderTest, kit: Kit, *extra: str) -> None:
-    out = await bdi(
+    out = await run_bdi(
         "admin", "participant", "add", kit.edi_id, "--name", kit.edi_id,
         "--email", "x@example.test", "--pgp-key", str(kit.public_key),
         "--data", str(hub.settings.data), "--json", *extra,
@@ -107,7 +95,7 @@ def remote(hub: HubUnderTest, kit: Kit) -> list[str]:
 
 
 async def send(hub: HubUnderTest, kit: Kit, *files: Path, ok: bool = True) -> list[Any]:
-    out = await bdi(
+    out = await run_bdi(
         "kit", "send", *map(str, files), *remote(hub, kit), "--wait",
         "--web-port", str(hub.server.web_port), "--json", ok=ok,
     )  # fmt: skip
@@ -115,7 +103,7 @@ async def send(hub: HubUnderTest, kit: Kit, *files: Path, ok: bool = True) -> li
 
 
 async def receive(hub: HubUnderTest, kit: Kit, to: Path) -> list[Any]:
-    out = await bdi("kit", "receive", *remote(hub, kit), "--to", str(to), "--json")
+    out = await run_bdi("kit", "receive", *remote(hub, kit), "--to", str(to), "--json")
     return list(json.loads(out.stdout))
 
 
@@ -163,7 +151,7 @@ async def test_set_key_refuses_the_old_key(
     old_home = tmp_path / "old"
     shutil.copytree(broker.home, old_home, ignore=shutil.ignore_patterns("S.*"))
     replacement = await keygen("COU010234", homes)
-    await bdi("admin", "participant", "set-key", "COU010234", "--pgp-key",
+    await run_bdi("admin", "participant", "set-key", "COU010234", "--pgp-key",
               str(replacement.public_key), "--data", str(hub.settings.data))  # fmt: skip
     shutil.copy(broker.password_file(), replacement.password_file())
     sample = SAMPLES / "RCOU010234_00311_000001.edi"
@@ -198,14 +186,16 @@ async def test_bad_registrations_change_nothing(
         (["CIE000311", "--pgp-key", str(expired)], "expired"),
     ]
     before = json.loads(
-        (await bdi("admin", "participant", "list", "--data", data, "--json")).stdout
+        (await run_bdi("admin", "participant", "list", "--data", data, "--json")).stdout
     )
     for args, reason in cases:
-        result = await bdi("admin", "participant", "add", *args, "--name", "N", "--email", "e@x",
-                           "--data", data, ok=False)  # fmt: skip
+        add = ("admin", "participant", "add", *args, "--name", "N", "--email", "e@x")
+        result = await run_bdi(*add, "--data", data, ok=False)
         assert result.returncode == 1, args
         assert result.stderr.count("\n") == 1 and reason in result.stderr, (args, result.stderr)
-    after = json.loads((await bdi("admin", "participant", "list", "--data", data, "--json")).stdout)
+    after = json.loads(
+        (await run_bdi("admin", "participant", "list", "--data", data, "--json")).stdout
+    )
     assert after == before
 
 
@@ -245,7 +235,7 @@ async def test_receive_killed_midway_ends_exactly_once(
         path = tmp_path / f"RCOU010234_00311_{n:06d}.edi"
         path.write_bytes(base)
         sources.append(path)
-    await bdi("kit", "send", *map(str, sources), *remote(hub, broker))
+    await run_bdi("kit", "send", *map(str, sources), *remote(hub, broker))
     await hub.settled()
     to = tmp_path / "received"
     proc = await asyncio.create_subprocess_exec(
@@ -301,7 +291,7 @@ async def test_any_file_name_is_sent_and_its_outcome_read(
     for name in [*hostile, "RCOU010234_00311_000007.edi.pgp"]:
         (tmp_path / name).write_bytes(sample)
         files.append(tmp_path / name)
-    result = await bdi(
+    result = await run_bdi(
         "kit", "send", *map(str, files), *remote(hub, broker), "--wait",
         "--web-port", str(hub.server.web_port), "--json", ok=False,
     )  # fmt: skip
@@ -345,7 +335,7 @@ async def test_every_kit_error_is_one_line(homes: list[Path], tmp_path: Path) ->
             "a home that is a file": ["keygen", "COU010234", "--home", str(sample)],
         }
         for case, args in cases.items():
-            result = await bdi("kit", *args, ok=False)
+            result = await run_bdi("kit", *args, ok=False)
             assert result.returncode == 1, (case, result)
             assert result.stdout == "", (case, result)
             [line] = result.stderr.splitlines()

@@ -21,7 +21,7 @@ import asyncssh
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
-from hubkit import HubUnderTest, Party, hub_running, make_parties
+from hubkit import HubUnderTest, Party, gpg_held, hub_running, make_parties, until
 from prometheus_client.parser import text_string_to_metric_families
 from support import SAMPLES
 
@@ -70,12 +70,6 @@ def smtp() -> Iterator[tuple[Mailbox, int]]:
         yield box, port
     finally:
         controller.stop()
-
-
-async def until(condition: Any) -> None:
-    async with asyncio.timeout(30):
-        while not await condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager
@@ -140,21 +134,6 @@ async def test_the_metrics_token_opens_metrics_only(
         assert (await client.get("/metrics", headers=bearer)).status_code == 200
         assert (await client.get("/api/admin/participants", headers=bearer)).status_code == 401
         assert (await client.get("/healthz")).json() == {"status": "ok"}
-
-
-@contextlib.contextmanager
-def gpg_held(hub: HubUnderTest) -> Iterator[None]:
-    """Every gpg slot of the hub taken: its jobs wait."""
-    slots = hub.server.hub.pgp._runner._slots
-    assert slots is not None
-    taken = 0
-    while slots.acquire(blocking=False):
-        taken += 1
-    try:
-        yield
-    finally:
-        for _ in range(taken):
-            slots.release()
 
 
 async def test_readyz_fails_while_a_job_is_stuck_and_recovers(

@@ -4,28 +4,24 @@ and the sender then gets the real outcome, exactly once."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from hubkit import HubUnderTest, Party, hub_running, make_parties
+from hubkit import FAST, HubUnderTest, Party, hub_running, make_parties, run_bdi, until
 from support import SAMPLES
 
 from bdi.pipeline import workers
 from bdi.pipeline.prepare import prepare as real_prepare
-from bdi.pipeline.retries import RetryPolicy
 
 SAMPLE = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
 SENDER, RECIPIENT = "COU010234", "CIE000311"
 NAME = "RCOU010234_00311_000001.edi"
 BDI = Path(sys.executable).with_name("bdi")
-FAST = RetryPolicy(first_delay_s=0.05, max_delay_s=0.2, sweep_s=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -34,32 +30,8 @@ def parties() -> Iterator[dict[str, Party]]:
         yield made
 
 
-@pytest.fixture
-async def hub(tmp_path: Path, parties: dict[str, Party]) -> AsyncIterator[HubUnderTest]:
-    async with hub_running(tmp_path / "data", parties) as running:
-        running.server.pipeline.retries.policy = FAST
-        yield running
-
-
-async def bdi(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run `bdi` without blocking the event loop the in-process hub runs on."""
-    proc = await asyncio.create_subprocess_exec(
-        str(BDI), *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out, err = await proc.communicate()
-    done = subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())
-    assert done.returncode == 0 or not ok, done.stderr
-    return done
-
-
 def broken(*args: Any, **kwargs: Any) -> Any:
     raise ValueError("a bug in the hub")
-
-
-async def until(condition: Any) -> None:
-    async with asyncio.timeout(30):
-        while not await condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
 
 
 async def quarantine_one(hub: HubUnderTest, monkeypatch: pytest.MonkeyPatch, tmp: Path) -> int:
@@ -67,7 +39,7 @@ async def quarantine_one(hub: HubUnderTest, monkeypatch: pytest.MonkeyPatch, tmp
     await hub.upload(SENDER, NAME, hub.seal(SENDER, SAMPLE, tmp))
     await hub.settled()
     listed = json.loads(
-        (await bdi("admin", "jobs", "list", "--data", str(hub.settings.data), "--json")).stdout
+        (await run_bdi("admin", "jobs", "list", "--data", str(hub.settings.data), "--json")).stdout
     )
     assert [j["file"] for j in listed] == [NAME]
     assert listed[0]["state"] == "quarantined"
@@ -87,7 +59,7 @@ async def test_a_bug_quarantines_then_a_retry_delivers_once(
     assert await hub.inbox(RECIPIENT) == {}
 
     monkeypatch.setattr(workers, "prepare", real_prepare)  # the cause is fixed
-    shown = await bdi("admin", "jobs", "retry", str(job_id), "--data", str(hub.settings.data))
+    shown = await run_bdi("admin", "jobs", "retry", str(job_id), "--data", str(hub.settings.data))
     assert f"job {job_id} will run again" in shown.stdout
 
     async def delivered() -> bool:
@@ -99,14 +71,14 @@ async def test_a_bug_quarantines_then_a_retry_delivers_once(
     assert list(await hub.inbox(SENDER)) == ["ERREURRCOU010234_00311_000001.log"]  # no other
     job = json.loads(
         (
-            await bdi(
+            await run_bdi(
                 "admin", "jobs", "show", str(job_id), "--data", str(hub.settings.data), "--json"
             )
         ).stdout
     )
     assert (job["state"], job["outcome"], job["quarantined"]) == ("done", "delivered", None)
     retry = ("admin", "jobs", "retry", str(job_id), "--data", str(hub.settings.data))
-    again = await bdi(*retry, ok=False)
+    again = await run_bdi(*retry, ok=False)
     assert again.returncode == 1
     assert "is not quarantined" in again.stderr
 
@@ -122,9 +94,9 @@ async def test_start_up_leaves_a_quarantined_job_aside(
     async with hub_running(data, parties) as second:
         await second.settled()
         assert await second.inbox(RECIPIENT) == {}  # not run again by the start-up
-        listed = (await bdi("admin", "jobs", "list", "--data", str(data), "--json")).stdout
+        listed = (await run_bdi("admin", "jobs", "list", "--data", str(data), "--json")).stdout
         assert [j["id"] for j in json.loads(listed)] == [job_id]
-        await bdi("admin", "jobs", "retry", str(job_id), "--data", str(data))
+        await run_bdi("admin", "jobs", "retry", str(job_id), "--data", str(data))
 
         async def delivered() -> bool:
             return list(await second.inbox(RECIPIENT)) == [NAME]
@@ -137,7 +109,9 @@ async def test_the_admin_api_lists_shows_and_retries_jobs(
 ) -> None:
     job_id = await quarantine_one(hub, monkeypatch, tmp_path)
     token = json.loads(
-        (await bdi("admin", "token", "rotate", "--data", str(hub.settings.data), "--json")).stdout
+        (
+            await run_bdi("admin", "token", "rotate", "--data", str(hub.settings.data), "--json")
+        ).stdout
     )["token"]
     base = f"http://127.0.0.1:{hub.server.web_port}/api/admin"
     headers = {"Authorization": f"Bearer {token}"}

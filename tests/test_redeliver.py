@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import httpx
 import pytest
-from hubkit import HubUnderTest, Party, hub_running, make_parties, short_home
+from hubkit import FAST, HubUnderTest, Party, hub_running, make_parties, run_bdi, short_home
 from support import SAMPLES
 
 from bdi.crypto import OpenPGP
 from bdi.mailbox.storage import Mailboxes
 from bdi.pipeline import prepare
-from bdi.pipeline.retries import RetryPolicy
 from bdi.store.models import Movement
 from bdi.suivi import queries as q
 
@@ -30,7 +28,6 @@ SENDER, RECIPIENT = "COU010234", "CIE000311"
 NAME = "RCOU010234_00311_000001.edi"
 SECOND = NAME.replace(".edi", "_2.edi")
 BDI = Path(sys.executable).with_name("bdi")
-FAST = RetryPolicy(first_delay_s=0.05, max_delay_s=0.2, sweep_s=0.1)
 COMMENT = "Renvoyé par l'exploitation"
 
 
@@ -38,30 +35,6 @@ COMMENT = "Renvoyé par l'exploitation"
 def parties() -> Iterator[dict[str, Party]]:
     with make_parties([SENDER, RECIPIENT, "GIE000001"]) as made:
         yield made
-
-
-@pytest.fixture
-async def hub(tmp_path: Path, parties: dict[str, Party]) -> AsyncIterator[HubUnderTest]:
-    async with hub_running(tmp_path / "data", parties) as running:
-        running.server.pipeline.retries.policy = FAST
-        yield running
-
-
-async def bdi(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run `bdi` in another process without blocking the hub's event loop."""
-    proc = await asyncio.create_subprocess_exec(
-        str(BDI), *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out, err = await proc.communicate()
-    done = subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())
-    assert (done.returncode == 0) == ok, done.stderr
-    return done
-
-
-async def until(condition: Callable[[], Awaitable[bool]]) -> None:
-    async with asyncio.timeout(30):
-        while not await condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
 
 
 async def deliver_one(hub: HubUnderTest, tmp: Path) -> Movement:
@@ -73,7 +46,7 @@ async def deliver_one(hub: HubUnderTest, tmp: Path) -> Movement:
 
 async def redeliver_cli(hub: HubUnderTest, movement_id: int) -> dict[str, object]:
     data = str(hub.settings.data)
-    done = await bdi("admin", "redeliver", str(movement_id), "--data", data, "--json")
+    done = await run_bdi("admin", "redeliver", str(movement_id), "--data", data, "--json")
     result: dict[str, object] = json.loads(done.stdout)
     return result
 
@@ -126,7 +99,7 @@ async def test_it_is_sealed_for_the_recipients_current_key(
         key.write_text(new.export_public(fingerprint))
         new.import_public(hub.hub_public_key)
         data = str(hub.settings.data)
-        await bdi(
+        await run_bdi(
             "admin", "participant", "set-key", RECIPIENT, "--pgp-key", str(key), "--data", data
         )
         result = await redeliver_cli(hub, original.id)
@@ -149,7 +122,7 @@ async def test_a_big_one_through_the_admin_api_is_a_file_of_the_inbox(
     original = await deliver_one(hub, tmp_path)
     assert original.content_path
     data = str(hub.settings.data)
-    token = json.loads((await bdi("admin", "token", "rotate", "--data", data, "--json")).stdout)
+    token = json.loads((await run_bdi("admin", "token", "rotate", "--data", data, "--json")).stdout)
     base = f"http://127.0.0.1:{hub.server.web_port}/api/admin"
     headers = {"Authorization": f"Bearer {token['token']}"}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as api:
@@ -192,15 +165,17 @@ async def test_refusals_and_a_request_no_hub_takes(
     data = tmp_path / "data"
     async with hub_running(data, parties) as hub:
         original = await deliver_one(hub, tmp_path)
-        missing = await bdi("admin", "redeliver", "424242", "--data", str(data), ok=False)
+        missing = await run_bdi("admin", "redeliver", "424242", "--data", str(data), ok=False)
         assert "no movement 424242" in missing.stderr
-        await bdi("admin", "participant", "disable", RECIPIENT, "--data", str(data))
-        disabled = await bdi("admin", "redeliver", str(original.id), "--data", str(data), ok=False)
+        await run_bdi("admin", "participant", "disable", RECIPIENT, "--data", str(data))
+        disabled = await run_bdi(
+            "admin", "redeliver", str(original.id), "--data", str(data), ok=False
+        )
         assert f"its recipient {RECIPIENT} is disabled" in disabled.stderr
-        await bdi("admin", "participant", "enable", RECIPIENT, "--data", str(data))
+        await run_bdi("admin", "participant", "enable", RECIPIENT, "--data", str(data))
     # no hub serves this data folder now: the request is withdrawn, nothing is ever sent
     args = ("admin", "redeliver", str(original.id), "--wait", "0.5", "--data", str(data))
-    untaken = await bdi(*args, ok=False)
+    untaken = await run_bdi(*args, ok=False)
     assert "no running hub took the redelivery" in untaken.stderr
     async with hub_running(data, parties) as hub:
         hub.server.pipeline.retries.policy = FAST

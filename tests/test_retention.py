@@ -14,18 +14,17 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from hubkit import HubUnderTest, Party, hub_running, make_parties
+from hubkit import HubUnderTest, Party, make_parties
 from support import SAMPLES
 
 from bdi.mailbox.retention import RetentionPolicy, RetentionReport, apply_retention
 from bdi.pipeline import prepare
-from bdi.pipeline.retries import RetryPolicy
 from bdi.suivi import queries as q
 
 SAMPLE = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
@@ -34,7 +33,6 @@ SENDER, RECIPIENT = "COU010234", "CIE000311"
 SMALL, BIG = "RCOU010234_00311_000001.edi", "RCOU010234_00311_000002.edi"
 REFUSED = "RCOU010234_00311_000094.edi"
 BDI = Path(sys.executable).with_name("bdi")
-FAST = RetryPolicy(first_delay_s=0.05, max_delay_s=0.2, sweep_s=0.1)
 ALL_TIME = q.FileCriteria(start=date(2000, 1, 1), end=date(2200, 1, 1))
 
 
@@ -42,13 +40,6 @@ ALL_TIME = q.FileCriteria(start=date(2000, 1, 1), end=date(2200, 1, 1))
 def parties() -> Iterator[dict[str, Party]]:
     with make_parties([SENDER, RECIPIENT, "GIE000001"]) as made:
         yield made
-
-
-@pytest.fixture
-async def hub(tmp_path: Path, parties: dict[str, Party]) -> AsyncIterator[HubUnderTest]:
-    async with hub_running(tmp_path / "data", parties) as running:
-        running.server.pipeline.retries.policy = FAST
-        yield running
 
 
 async def route(hub: HubUnderTest, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,24 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hubkit import HubUnderTest, Party, hub_running, make_parties, short_home
+from hubkit import HubUnderTest, Party, hub_running, make_parties, run_bdi, short_home
 from support import SAMPLES
 
 BDI = Path(sys.executable).with_name("bdi")
 SENDER, RECIPIENT = "COU010234", "CIE000311"
 SAMPLE = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
-
-
-async def bdi(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run `bdi` without blocking the event loop the in-process hub runs on."""
-    proc = await asyncio.create_subprocess_exec(
-        str(BDI), *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out, err = await proc.communicate()
-    result = subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())
-    if ok:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 @pytest.fixture
@@ -53,7 +41,7 @@ def certificate(party: Party) -> Path:
 
 
 async def show(hub: HubUnderTest, edi_id: str) -> dict[str, str | None]:
-    out = await bdi("admin", "participant", "show", edi_id, "--json",
+    out = await run_bdi("admin", "participant", "show", edi_id, "--json",
                     "--data", str(hub.settings.data))  # fmt: skip
     return dict(json.loads(out.stdout))
 
@@ -66,7 +54,7 @@ async def test_files_signed_by_a_revoked_key_are_refused(hub: HubUnderTest, tmp_
     assert (await show(hub, SENDER))["pgp_state"] == "valid"
 
     cert, data = str(certificate(hub.parties[SENDER])), str(hub.settings.data)
-    done = await bdi("admin", "participant", "revoke", SENDER, "--file", cert, "--data", data)
+    done = await run_bdi("admin", "participant", "revoke", SENDER, "--file", cert, "--data", data)
     assert done.stdout.strip() == f"key {hub.parties[SENDER].fingerprint} of {SENDER} revoked"
 
     await hub.upload(SENDER, "RCOU010234_00311_000002.edi", sealed)
@@ -107,7 +95,7 @@ async def test_set_key_takes_the_revoked_key_as_its_revocation(
     registered key, revoked, revokes it."""
     sealed = hub.seal(SENDER, SAMPLE, tmp_path)  # signed while the key was good
     revoked = await asyncio.to_thread(revoked_key, hub.parties[SENDER], tmp_path / "r.asc")
-    done = await bdi("admin", "participant", "set-key", SENDER, "--pgp-key", str(revoked),
+    done = await run_bdi("admin", "participant", "set-key", SENDER, "--pgp-key", str(revoked),
                      "--data", str(hub.settings.data), "--json")  # fmt: skip
     assert json.loads(done.stdout)["pgp_state"] == "revoked"
     assert (await show(hub, SENDER))["pgp_state"] == "revoked"
@@ -125,13 +113,13 @@ async def test_what_does_not_revoke_the_registered_key_changes_nothing(
     garbage = tmp_path / "garbage.asc"
     garbage.write_text("not a certificate\n")
     for path in (other, garbage):
-        refused = await bdi("admin", "participant", "revoke", SENDER, "--file", str(path),
+        refused = await run_bdi("admin", "participant", "revoke", SENDER, "--file", str(path),
                             "--data", data, ok=False)  # fmt: skip
         assert refused.returncode == 1 and refused.stdout == ""
         assert refused.stderr.count("\n") == 1 and "does not revoke" in refused.stderr
     for edi_id in (SENDER, RECIPIENT):
         assert (await show(hub, edi_id))["pgp_state"] == "valid"
-    unknown = await bdi("admin", "participant", "revoke", "COU999999", "--file", str(other),
+    unknown = await run_bdi("admin", "participant", "revoke", "COU999999", "--file", str(other),
                         "--data", data, ok=False)  # fmt: skip
     assert unknown.returncode == 1 and "no participant COU999999" in unknown.stderr
     await hub.upload(SENDER, "RCOU010234_00311_000004.edi", hub.seal(SENDER, SAMPLE, tmp_path))
@@ -165,11 +153,11 @@ async def test_show_tells_when_the_key_expires(hub: HubUnderTest, tmp_path: Path
     key = tmp_path / "agent.asc"
     expires = await asyncio.to_thread(expiring_key, key)
     data = str(hub.settings.data)
-    await bdi("admin", "participant", "add", "AGT000001", "--name", "Agent", "--email",
+    await run_bdi("admin", "participant", "add", "AGT000001", "--name", "Agent", "--email",
               "a@example.test", "--pgp-key", str(key), "--data", data)  # fmt: skip
     shown = await show(hub, "AGT000001")
     assert shown["pgp_state"] == "valid"
     assert shown["pgp_expires"] == expires.isoformat()
-    text = (await bdi("admin", "participant", "show", "AGT000001", "--data", data)).stdout
+    text = (await run_bdi("admin", "participant", "show", "AGT000001", "--data", data)).stdout
     assert f"pgp_expires: {expires.isoformat()}" in text.splitlines()
     assert (await show(hub, SENDER))["pgp_expires"] is None  # the kit's keys never expire
