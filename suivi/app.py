@@ -528,7 +528,8 @@ class SuiviApp:
         movement_id = path_id(request, "movement_id")
         number = await self._detail_page(request, movement_id)
         size = self.paging.flows
-        found = await queries.file_flow_page(self.hub.store, ctx.user, movement_id, number, size)
+        store, layout = self.hub.store, self.hub.layout
+        found = await queries.file_flow_page(store, layout, ctx.user, movement_id, number, size)
         if found is None:
             raise not_found()
         if number > found.page.pages:
@@ -583,8 +584,8 @@ class SuiviApp:
         movement = await queries.movement(store, ctx.user, movement_id)
         if movement is None:
             raise not_found()
-        counts = await queries.flow_counts(store, movement_id)
         layout = self.hub.layout
+        counts = await queries.flow_counts(store, layout, movement)
         columns = views.file_columns(
             {name: queries.columns_for(layout, name) for name, _ in counts}
         )

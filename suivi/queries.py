@@ -536,26 +536,41 @@ class FileFlows:
 
 
 async def file_flow_page(
-    store: Store, user: str, movement_id: int, number: int, size: int
+    store: Store, layout: Layout, user: str, movement_id: int, number: int, size: int
 ) -> FileFlows | None:
     """One page of a file's flows in file order: a 5 000-flow file costs one page of rows,
     not the whole file. None when the user may not open the file."""
     row = await movement(store, user, movement_id)
     if row is None:
         return None
-    counts = await flow_counts(store, movement_id)
+    counts = await flow_counts(store, layout, row)
     total = sum(n for _, n in counts)
     items = await _flow_slice(store, movement_id, *page_slice(number, size)) if total else []
     return FileFlows(row, counts, Page(items, total, max(1, number), size))
 
 
-async def flow_counts(store: Store, movement_id: int) -> list[tuple[str, int]]:
-    """(layout, flows) of a file, in the order the file first has each layout."""
-    first = func.min(col(Occ.seq)).label("first")
+def layouts_of_type(layout: Layout, file_type: str) -> set[str]:
+    """The layouts a file of this type may hold: the checks keep each section's flow code
+    to those of the file's type (R: REP, RCA, RCC, all répartitions)."""
+    found = layout.file_types.get(file_type)
+    codes = found.flow_codes if found is not None else frozenset()
+    return {layout.flow_layouts_by_code[c] for c in codes if c in layout.flow_layouts_by_code}
+
+
+async def flow_counts(store: Store, layout: Layout, file: Movement) -> list[tuple[str, int]]:
+    """(layout, flows) of a file, in the order the file first has each layout.
+
+    A file whose type allows one layout (every type of layout.toml) is counted on the
+    movement index alone; reading each of 5 000 rows for its layout cost more than the page."""
+    possible = layouts_of_type(layout, file.file_type)
+    if len(possible) == 1:
+        total = await sql.count(store, _file_order(file.id or 0))
+        return [(possible.pop(), total)] if total else []
+    first = func.min(col(Occ.id)).label("first")
     counted: tuple[Label[Any], ...] = (col(Occ.layout).label("layout"), func.count().label("n"))
     stmt = (
         select(*counted, first)
-        .where(col(Occ.movement_id) == movement_id)
+        .where(col(Occ.movement_id) == file.id)
         .group_by(col(Occ.layout))
         .order_by(first)
     )
@@ -563,12 +578,11 @@ async def flow_counts(store: Store, movement_id: int) -> list[tuple[str, int]]:
 
 
 def _file_order(movement_id: int) -> Select[Any]:
-    """The ids of a file's occurrences in file order (only ids go through the sort)."""
-    return (
-        select(col(Occ.id))
-        .where(col(Occ.movement_id) == movement_id)
-        .order_by(col(Occ.seq), col(Occ.id))
-    )
+    """The ids of a file's occurrences in file order, read from the movement index alone.
+
+    By id: the pipeline records a file's occurrences in its order (seq), and a redelivery
+    copies them in that order; sorting on seq instead read every row of the file."""
+    return select(col(Occ.id)).where(col(Occ.movement_id) == movement_id).order_by(col(Occ.id))
 
 
 async def _flow_slice(store: Store, movement_id: int, start: int, end: int) -> list[FileFlow]:
@@ -577,7 +591,7 @@ async def _flow_slice(store: Store, movement_id: int, start: int, end: int) -> l
         select(*sql.ROW_COLUMNS, sql.GRID)
         .join(Mov, sql.JOIN)
         .where(col(Occ.id).in_(ids))
-        .order_by(col(Occ.seq), col(Occ.id))
+        .order_by(col(Occ.id))
     )
     return [FileFlow(hit_of(r), json.loads(r.grid_json)) for r in await sql.all_rows(store, stmt)]
 
@@ -585,18 +599,15 @@ async def _flow_slice(store: Store, movement_id: int, start: int, end: int) -> l
 async def flow_position(store: Store, movement_id: int, flow_id: int) -> int | None:
     """Where a flow first comes in a file (0-based), to open the file at its page."""
     stmt = (
-        select(col(Occ.seq))
+        select(col(Occ.id))
         .where(col(Occ.movement_id) == movement_id, col(Occ.flow_id) == flow_id)
-        .order_by(col(Occ.seq))
+        .order_by(col(Occ.id))
         .limit(1)
     )
     found = await sql.all_rows(store, stmt)
     if not found:
         return None
-    before = select(col(Occ.id)).where(
-        col(Occ.movement_id) == movement_id, col(Occ.seq) < found[0][0]
-    )
-    return await sql.count(store, before)
+    return await sql.count(store, _file_order(movement_id).where(col(Occ.id) < found[0][0]))
 
 
 async def file_flow_rows(store: Store, user: str, movement_id: int) -> AsyncIterator[FileFlow]:
@@ -607,7 +618,7 @@ async def file_flow_rows(store: Store, user: str, movement_id: int) -> AsyncIter
         select(*sql.ROW_COLUMNS)
         .join(Mov, sql.JOIN)
         .where(col(Occ.movement_id) == movement_id)
-        .order_by(col(Occ.seq), col(Occ.id))
+        .order_by(col(Occ.id))
     )
     async for row in sql.stream(store, stmt):
         yield FileFlow(hit_of(row), [])

@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import json
 import re
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -23,7 +25,8 @@ from test_suivi_browser import ARGS, CHROMIUM, HAVE_CHROMIUM, assert_fits, log_i
 from test_suivi_support import BROKER, CESAM, LEADER, sample, send
 
 from bdi.routing.writer import Record, parse_file, write_file
-from bdi.store.models import Movement
+from bdi.store.models import Flow, FlowOccurrence, Job, Movement, Output
+from bdi.store.repo import Store
 from bdi.suivi import contents
 from bdi.suivi.app import FilePaging, create_app
 
@@ -253,6 +256,60 @@ async def test_a_content_kept_in_the_store_is_paged_by_the_database(
         assert (await client.get(f"{url}?brut=1")).content == plain
         detail = await client.get(f"/fichiers/{small.id}")  # one flow a page: one page
         assert "Page 1 /" not in detail.text and "Répartitions (1)" in detail.text
+
+
+async def mixed_file(store: Store) -> int:
+    """A movement of a type no layout.toml type is (its flows are not all of one layout):
+    répartition, prime, répartition, written straight into the store."""
+    now = datetime.now(UTC)
+    async with store.session() as s:
+        job = Job(participant_id=CESAM, upload_name="mixed.edi", spool_name="mixed",
+                  size=0, received_at=now, state="done")  # fmt: skip
+        s.add(job)
+        await s.flush()
+        assert job.id is not None
+        output = Output(job_id=job.id, seq=0, kind="delivery", participant_id=BROKER,
+                        name="ZGIE000001_00311_000001.edi")  # fmt: skip
+        s.add(output)
+        await s.flush()
+        assert output.id is not None
+        movement = Movement(
+            job_id=job.id, output_id=output.id, created_at=now, sender_id=CESAM,
+            recipient_id=BROKER, file_name=output.name, file_type="Z", size=0, sha256="",
+            content_path="none.edi", delivered=True,
+        )  # fmt: skip
+        flows = [Flow(layout=name, flow_key=f"MIX{n}", optiflux_key=f"MIX{n}")
+                 for n, name in enumerate(("allocation", "premium", "allocation"))]  # fmt: skip
+        s.add(movement)
+        s.add_all(flows)
+        await s.flush()
+        for seq, flow in enumerate(flows):
+            assert movement.id is not None and flow.id is not None
+            values = {"optiflux_key": flow.flow_key, "act_number": f"AV-{seq}"}
+            s.add(FlowOccurrence(
+                movement_id=movement.id, flow_id=flow.id, seq=seq, layout=flow.layout,
+                flow_code="X", optiflux_key=flow.flow_key, control="V",
+                fields_json=json.dumps(values),
+            ))  # fmt: skip
+        await s.commit()
+        assert movement.id is not None
+        return movement.id
+
+
+async def test_a_file_of_several_layouts_counts_and_exports_each(routed: HubUnderTest) -> None:
+    """No file type of layout.toml mixes layouts; should one, its flows are grouped by layout
+    on the page, each with its own count, and the CSV has the columns of both."""
+    movement_id = await mixed_file(routed.server.hub.store)
+    async with logged_in(routed, BROKER) as client:
+        detail = html.unescape((await client.get(f"/fichiers/{movement_id}")).text)
+        assert "Répartitions (2)" in detail and "Primes (1)" in detail
+        assert detail.index("Répartitions (2)") < detail.index("Primes (1)")
+        lines = (await client.get(f"/fichiers/{movement_id}/csv")).text.split("\r\n")
+    assert lines[0].removeprefix("\ufeff") == (
+        "Clé Optiflux;Apporteur;Police Apporteur;Assuré;N° Acte Apporteur;Code Opération;"
+        "Code Apporteur"
+    )
+    assert lines[1:-1] == ["MIX0;;;;;;", "MIX1;;;;AV-1;;", "MIX2;;;;;;"]
 
 
 class Bytes:
