@@ -244,7 +244,9 @@ def _events_to_stderr() -> None:
 
     import structlog
 
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+    # the stream is looked up at each event, never kept: a caller may swap sys.stderr and
+    # close it afterwards (click's CliRunner does), and this configuration is process-wide
+    structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(sys.stderr))
 
 
 @app.command("redeliver")

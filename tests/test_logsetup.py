@@ -6,7 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import structlog
+from typer.testing import CliRunner
+
+from bdi.cli import app
 from bdi.logsetup import RateLimit
 
 FLOOD = """
@@ -52,3 +57,14 @@ def test_the_next_record_after_a_window_tells_what_was_dropped() -> None:
     now[0] = 10.0
     assert limit.allow(kind) == (True, 3)
     assert limit.allow(kind) == (True, 0)
+
+
+def test_an_admin_command_run_in_process_leaves_logging_usable(tmp_path: Path) -> None:
+    """CliRunner swaps sys.stderr for a stream it closes afterwards: the admin commands'
+    events must not keep it (every later event of the process failed, 284 tests with it)."""
+    data = tmp_path / "d"
+    subprocess.run([str(Path(sys.executable).with_name("bdi")), "init", "--data", str(data)],
+                   capture_output=True, check=True)  # fmt: skip
+    result = CliRunner().invoke(app, ["admin", "bans", "list", "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    structlog.get_logger("bdi.test").info("after.cli")  # raised ValueError: closed file
