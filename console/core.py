@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -121,5 +120,4 @@ def templates() -> Jinja2Templates:
     found.env.filters["octets"] = formats.size
     found.env.filters["nombre"] = formats.number
     found.env.globals["libelle"] = formats.state
-    found.env.globals["now"] = datetime.now
     return found
