@@ -14,6 +14,7 @@ import sys
 
 # benchmark name -> module of bench/ (add new benchmarks here)
 BENCHMARKS: dict[str, str] = {
+    "attack": "attack",
     "check": "check_bench",
     "hub": "hub_bench",
     "suivi": "suivi_bench",
