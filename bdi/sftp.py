@@ -29,21 +29,21 @@ from bdi.mailbox.view import (
     UploadHandle,
     ViewError,
 )
+from bdi.pipeline.faults import Fault, classify, describe
 
 log = structlog.get_logger("bdi.sftp")
 T = TypeVar("T")
 WRITE_FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC | asyncssh.FXF_APPEND
 INTERNAL = "erreur interne du hub, réessayez plus tard"
+DISK_FULL = "espace disque du hub plein, réessayez plus tard"
+BUSY = "hub occupé, réessayez plus tard"
 # what the host's own errors may tell a client: a code and a short text, never the error
 _OS_ERRORS: dict[int, tuple[Callable[[str], asyncssh.SFTPError], str]] = {
     errno.ENOENT: (asyncssh.SFTPNoSuchFile, "introuvable"),
     errno.EACCES: (asyncssh.SFTPPermissionDenied, "accès refusé"),
     errno.EPERM: (asyncssh.SFTPPermissionDenied, "accès refusé"),
     errno.ENAMETOOLONG: (asyncssh.SFTPInvalidFilename, "nom trop long"),
-    errno.ENOSPC: (
-        asyncssh.SFTPNoSpaceOnFilesystem,
-        "espace disque du hub plein, réessayez plus tard",
-    ),
+    errno.ENOSPC: (asyncssh.SFTPNoSpaceOnFilesystem, DISK_FULL),
     errno.EDQUOT: (asyncssh.SFTPQuotaExceeded, "quota dépassé"),
 }
 
@@ -78,8 +78,23 @@ async def _mapped(call: Callable[[], Awaitable[T]], op: str, participant: str) -
     except OSError as exc:
         raise _os_error(exc, op, participant) from None
     except Exception as exc:
-        log.error("sftp.failed", op=op, participant=participant, exc_info=exc)
-        raise asyncssh.SFTPFailure(INTERNAL) from None
+        raise client_error(exc, op, participant) from None
+
+
+def client_error(exc: Exception, op: str, participant: str) -> asyncssh.SFTPError:
+    """A passing fault of the hub (SQLite's "disk I/O error" on a full disk, a busy
+    database) is told as such, the rest as an internal error; details go to the log only."""
+    fault = classify(exc)
+    if fault is Fault.DISK:
+        log.warning("sftp.fault", op=op, participant=participant, fault=fault,
+                    error=describe(exc))  # fmt: skip
+        return asyncssh.SFTPNoSpaceOnFilesystem(DISK_FULL)
+    if fault is Fault.DATABASE:
+        log.warning("sftp.fault", op=op, participant=participant, fault=fault,
+                    error=describe(exc))  # fmt: skip
+        return asyncssh.SFTPFailure(BUSY)
+    log.error("sftp.failed", op=op, participant=participant, exc_info=exc)
+    return asyncssh.SFTPFailure(INTERNAL)
 
 
 def _attrs(entry: Entry) -> SFTPAttrs:

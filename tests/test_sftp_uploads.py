@@ -26,12 +26,14 @@ import asyncssh
 import pytest
 import pytest_asyncio
 from hubkit import HubUnderTest, Party, hub_running, make_parties
+from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 from structlog.testing import capture_logs
 from support import SAMPLES
 
 from bdi.config import Settings
 from bdi.mailbox.view import MAX_NAME_BYTES
+from bdi.sftp import client_error
 from bdi.store.models import Job
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -215,9 +217,14 @@ async def test_a_take_in_failing_on_a_locked_database_leaves_nothing_and_tells_l
             await sftp.rename(part, f"/outbox/{name}")
     for failed in (closing.value, renaming.value):
         assert "réessayez" in failed.reason and not leaks(failed.reason), failed.reason
-    failures = [e for e in logs if e["event"] == "sftp.failed"]
-    assert [e["op"] for e in failures] == ["close", "rename"]
-    assert all("locked" in str(e["exc_info"]) for e in failures)  # the details: in the log
+    for failed in (closing.value, renaming.value):
+        assert failed.reason == "hub occupé, réessayez plus tard"  # the hub's, not the file's
+    failures = [e for e in logs if e["event"] == "sftp.fault"]
+    assert [(e["op"], e["fault"]) for e in failures] == [
+        ("close", "database"),
+        ("rename", "database"),
+    ]
+    assert all("locked" in e["error"] for e in failures)  # the details: in the log
     # nothing was taken in, nothing stayed: no hidden upload, no spool file, the .part intact
     assert await jobs(hub) == known_jobs
     assert outbox_files(hub) == on_disk and spool_files(hub) == spooled
@@ -292,3 +299,13 @@ async def test_a_failed_handshake_is_logged_with_the_client(hub: HubUnderTest) -
                 await asyncio.sleep(0.01)
     assert failed[0]["client_version"].startswith("SSH-2.0-AsyncSSH_")
     assert failed[0]["address"] == "127.0.0.1" and failed[0]["stage"] == "kex"
+
+
+def test_a_full_disk_under_sqlite_is_told_as_a_full_disk() -> None:
+    """SQLite says "disk I/O error" when its journal cannot grow: the client reads that the
+    hub's disk is full, not an internal error (seen in the soak's disk-full spell)."""
+    full = OperationalError("INSERT …", {}, sqlite3.OperationalError("disk I/O error"))
+    told = client_error(full, "close", "COU010234")
+    assert isinstance(told, asyncssh.SFTPNoSpaceOnFilesystem)
+    assert told.reason == "espace disque du hub plein, réessayez plus tard"
+    assert client_error(ValueError("bug"), "close", "COU010234").reason.startswith("erreur interne")
