@@ -217,7 +217,7 @@ class Defender:
         self._offences[address] = offences + 1
         self._bans[address] = now + seconds
         self._events.pop(address, None)
-        log.warning("defender.banned", address=address, score=score, cause=str(event),
+        log.info("defender.banned", address=address, score=score, cause=str(event),
                     seconds=seconds, offences=offences + 1,
                     until=_stamp(now + seconds).isoformat())  # fmt: skip
         if self.on_ban is not None:

@@ -64,6 +64,10 @@ class Metrics:
             ["front", "method", "outcome"], registry=r,
         )  # fmt: skip
         self.bans = Counter("bdi_bans", "Addresses banned by the defender", registry=r)
+        self.ssh_refused = Counter(
+            "bdi_ssh_refused", "SSH connections refused at the door, by reason", ["reason"],
+            registry=r,
+        )  # fmt: skip
         self._gauges(r)
 
     def _gauges(self, r: CollectorRegistry) -> None:

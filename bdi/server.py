@@ -10,6 +10,8 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
 
 import asyncssh
 import structlog
@@ -110,6 +112,14 @@ async def _sweep_temporaries_forever(hub: Hub) -> None:
             log.error("uploads.sweep_failed", exc_info=exc)
 
 
+def _banned(hub: Hub, doors: Doors, address: str, until: datetime) -> None:
+    """A new ban: the address's connections waiting for their login go, the operators hear."""
+    hub.metrics.bans.inc()
+    doors.gate.evict(address)
+    if hub.alerts is not None:
+        hub.alerts.address_banned(address, until)
+
+
 def defender_policy(settings: Settings) -> DefenderPolicy:
     return DefenderPolicy(
         threshold=settings.defender_threshold,
@@ -158,9 +168,8 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         defender = await stack.enter_async_context(
             defender_running(hub.store, defender_policy(settings))
         )
-        if hub.alerts is not None:
-            defender.on_ban = hub.alerts.address_banned
         doors = Doors.build(hub, sessions, defender)
+        defender.on_ban = partial(_banned, hub, doors)
         stack.callback(doors.passwords.close)
         acceptor = await _listen(doors, sftp_factory(hub, stored, spool, recent))
         stack.push_async_callback(_close, acceptor)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import asyncssh
 import structlog
@@ -59,28 +59,55 @@ class Sessions:
                     conns.pop(conn, None)
 
 
+class Abortable(Protocol):
+    def abort(self) -> None: ...
+
+
+TOTAL, PER_ADDRESS = "too many connections not logged in", "too many from this address"
+
+
 class Gate:
     """Connections not logged in yet, per source address and in all: a flood of connections
     that never log in (1 100 banner-only ones once held the hub's file descriptors) is
-    refused at the door."""
+    refused at the door. When all the places are taken, the address holding the most gives
+    up its oldest: a flood from a few addresses cannot keep everybody else out until its
+    connections time out (seen: new logins refused for a minute under a banner flood)."""
 
     def __init__(self, per_address: int, total: int) -> None:
         self.per_address, self.total = per_address, total
-        self.waiting: Counter[str] = Counter()
+        self.waiting: dict[str, list[Abortable]] = {}
 
-    def enter(self, address: str) -> str | None:
+    def count(self) -> int:
+        return sum(map(len, self.waiting.values()))
+
+    def enter(self, address: str, conn: Abortable) -> str | None:
         """None if the connection may wait for its login (it is then counted), else why not."""
-        if self.waiting.total() >= self.total:
-            return "too many connections not logged in"
-        if self.waiting[address] >= self.per_address:
-            return "too many connections not logged in from this address"
-        self.waiting[address] += 1
+        held = self.waiting.setdefault(address, [])
+        if len(held) >= self.per_address:
+            return PER_ADDRESS
+        if self.count() >= self.total and not self._make_room(address):
+            return TOTAL
+        held.append(conn)
         return None
 
-    def leave(self, address: str) -> None:
-        self.waiting[address] -= 1
-        if self.waiting[address] <= 0:
-            del self.waiting[address]
+    def _make_room(self, newcomer: str) -> bool:
+        greediest = max(self.waiting, key=lambda a: len(self.waiting[a]))
+        if greediest == newcomer or len(self.waiting[greediest]) <= 1:
+            return False
+        self.waiting[greediest].pop(0).abort()
+        return True
+
+    def leave(self, address: str, conn: Abortable) -> None:
+        held = self.waiting.get(address, [])
+        if conn in held:
+            held.remove(conn)
+        if not held:
+            self.waiting.pop(address, None)
+
+    def evict(self, address: str, *_: object) -> None:
+        """Close every connection of `address` still waiting for its login (it is banned)."""
+        for conn in self.waiting.pop(address, []):
+            conn.abort()
 
 
 class PasswordCheck:
@@ -146,13 +173,16 @@ class HubSSHServer(asyncssh.SSHServer):
         self.conn = conn
         peer = conn.get_extra_info("peername")  # read now: gone once the connection is lost
         self.address = str(peer[0]) if peer else ""
-        if self.doors.defender.is_banned(self.address):
-            log.info("ssh.refused", address=self.address, reason="banned")
+        if self.doors.defender.is_banned(self.address):  # counted, not logged: a flood goes on
+            self.hub.metrics.ssh_refused.labels("banned").inc()
             asyncio.get_running_loop().call_soon(conn.abort)
             return
-        refused = self.doors.gate.enter(self.address)
+        refused = self.doors.gate.enter(self.address, conn)
         if refused is not None:
+            self.hub.metrics.ssh_refused.labels(refused).inc()
             log.warning("ssh.refused", address=self.address, reason=refused)
+            if refused == PER_ADDRESS:  # holding all its places and asking for more
+                self.doors.defender.record(self.address, Event.SSH_PREAUTH_DISCONNECT)
             asyncio.get_running_loop().call_soon(conn.abort)
             return
         self.waiting = True
@@ -174,7 +204,8 @@ class HubSSHServer(asyncssh.SSHServer):
     def _left_the_gate(self) -> None:
         if self.waiting:
             self.waiting = False
-            self.doors.gate.leave(self.address)
+            assert self.conn is not None
+            self.doors.gate.leave(self.address, self.conn)
 
     def _log_handshake_failed(self, exc: Exception) -> None:
         """A connection lost before its login: at the key exchange (`stage="kex"`: no

@@ -114,18 +114,40 @@ async def test_connections_not_logged_in_are_bounded_per_address_and_in_all(
     tmp_path: Path, parties: dict[str, Party]
 ) -> None:
     async with limited(tmp_path, parties, preauth_per_address=3, preauth_total=5) as hub:
-        held = [await silent("127.0.0.1", hub.port) for _ in range(3)]
+        held = [await silent("127.0.0.1", hub.port, "127.0.0.4") for _ in range(3)]
         with capture_logs() as logs:
-            refused, _ = await silent("127.0.0.1", hub.port)
+            refused, _ = await silent("127.0.0.1", hub.port, "127.0.0.4")
             assert await closed_by_the_hub(refused)  # a fourth from the same address
             held += [await silent("127.0.0.1", hub.port, "127.0.0.2") for _ in range(2)]
-            refused, _ = await silent("127.0.0.1", hub.port, "127.0.0.3")
-            assert await closed_by_the_hub(refused)  # a sixth in all
+            # all 5 places taken: a newcomer gets one, the address holding the most gives
+            # up its oldest
+            await silent("127.0.0.1", hub.port, "127.0.0.3")
+            assert await closed_by_the_hub(held[0][0])
         assert [e["reason"] for e in logs if e["event"] == "ssh.refused"] == [
-            "too many connections not logged in from this address",
-            "too many connections not logged in",
+            "too many from this address"
         ]
         for _, writer in held:
+            writer.close()
+
+
+async def test_a_banner_flood_does_not_keep_others_from_logging_in(
+    tmp_path: Path, parties: dict[str, Party]
+) -> None:
+    """Flooders hold every place and ask for more: they are banned within their first
+    refusals, their connections closed at once, and a participant logs in meanwhile."""
+    async with limited(tmp_path, parties, preauth_per_address=4, preauth_total=8) as hub:
+        flood = [
+            await silent("127.0.0.1", hub.port, f"127.0.0.{source}")
+            for source in (11, 12)
+            for _ in range(4)
+        ]
+        for _ in range(15):  # holding all its places, 127.0.0.11 keeps asking
+            _, writer = await silent("127.0.0.1", hub.port, "127.0.0.11")
+            writer.close()
+        assert await closed_by_the_hub(flood[0][0])  # banned: its waiting ones closed
+        async with sftp_client(hub.port, hub.parties[OTHER]) as sftp:
+            assert "inbox" in await sftp.listdir("/")
+        for _, writer in flood:
             writer.close()
 
 
