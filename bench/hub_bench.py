@@ -20,6 +20,8 @@ SFTP clients run in this process. Both share the machine's cores.
     lock left one process per core partly idle and (b') was the higher floor; now the two
     are within a few %.
 (c) raw SFTP: the same uploads under `.part` names, which the hub never takes in.
+(e) the cost of a scrape of /metrics: the server's CPU over SCRAPES scrapes after a round,
+    as a share of the machine at Prometheus's default interval (target < 1 %).
 (d) memory: one 256 MiB file (the sample's records repeated, in sections of SECTION_RECORDS
     records), sealed beforehand without compression so that 256 MiB travel over SFTP too; the
     server process's peak RSS (polled) over its idle RSS (after start-up and one small upload).
@@ -50,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -87,6 +90,10 @@ SECTION_RECORDS = 1000  # records per section of the big file (~640 KB)
 HEADER_NUMBER = slice(50, 53)  # header columns 51-53: section number
 FOOTER_NUMBER = slice(32, 35)  # footer columns 33-35: section number
 TARGET_RATIO = 0.80
+METRICS_TOKEN = "bench-metrics"
+SCRAPES = 30
+SCRAPE_EVERY_S = 15.0  # Prometheus's default scrape interval
+SCRAPE_TARGET = 0.01  # of the machine's CPU (issue 15)
 ROUNDS = 5  # (a) measurements, each between two of (b) (MEASURED.md: drift up to 30 %)
 RSS_GROWTH_MB = 64
 MAX_BYTES = 1 << 30  # max_upload_bytes and max_decrypted_bytes given to the server
@@ -319,6 +326,42 @@ def started_port(log: Path) -> int | None:
     return None
 
 
+def web_port(log: Path) -> int:
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict) and event.get("event") == "server.started":
+                return int(event["web_port"])
+    raise BenchError("no server.started event with a web port")
+
+
+def scrape_cost(server: Server, log: Path) -> tuple[float, int]:
+    """(e) The server's CPU seconds per scrape of /metrics, and the size of one scrape: the
+    inbox then holds the last round's deliveries, as a backlog would."""
+    url = f"http://127.0.0.1:{web_port(log)}/metrics"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    proc = server.process()
+    before = sum(proc.cpu_times()[:2])
+    size = 0
+    for _ in range(SCRAPES):
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            size = len(answer.read())
+    return (sum(proc.cpu_times()[:2]) - before) / SCRAPES, size
+
+
+def report_scrapes(cost: float, size: int, emit: Emit) -> bool:
+    cores = os.cpu_count() or 1
+    share = cost / (SCRAPE_EVERY_S * cores)
+    ok = share < SCRAPE_TARGET
+    emit(
+        f"(e) /metrics: {cost * 1000:.1f} ms of server CPU a scrape ({size} bytes, {SCRAPES} "
+        f"scrapes after a round); scraped every {SCRAPE_EVERY_S:.0f} s that is {share:.3%} of "
+        f"the machine's {cores} cores (every 1 s: {cost / cores:.2%}); target < "
+        f"{SCRAPE_TARGET:.0%}: {'PASS' if ok else 'FAIL'}"
+    )
+    return ok
+
+
 def wait_started(proc: subprocess.Popen[bytes], log: Path) -> int:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -347,6 +390,7 @@ def serving(hub: Hub, log: Path) -> Iterator[Server]:
     """`bdi serve` in its own process, on ports it picks; stopped (SIGTERM) on exit."""
     env = {
         **os.environ,
+        "BDI_METRICS_TOKEN": METRICS_TOKEN,
         "BDI_MAX_UPLOAD_BYTES": str(MAX_BYTES),
         "BDI_MAX_DECRYPTED_BYTES": str(MAX_BYTES),
     }
@@ -762,6 +806,7 @@ def speed(work: Path, hub: Hub, inputs: Inputs, recipient: Party, emit: Emit) ->
             ratios.append(a / b)
             emit(f"    (a)/(b) = {a / b:.0%}, (b) the mean of the floors just before and after")
             before = after
+        scrapes_ok = report_scrapes(*scrape_cost(server, work / "server-1.log"), emit)
         wide = hub.settings.gpg_limit
         wide_s, wide_cpu = measure_floor(workers=wide)
         raw_s, raw_cpu = asyncio.run(raw_sftp(hub, server, inputs.uploads))
@@ -784,7 +829,7 @@ def speed(work: Path, hub: Hub, inputs: Inputs, recipient: Party, emit: Emit) ->
         f"{'PASS' if ok else 'FAIL'} ({ratio:.0%}; rounds: "
         f"{', '.join(f'{r:.0%}' for r in ratios)})"
     )
-    return ok
+    return ok and scrapes_ok
 
 
 def report_floor(measured: tuple[float, Cpu], emit: Emit) -> float:
