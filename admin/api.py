@@ -197,6 +197,7 @@ HANDLERS: list[tuple[str, str, Handler, int]] = [
     ("/jobs/{job_id}", "GET", lambda r, s: s.job(_job_id(r)), 200),
     ("/jobs/{job_id}/retry", "POST", lambda r, s: s.retry_job(_job_id(r)), 200),
     ("/bans", "GET", lambda r, s: s.bans(), 200),
+    ("/alerts/test", "POST", lambda r, s: s.test_alert(), 200),
     ("/bans/{address}", "DELETE", lambda r, s: s.lift_ban(_address(r)), 200),
     ("/movements/{movement_id}/redeliver", "POST", _redeliver, 200),
     ("/purge", "POST", _purge, 200),

@@ -288,25 +288,10 @@ def purge(
 
 
 @alerts_app.command("test")
-def alerts_test(
-    config: Annotated[Path | None, typer.Option("--config", help="settings file (TOML)")] = None,
-    data: DataOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+def alerts_test(data: DataOpt = None, as_json: JsonOpt = False) -> None:
     """Send a test message to the operators' addresses, through the configured SMTP server."""
-    from bdi.alerts import Alert, send
-    from bdi.config import load_settings
-
-    settings = load_settings(config, data=data)
-    alert = Alert("test", "message de test", "Les alertes de la BDI arrivent bien jusqu'ici.")
-    if not settings.alert_to:
-        raise _fail("no operator address configured (alert_to)")
-    try:
-        asyncio.run(send(settings, alert))
-    except Exception as exc:
-        raise _fail(f"alert not sent: {type(exc).__name__}: {exc}") from exc
-    _out({"sent_to": list(settings.alert_to)}, as_json,
-         lambda r: "test alert sent to " + ", ".join(r["sent_to"]))  # fmt: skip
+    result = _run(data, lambda s: s.test_alert())
+    _out(result, as_json, lambda r: "test alert sent to " + ", ".join(r["sent_to"]))
 
 
 # --- the console's operators, the inboxes, the audit log (issue 16) ------------------------

@@ -258,6 +258,12 @@ OPENAPI: dict[str, Any] = {
         },
         "/bans/{address}": {"delete": _lift_op()},
         "/movements/{movement_id}/redeliver": {"post": _redeliver_op()},
+        "/alerts/test": {
+            "post": _op(
+                "Send a test alert to the operators (smtp_* settings)",
+                _obj(["sent_to"], sent_to={"type": "array", "items": STR}),
+            )
+        },
         "/purge": {
             "post": _op(
                 "Archive inbox files past inbox_retention_days, purge history past history_years",

@@ -20,6 +20,9 @@ import structlog
 from bdi.admin import overview
 from bdi.admin.passwords import hash_password, new_password
 from bdi.admin.registry import RegistrationError, register
+from bdi.alerts import Alert
+from bdi.alerts import send as send_alert
+from bdi.config import Settings
 from bdi.crypto import KeyInfo, KeyProblem, OpenPGP
 from bdi.mailbox.retention import RetentionPolicy
 from bdi.mailbox.storage import Mailboxes
@@ -136,6 +139,19 @@ class AdminService:
     after_ban_change: Callable[[], Awaitable[None]] | None = None
     retention: RetentionPolicy | None = None  # the data folder's (`bdi admin purge`)
     address: str | None = None  # where the acts come from, for the audit (None: the CLI)
+    settings: Settings | None = None  # the hub's (SMTP, for `alerts test`)
+
+    async def test_alert(self) -> dict[str, Any]:
+        """A test message to the operators, through the configured SMTP server."""
+        if self.settings is None or not self.settings.alert_to:
+            raise AdminError("no operator address configured (alert_to)")
+        alert = Alert("test", "message de test", "Les alertes de la BDI arrivent bien jusqu'ici.")
+        try:
+            await send_alert(self.settings, alert)
+        except Exception as exc:
+            raise AdminError(f"alert not sent: {type(exc).__name__}: {exc}") from exc
+        await self._audit("alerts.test")
+        return {"sent_to": list(self.settings.alert_to)}
 
     async def _audit(self, action: str, target: str = "", detail: str = "") -> None:
         await self.store.audit(now(), self.actor, action, target, detail, self.address)

@@ -22,6 +22,7 @@ def service_for(hub: Hub, actor: str) -> AdminService:
         hub_public_key=hub_key_file(hub.settings).read_text(),
         new_token=partial(write_admin_token, hub.settings),
         actor=actor,
+        settings=hub.settings,
         retention=RetentionPolicy.under(
             hub.settings.data, hub.settings.inbox_retention_days, hub.settings.history_years
         ),

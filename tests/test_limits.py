@@ -240,3 +240,24 @@ async def test_port_probes_are_not_held_against_their_address(
             known_hosts=None, client_keys=None, agent_path=None, local_addr=("127.0.0.5", 0),
         ) as conn, conn.start_sftp_client() as sftp:  # fmt: skip
             assert "inbox" in await sftp.listdir("/")
+
+
+async def test_ssh_keys_that_are_not_the_users_feed_the_defender(
+    tmp_path: Path, parties: dict[str, Party]
+) -> None:
+    async with limited(tmp_path, parties, defender_threshold=4) as hub:
+        stranger = asyncssh.generate_private_key("ssh-ed25519")
+        outcomes = []
+        for _ in range(4):
+            try:
+                async with asyncssh.connect(
+                    "127.0.0.1", hub.port, username=OTHER, client_keys=[stranger],
+                    known_hosts=None, agent_path=None, preferred_auth="publickey",
+                    local_addr=("127.0.0.6", 0),
+                ):  # fmt: skip
+                    outcomes.append("in")
+            except asyncssh.PermissionDenied:
+                outcomes.append("denied")
+            except (OSError, asyncssh.Error):
+                outcomes.append("refused")
+        assert outcomes[:2] == ["denied", "denied"] and outcomes[-1] == "refused", outcomes

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import Message
 from pathlib import Path
@@ -21,12 +22,14 @@ import asyncssh
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
-from hubkit import HubUnderTest, Party, gpg_held, hub_running, make_parties, until
+from hubkit import HubUnderTest, Party, gpg_held, hub_running, make_parties, short_home, until
 from prometheus_client.parser import text_string_to_metric_families
 from support import SAMPLES
 
+from bdi import watch
 from bdi.alerts import Alert, Alerts
 from bdi.config import load_settings
+from bdi.crypto import OpenPGP
 from bdi.pipeline import workers
 from bdi.pipeline.retries import RetryPolicy
 
@@ -226,6 +229,7 @@ def test_bdi_admin_alerts_test_sends_a_message(tmp_path: Path, smtp: tuple[Mailb
     box, port = smtp
     env = {**os.environ, "BDI_SMTP_HOST": "127.0.0.1", "BDI_SMTP_PORT": str(port),
            "BDI_ALERT_TO": '["ops@bdi.test", "cto@bdi.test"]'}  # fmt: skip
+    subprocess.run([str(BDI), "init", "--data", str(tmp_path)], capture_output=True, check=True)
     done = subprocess.run(
         [str(BDI), "admin", "alerts", "test", "--data", str(tmp_path)],
         env=env, capture_output=True, text=True, check=False, timeout=60,
@@ -238,7 +242,7 @@ def test_bdi_admin_alerts_test_sends_a_message(tmp_path: Path, smtp: tuple[Mailb
         env={**env, "BDI_SMTP_PORT": str(free_port())}, capture_output=True, text=True,
         check=False, timeout=60,
     )  # fmt: skip
-    assert no_server.returncode == 1 and no_server.stderr.count("\n") == 1
+    assert no_server.returncode == 1 and no_server.stderr.count("\n") == 1, no_server.stderr
 
 
 async def test_a_ban_reaches_the_operators(
@@ -260,3 +264,41 @@ async def test_a_ban_reaches_the_operators(
             return "[BDI] adresse bloquée : 127.0.0.2" in box.subjects()
 
         await until(alerted)
+
+
+async def test_the_admin_api_sends_a_test_alert(
+    tmp_path: Path, parties: dict[str, Party], smtp: tuple[Mailbox, int]
+) -> None:
+    box, port = smtp
+    mail = {"smtp_host": "127.0.0.1", "smtp_port": port, "alert_to": ("ops@bdi.test",)}
+    async with hub_running(tmp_path / "data", parties, **mail) as hub, web(hub) as client:
+        bearer = {"Authorization": f"Bearer {await admin_token(hub)}"}
+        sent = await client.post("/api/admin/alerts/test", headers=bearer)
+        assert sent.status_code == 200, sent.text
+        assert sent.json() == {"sent_to": ["ops@bdi.test"]}
+        assert "/alerts/test" in (await client.get("/api/admin/openapi.json")).json()["paths"]
+    assert box.subjects() == ["[BDI] message de test"]
+
+
+async def test_a_key_expiring_soon_raises_its_alert(
+    tmp_path: Path, parties: dict[str, Party]
+) -> None:
+    async with hub_running(tmp_path / "data", parties, key_expiry_days=30) as hub:
+        soon = OpenPGP(short_home())
+        try:
+            uid = "CIE000999 <k@bdi.test>"
+            made = ["gpg", "--homedir", str(soon.home), "--batch", "--passphrase", "",
+                    "--quick-gen-key", uid, "default", "default", "10d"]  # fmt: skip
+            await asyncio.to_thread(subprocess.run, made, capture_output=True, check=True)
+            [key] = soon._gpg.list_keys()
+            hub.server.hub.pgp.import_public(soon.export_public(key["fingerprint"]))
+            now = datetime.now(UTC)
+            people = [
+                ("CIE000999", "k@bdi.test", key["fingerprint"]),
+                (SENDER, "", hub.parties[SENDER].fingerprint),
+            ]
+            found = await asyncio.to_thread(watch._keys, hub.server.hub, people, now)
+        finally:
+            soon.stop_agent()
+    assert [(a.key.split(":")[2], a.to) for a in found] == [("expiring", ("k@bdi.test",))]
+    assert "CIE000999" in found[0].subject and "expire le" in found[0].subject
