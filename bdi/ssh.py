@@ -82,19 +82,19 @@ class Gate:
 
     def enter(self, address: str, conn: Abortable) -> str | None:
         """None if the connection may wait for its login (it is then counted), else why not."""
-        held = self.waiting.setdefault(address, [])
-        if len(held) >= self.per_address:
+        if len(self.waiting.get(address, ())) >= self.per_address:
             return PER_ADDRESS
         if self.count() >= self.total and not self._make_room(address):
             return TOTAL
-        held.append(conn)
+        self.waiting.setdefault(address, []).append(conn)  # refused addresses leave no entry
         return None
 
     def _make_room(self, newcomer: str) -> bool:
         greediest = max(self.waiting, key=lambda a: len(self.waiting[a]))
-        if greediest == newcomer or len(self.waiting[greediest]) <= 1:
+        held = self.waiting[greediest]
+        if greediest == newcomer or len(held) <= 1:
             return False
-        self.waiting[greediest].pop(0).abort()
+        held.pop(0).abort()
         return True
 
     def leave(self, address: str, conn: Abortable) -> None:

@@ -18,6 +18,8 @@ from hubkit import HubUnderTest, Party, gpg, hub_running, make_parties, sftp_cli
 from structlog.testing import capture_logs
 from support import SAMPLES
 
+from bdi.ssh import Gate
+
 SENDER, OTHER, RECIPIENT = "COU010234", "CIE000638", "CIE000311"
 GOOD = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
 
@@ -261,3 +263,22 @@ async def test_ssh_keys_that_are_not_the_users_feed_the_defender(
             except (OSError, asyncssh.Error):
                 outcomes.append("refused")
         assert outcomes[:2] == ["denied", "denied"] and outcomes[-1] == "refused", outcomes
+
+
+def test_the_gate_keeps_no_trace_of_refused_addresses() -> None:
+    class Conn:
+        aborted = False
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    gate = Gate(per_address=2, total=2)
+    first, second = Conn(), Conn()
+    assert gate.enter("10.0.0.1", first) is None and gate.enter("10.0.0.1", second) is None
+    assert gate.enter("10.0.0.1", Conn()) == "too many from this address"
+    for n in range(1000):  # a spray: each newcomer takes the oldest place of the greediest
+        assert gate.enter(f"10.1.{n // 250}.{n % 250}", Conn()) in (
+            None,
+            "too many connections not logged in",
+        )
+    assert first.aborted and gate.count() == 2 and len(gate.waiting) <= 2
