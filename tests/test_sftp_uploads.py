@@ -301,7 +301,7 @@ async def test_a_failed_handshake_is_logged_with_the_client(hub: HubUnderTest) -
     assert failed[0]["address"] == "127.0.0.1" and failed[0]["stage"] == "kex"
 
 
-def test_a_full_disk_under_sqlite_is_told_as_a_full_disk() -> None:
+async def test_a_full_disk_under_sqlite_is_told_as_a_full_disk() -> None:
     """SQLite says "disk I/O error" when its journal cannot grow: the client reads that the
     hub's disk is full, not an internal error (seen in the soak's disk-full spell)."""
     full = OperationalError("INSERT …", {}, sqlite3.OperationalError("disk I/O error"))
