@@ -19,7 +19,14 @@ from starlette.responses import Response
 from bdi.store import operators
 from bdi.store.models import OperatorSession
 from bdi.store.repo import Store
-from bdi.suivi.auth import Session, Signer, is_session_token, session_id
+from bdi.suivi.auth import (
+    Session,
+    Signer,
+    cookie_session,
+    is_session_token,
+    session_id,
+    set_session_cookie,
+)
 
 COOKIE = "bdi_exploitation"
 SESSION_SECONDS = 4 * 3600.0
@@ -55,20 +62,12 @@ class Sessions:
 
     def anonymous(self, request: Request) -> Session:
         """The anonymous session of the cookie (its CSRF token), or a new one."""
-        found = self.signer.loads(request.cookies.get(COOKIE), self.clock())
-        return found or Session.anonymous(self.clock())
+        return cookie_session(self.signer, request.cookies.get(COOKIE), self.clock())
 
     def set_cookie(self, request: Request, response: Response, session: Session) -> Response:
-        response.set_cookie(
-            COOKIE,
-            session.token or self.signer.dumps(session),
-            max_age=int(self.signer.max_age),
-            path=request.scope.get("root_path") or "/",
-            secure=self.secure,
-            httponly=True,
-            samesite="strict",
-        )
-        return response
+        value = session.token or self.signer.dumps(session)
+        return set_session_cookie(response, COOKIE, value, request, self.signer.max_age,
+                                  self.secure, "strict")  # fmt: skip
 
     async def ctx_of(self, request: Request) -> Ctx | None:
         """The logged-in session of the cookie, if the store still has it and its operator

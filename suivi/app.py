@@ -39,9 +39,11 @@ from bdi.suivi.auth import (
     Session,
     Signer,
     check_password,
+    cookie_session,
     csrf_ok,
     is_session_token,
     session_id,
+    set_session_cookie,
 )
 from bdi.suivi.headers import SecurityHeaders
 from bdi.suivi.pending import PendingList
@@ -134,20 +136,12 @@ class SuiviApp:
 
     def session_of(self, request: Request) -> Session:
         """The anonymous session of the cookie (its CSRF token), or a new one."""
-        found = self.signer.loads(request.cookies.get(COOKIE), self.clock())
-        return found or Session.anonymous(self.clock())
+        return cookie_session(self.signer, request.cookies.get(COOKIE), self.clock())
 
     def set_cookie(self, request: Request, response: Response, session: Session) -> Response:
-        response.set_cookie(
-            COOKIE,
-            session.token or self.signer.dumps(session),
-            max_age=int(self.signer.max_age),
-            path=request.scope.get("root_path") or "/",
-            secure=self.secure,
-            httponly=True,
-            samesite="lax",
-        )
-        return response
+        value = session.token or self.signer.dumps(session)
+        return set_session_cookie(response, COOKIE, value, request, self.signer.max_age,
+                                  self.secure, "lax")  # fmt: skip
 
     async def ctx_of(self, request: Request) -> Ctx | None:
         """The logged-in session of the cookie, if the store still has it and its

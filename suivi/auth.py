@@ -19,7 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import TypeVar
+from typing import Literal, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import Response
 
 from bdi.admin.passwords import hash_password, verify_password
 from bdi.store.repo import Store
@@ -52,6 +55,23 @@ class Session:
 def session_id(token: str) -> str:
     """The key of a session in the store: a copy of the table gives no cookie."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def cookie_session(signer: Signer, cookie: str | None, now: float) -> Session:
+    """The anonymous session a cookie carries (its CSRF token), or a new one."""
+    return signer.loads(cookie, now) or Session.anonymous(now)
+
+
+def set_session_cookie(
+    response: Response, name: str, value: str, request: Request, max_age: float,
+    secure: bool, samesite: Literal["lax", "strict"],
+) -> Response:  # fmt: skip
+    """The session cookie, for the mount the request came through, never readable by script."""
+    response.set_cookie(
+        name, value, max_age=int(max_age), path=request.scope.get("root_path") or "/",
+        secure=secure, httponly=True, samesite=samesite,
+    )  # fmt: skip
+    return response
 
 
 def is_session_token(cookie: str) -> bool:
