@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.message import EmailMessage
 
 import aiosmtplib
@@ -163,7 +163,3 @@ def banned(address: str, until: datetime) -> Alert:
         f"L'adresse {address} est bloquée jusqu'au {until:%d/%m/%Y %H:%M} UTC après des échecs "
         f"de connexion répétés. Levée : bdi admin bans lift {address}",
     )  # fmt: skip
-
-
-def expiring(expires: datetime | None, days: int, now: datetime) -> bool:
-    return expires is not None and expires - now <= timedelta(days=days)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from sqlalchemy import func, select
 
-from bdi.alerts import Alert, Alerts, expiring, key_expiry, not_ready, waiting
+from bdi.alerts import Alert, Alerts, key_expiry, not_ready, waiting
 from bdi.hub import Hub, utcnow
 from bdi.probes import readiness
 from bdi.store.inbox import INBOX
@@ -86,12 +86,12 @@ def _oldest_on_disk(hub: Hub) -> dict[str, tuple[int, datetime]]:
 
 
 def _keys(hub: Hub, people: list[tuple[str, str, str]], now: datetime) -> list[Alert]:
-    days = hub.settings.key_expiry_days
+    window = timedelta(days=hub.settings.key_expiry_days)
     owners = [("la BDI", "", hub.hub_fingerprint), *people]
     found = []
     for owner, contact, fingerprint in owners:
         info = hub.pgp.key_info(fingerprint)
-        if info is not None and info.expires is not None and expiring(info.expires, days, now):
+        if info is not None and info.expires is not None and info.expires - now <= window:
             found.append(key_expiry(owner, contact, fingerprint, info.expires))
     return found
 

@@ -59,9 +59,6 @@ class Retries:
     def waiting(self) -> int:
         return sum(1 for f in self._failing.values() if f.timer is not None)
 
-    def known(self, job_id: int) -> bool:
-        return job_id in self._failing
-
     def failed(self, job: JobRef, error: BaseException) -> int:
         """The job's attempts so far if it waits to run again; 0 once it is quarantined."""
         assert job.id is not None
