@@ -123,7 +123,14 @@ async def test_concurrent_uploads_of_one_flow_make_one_flow(
     plain = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
     sealed = hub.seal("COU010234", plain, tmp_path)
     names = [f"RCOU010234_00311_1000{n:02d}.edi" for n in range(10)]
-    await asyncio.gather(*(hub.upload("COU010234", name, sealed) for name in names))
+    # concurrent files over one session: a participant may hold 8 sessions at once (HUB.md)
+    async with hub.sftp("COU010234") as sftp:
+
+        async def put(name: str) -> None:
+            async with sftp.open(f"/outbox/{name}", "wb") as f:
+                await f.write(sealed)
+
+        await asyncio.gather(*(put(name) for name in names))
     await hub.settled()
     assert sorted(await hub.inbox("CIE000311")) == names
     movements = await hub.server.hub.store.movements()
