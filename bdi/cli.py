@@ -9,6 +9,7 @@ import typer
 
 from bdi.admin.cli import app as admin_app
 from bdi.check import main as check_main
+from bdi.dbcli import app as db_app
 from bdi.kit.cli import app as kit_app
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
 app.add_typer(admin_app, name="admin")
 app.add_typer(kit_app, name="kit")
+app.add_typer(db_app, name="db")
 
 
 @app.callback()

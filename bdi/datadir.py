@@ -20,8 +20,9 @@ from bdi.crypto.packets import Bounds
 from bdi.hub import Hub
 from bdi.mailbox.storage import Mailboxes
 from bdi.routing.layout import default_layout
-from bdi.store.db import create_schema, make_engine
+from bdi.store.db import make_engine
 from bdi.store.repo import Store
+from bdi.store.schema import upgrade_to_head
 
 HUB_UID = "BDI hub <bdi@localhost>"
 
@@ -75,13 +76,12 @@ def web_secret(settings: Settings) -> str:
 async def initialise(settings: Settings) -> InitResult:
     """Create database, hub OpenPGP key, SSH host key and admin token; idempotent."""
     if is_initialised(settings):
+        await upgrade_to_head(settings.db_url)
         return InitResult(False, fingerprint_file(settings).read_text().strip(), None)
     settings.data.mkdir(parents=True, exist_ok=True, mode=0o700)
     for folder in (settings.spool, settings.mailboxes, settings.data / "contents"):
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    engine = make_engine(settings.db_url)
-    await create_schema(engine)
-    await engine.dispose()
+    await upgrade_to_head(settings.db_url)
     if not settings.host_key.exists():
         asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(settings.host_key))
         settings.host_key.chmod(0o600)
@@ -97,8 +97,8 @@ async def open_hub(settings: Settings) -> Hub:
     """The hub's components over an initialised data folder."""
     if not is_initialised(settings):
         raise FileNotFoundError(f"{settings.data} is not initialised: run `bdi init` first")
+    await upgrade_to_head(settings.db_url)
     engine = make_engine(settings.db_url)
-    await create_schema(engine)
     return Hub(
         settings=settings,
         layout=default_layout(),

@@ -56,9 +56,10 @@ from bdi.pipeline.plan import Upload, occurrence
 from bdi.routing.flows import iter_flows
 from bdi.routing.layout import default_layout
 from bdi.routing.writer import Record, parse_file, write_file
-from bdi.store.db import create_schema, make_engine
+from bdi.store.db import make_engine
 from bdi.store.models import Flow, FlowOccurrence, Job, Movement, Output, Participant
 from bdi.store.repo import Store
+from bdi.store.schema import upgrade_to_head
 from bdi.suivi import csv, queries, textindex, views
 from bdi.suivi.app import FilePaging, create_app
 from bdi.suivi.queries import Search
@@ -341,8 +342,8 @@ async def main(emit: Emit, kept: str | None, reuse: bool) -> bool:
         return await measure(Path(kept), emit)
     with tempfile.TemporaryDirectory(prefix="suivi-bench-") as tmp:
         path = Path(kept) if kept else Path(tmp) / "bdi.sqlite3"
+        await upgrade_to_head(f"sqlite+aiosqlite:///{path}")
         engine = make_engine(f"sqlite+aiosqlite:///{path}")
-        await create_schema(engine)
         await engine.dispose()
         await asyncio.to_thread(generate, path, emit)
         return await measure(path, emit)

@@ -5,6 +5,7 @@ The object is built once at the entry point and passed down; nothing reads it gl
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ class Settings(BaseSettings):
 
     data: Path = Field(default=Path("bdi-data"), description="data folder")
     database_url: str | None = Field(
-        default=None, description="SQLAlchemy async URL; default: SQLite file in the data folder"
+        default=None,
+        description="SQLAlchemy async URL (postgresql+psycopg://...); default: SQLite file in "
+        "the data folder",
     )
     host: str = "127.0.0.1"
     sftp_port: int = 2222
@@ -141,7 +144,14 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite+aiosqlite:///{self.data / 'bdi.sqlite3'}"
+        """`{data}` in the URL names a database after the data folder (several hubs, each
+        with its own data folder, on one PostgreSQL server: test, staging...)."""
+        if self.database_url is None:
+            return f"sqlite+aiosqlite:///{self.data / 'bdi.sqlite3'}"
+        if "{data}" not in self.database_url:
+            return self.database_url
+        digest = hashlib.sha256(str(self.data.resolve()).encode()).hexdigest()[:16]
+        return self.database_url.replace("{data}", f"bdi_{digest}")
 
     @property
     def gpg_limit(self) -> int:

@@ -13,6 +13,7 @@ from bdi.routing.fields import Value
 from bdi.routing.layout import Layout
 from bdi.routing.logs import LogFile
 from bdi.routing.model import FileReport, Flow, SectionReport
+from bdi.store.folding import fold
 from bdi.store.jobs import MovementRef, Occurrence, OutputRef, PlannedOutput
 
 NameFor = Callable[[str, str], str]  # (participant, wanted name) -> free name
@@ -104,11 +105,6 @@ def _json_list(items: list[dict[str, str | int | None]]) -> str:
 def _text(value: Value) -> str | None:
     text = "" if value is None else str(value).strip()
     return text or None
-
-
-def fold(text: str | None) -> str | None:
-    """The form the Suivi compares insured names in: trimmed, upper case (§8.4)."""
-    return text.strip().upper() if text else None
 
 
 def group_by_recipient(sections: Sequence[SectionReport]) -> dict[str, list[SectionReport]]:

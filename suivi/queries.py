@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, Label, Row, Select, func, select
 from sqlmodel import col
 
 from bdi.routing.layout import Column, Layout, SearchSpec
+from bdi.store.folding import fold
 from bdi.store.models import FlowOccurrence, Movement, StoredContent
 from bdi.store.repo import Store
 from bdi.suivi import sql, textindex
@@ -144,15 +145,16 @@ def matches(
     values: Mapping[str, Any],
     kinds: Mapping[str, Kind],
 ) -> bool:
-    """§8.4: codes exact, other text a case-insensitive substring, all criteria ANDed."""
+    """§8.4: codes exact, other text a case- and accent-insensitive substring, all
+    criteria ANDed."""
     for criterion in spec.criteria:
         wanted = criteria.get(criterion.field)
         if wanted is None:
             continue
-        got = text_of(values.get(criterion.field), kinds.get(criterion.field)).upper()
-        if criterion.match == "exact" and got != wanted.upper():
+        got = fold(text_of(values.get(criterion.field), kinds.get(criterion.field))) or ""
+        if criterion.match == "exact" and got != (fold(wanted) or ""):
             return False
-        if criterion.match != "exact" and wanted.upper() not in got:
+        if criterion.match != "exact" and (fold(wanted) or "") not in got:
             return False
     return True
 
@@ -183,7 +185,7 @@ def head_narrowing(
         elif name == "producer_code":
             out.conditions.append(col(Occ.producer_code) == wanted)
         elif name == "insured_name":
-            out.conditions.append(sql.contains(col(Occ.insured_folded), wanted.upper()))
+            out.conditions.append(sql.contains(col(Occ.insured_folded), fold(wanted) or ""))
         else:
             out.exact = False
             _json_narrowing(out, col(Occ.fields_json), wanted, kinds.get(name))

@@ -26,8 +26,9 @@ from bdi.admin.service import AdminService, NotFoundError
 from bdi.admin.wiring import service_for
 from bdi.defender import Defender, DefenderPolicy, Event
 from bdi.store import bans
-from bdi.store.db import create_schema, make_engine
+from bdi.store.db import make_engine
 from bdi.store.repo import Store
+from bdi.store.schema import upgrade_to_head
 
 BDI = Path(sys.executable).with_name("bdi")
 ATTACKER, OTHER = "203.0.113.9", "198.51.100.20"
@@ -43,8 +44,8 @@ class Clock:
 
 
 async def open_store(path: Path) -> Store:
+    await upgrade_to_head(f"sqlite+aiosqlite:///{path}")
     engine = make_engine(f"sqlite+aiosqlite:///{path}")
-    await create_schema(engine)
     return Store(engine)
 
 

@@ -14,11 +14,12 @@ import sqlalchemy
 from sqlalchemy import Connection, func, select
 from support import Held
 
-from bdi.store.db import create_schema, make_engine
+from bdi.store.db import make_engine
 from bdi.store.jobs import JOB, JobRef, insert_job, parties
 from bdi.store.journal import Journal, sync_url
 from bdi.store.models import Participant
 from bdi.store.repo import Store
+from bdi.store.schema import upgrade_to_head
 
 
 def a_job(spool_name: str | None = None) -> JobRef:
@@ -34,8 +35,8 @@ def a_job(spool_name: str | None = None) -> JobRef:
 @pytest.fixture
 async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'bdi.db'}"
+    await upgrade_to_head(url)
     engine = make_engine(url)
-    await create_schema(engine)
     await engine.dispose()
     journal = Journal.open(url)
     yield journal

@@ -13,10 +13,11 @@ from support import Held
 
 from bdi.pipeline.spool import Spool
 from bdi.routing.layout import default_layout
-from bdi.store.db import create_schema, make_engine
+from bdi.store.db import make_engine
 from bdi.store.jobs import JOB, JobRef, Party
 from bdi.store.journal import Journal
 from bdi.store.repo import Store
+from bdi.store.schema import upgrade_to_head
 
 
 class Handed(list[tuple[JobRef, dict[str, Party]]]):
@@ -34,8 +35,8 @@ class Handed(list[tuple[JobRef, dict[str, Party]]]):
 @pytest.fixture
 async def parts(tmp_path: Path) -> AsyncIterator[tuple[Spool, Journal, Handed]]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'bdi.db'}"
+    await upgrade_to_head(url)
     engine = make_engine(url)
-    await create_schema(engine)
     journal = Journal.open(url)
     handed = Handed()
     spool = Spool(tmp_path / "spool", Store(engine), journal, handed,
