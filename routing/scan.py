@@ -34,6 +34,13 @@ class CheckContext:
     recipient_active: Callable[[str], bool] | None = None
     layout: Layout = field(default_factory=default_layout)
     collect_flows: bool = False
+    # with collect_flows: each flow handed over as soon as it is complete, with the report of
+    # its section so far, instead of being kept until the section closes (a section may be
+    # as big as the file); the caller drops those of a section that ends refused
+    on_flow: Callable[[SectionReport, Flow], None] | None = None
+    # False: the final report lists no section (each came with its SectionChecked event),
+    # so that a file of a hundred thousand sections keeps no report of each
+    keep_sections: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +224,13 @@ class _Section:
         if self.builder is not None:
             flow = self.builder.record(line, marker, text)
             if flow is not None:
-                self.flows.append(flow)
+                self._flow(flow)
+
+    def _flow(self, flow: Flow) -> None:
+        if self.ctx.on_flow is not None:
+            self.ctx.on_flow(self.report, flow)
+        else:
+            self.flows.append(flow)
 
     def _footer(self, line: int, text: str) -> None:
         self.footer_seen = True
@@ -270,7 +283,7 @@ class _Section:
         if self.builder is not None:
             last = self.builder.finish()
             if last is not None:
-                self.flows.append(last)
+                self._flow(last)
         return SectionChecked(report, tuple(self.flows) if report.accepted else ())
 
     def _header_checks(self) -> None:
@@ -320,27 +333,28 @@ def check_lines(lines: Iterable[bytes], ctx: CheckContext) -> Iterator[Event]:
         marker = text[:10]
         if marker == HEADER:
             if section is not None:
-                yield _closed(section, report)
+                yield _closed(section, report, ctx)
             number += 1
             section = _Section(ctx, number, line_no, offset, text)
             section.report.end = end
         elif section is not None:
             section.line(line_no, end, text)
             if section.footer_seen:
-                yield _closed(section, report)
+                yield _closed(section, report, ctx)
                 section = None
         elif text.strip(" "):
             orphans.append(Problem(Code.HORS_SECTION, line_no))
         offset = end
     if section is not None:
-        yield _closed(section, report)
+        yield _closed(section, report, ctx)
     report.problems += [Problem(Code.VIDE)] if number == 0 else orphans
     yield FileChecked(report)
 
 
-def _closed(section: _Section, report: FileReport) -> SectionChecked:
+def _closed(section: _Section, report: FileReport, ctx: CheckContext) -> SectionChecked:
     event = section.close()
-    report.sections.append(event.report)
+    if ctx.keep_sections:
+        report.sections.append(event.report)
     return event
 
 
