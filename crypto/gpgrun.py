@@ -11,6 +11,7 @@ Imports nothing of the project (the standard library only).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
 import os
 import selectors
@@ -21,9 +22,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import Protocol
 
-__all__ = ["OPTIONS", "GpgResult", "GpgRunner", "Guard", "Sink", "Status"]
+__all__ = [
+    "OPTIONS", "FileSink", "GpgResult", "GpgRunner", "Guard", "Sink", "Status", "Writer", "pipe",
+]  # fmt: skip
 
 # gpg writes plaintext in chunks of at most 32 KiB; --max-output stops it one chunk early,
 # so a limit one slack above ours makes our own byte count the one that decides.
@@ -32,6 +35,7 @@ _STATUS_MAX = 1024 * 1024  # status lines of a sane message are a few KiB
 _STATUS_DRAIN_S = 0.2  # how often the status pipe is emptied while gpg runs
 _CPU_CHECK_S = 0.1  # how often gpg's CPU time is read while it runs
 _TICKS = os.sysconf("SC_CLK_TCK")
+_PIPE_BYTES = 1 << 20  # a pipe to or from gpg holds this much (Linux's default: 64 KiB)
 # every gpg of a home runs with these, python-gnupg's too (openpgp hands them over)
 OPTIONS = (
     "--trust-model", "always",  # we trust exactly the keys in the home; no trustdb churn or locks
@@ -77,10 +81,28 @@ class Guard:
         return self.cpu_seconds + self.cpu_per_output_byte * output
 
 
+class Writer(Protocol):
+    def write(self, chunk: bytes, /) -> object: ...
+
+
+def pipe() -> tuple[int, int]:
+    """A pipe (read end, write end) to stream data to gpg's stdin (`GpgRunner.run` with the
+    read end as src), made bigger than Linux's 64 KiB so that writer and gpg wait on each
+    other less often."""
+    read, write = os.pipe()
+    _widen(write)
+    return read, write
+
+
+def _widen(fd: int) -> None:
+    with contextlib.suppress(OSError):  # past /proc/sys/fs/pipe-max-size: keep the default
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+
+
 class Sink:
     """Receives gpg's plaintext and writes at most `limit` bytes of it to `out`."""
 
-    def __init__(self, out: IO[bytes], limit: int) -> None:
+    def __init__(self, out: Writer, limit: int) -> None:
         self.limit = limit
         self.size = 0
         self.error: OSError | None = None
@@ -100,6 +122,27 @@ class Sink:
         return self.size > self.limit
 
 
+class FileSink:
+    """gpg's plaintext written by gpg itself into an open file (its stdout is that file):
+    nothing passes through Python, whose threads would otherwise take the interpreter lock
+    back for every chunk of a big file while another thread checks it (a 5 ms wait each,
+    at worst). What it wrote so far is the file's size; past `limit` gpg is killed (the
+    size is looked at whenever its run wakes up, and gpg's own --max-output stops it soon
+    after the limit anyway)."""
+
+    def __init__(self, fd: int, limit: int) -> None:
+        self.fd, self.limit = fd, limit
+        self.error: OSError | None = None
+
+    @property
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    @property
+    def too_large(self) -> bool:
+        return self.size > self.limit
+
+
 class GpgRunner:
     """Runs gpg in one home, at most `max_processes` at once (None: no limit).
 
@@ -112,7 +155,21 @@ class GpgRunner:
         self.binary = shutil.which("gpg") or "gpg"
         self._slots = threading.BoundedSemaphore(max_processes) if max_processes else None
 
-    def decrypt(self, src: Path | bytes, sink: Sink, guard: Guard | None = None) -> GpgResult:
+    def try_reserve(self) -> bool:
+        """Take one of the `max_processes` places now if one is free, for a run started
+        later with `reserved=True` (which gives it back). Never waits: a job that already
+        holds a place (its decryption) and waited for a second one could wait forever on
+        other jobs doing the same."""
+        return self._slots is None or self._slots.acquire(blocking=False)
+
+    def release(self) -> None:
+        """Give back a place taken by `try_reserve` and not used by a run."""
+        if self._slots is not None:
+            self._slots.release()
+
+    def decrypt(
+        self, src: Path | bytes, sink: Sink | FileSink, guard: Guard | None = None
+    ) -> GpgResult:
         """Run gpg --decrypt on src (a file, or bytes fed on its stdin), streaming its stdout
         into sink; kill it past the limit or its guard.
 
@@ -123,21 +180,27 @@ class GpgRunner:
         return self.run(args, src, sink, guard)
 
     def run(
-        self, args: list[str], src: Path | bytes, sink: Sink | None = None,
-        guard: Guard | None = None,
+        self, args: list[str], src: Path | bytes | int, sink: Sink | FileSink | None = None,
+        guard: Guard | None = None, reserved: bool = False,
     ) -> GpgResult:  # fmt: skip
-        """Run gpg with `args` on src (a file it reads itself, or bytes fed on its stdin), its
-        stdout into `sink` if given; collect its status. gpg is killed if anything goes wrong,
-        or once past its guard (then `stopped` says why)."""
+        """Run gpg with `args` on src (a file it reads itself, bytes fed on its stdin, or the
+        read end of a `pipe` that becomes its stdin: closed here once gpg holds it, so that
+        a writer sees gpg's end), its stdout into `sink` if given; collect its status. gpg
+        is killed if anything goes wrong, or once past its guard (then `stopped` says why).
+        `reserved`: run in the place taken by `try_reserve` (given back at the end)."""
         feed = None
+        stdin: bool | int = False
         if isinstance(src, Path):
             with src.open("rb"):  # fail with the usual error if src is missing
                 pass
             args = [*args, "--", str(src)]
+        elif isinstance(src, int):
+            stdin = src
         else:
-            feed = src
-        stdout = subprocess.DEVNULL if sink is None else subprocess.PIPE
-        with self._gpg_process(args, stdout, feed is not None) as (proc, status_fd):
+            feed, stdin = src, True
+        stdout = (subprocess.DEVNULL if sink is None else sink.fd if isinstance(sink, FileSink)
+                  else subprocess.PIPE)  # fmt: skip
+        with self._gpg_process(args, stdout, stdin, reserved) as (proc, status_fd):
             run = _Run(proc, sink, guard or Guard())
             try:
                 status = _pump(run, status_fd, feed)
@@ -148,41 +211,67 @@ class GpgRunner:
 
     @contextlib.contextmanager
     def _gpg_process(
-        self, args: list[str], stdout: int, stdin: bool = False
+        self, args: list[str], stdout: int, stdin: bool | int = False, reserved: bool = False
     ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         """gpg with its status lines on a pipe of their own, so nothing it logs can pass for
         one; yields the process and that pipe's read end, and reaps the process on exit.
-        `stdin`: give it a pipe to read its input from."""
+        `stdin`: True to give it a pipe to read its input from, or a pipe's read end."""
         with (
-            self._slots or contextlib.nullcontext(),
+            self._place(reserved),
             self._spawn(args, stdout, stdin) as spawned,
         ):
             yield spawned
 
     @contextlib.contextmanager
+    def _place(self, reserved: bool) -> Iterator[None]:
+        if self._slots is None:
+            yield
+        elif reserved:
+            try:
+                yield
+            finally:
+                self._slots.release()
+        else:
+            with self._slots:
+                yield
+
+    @contextlib.contextmanager
     def _spawn(
-        self, args: list[str], stdout: int, stdin: bool
+        self, args: list[str], stdout: int, stdin: bool | int
     ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         """Start gpg; our copy of the status pipe's write end is closed once gpg has its own,
-        so that the read end sees the end of the pipe when gpg exits."""
+        so that the read end sees the end of the pipe when gpg exits (and likewise our copy
+        of a pipe given as its stdin, so that its writer sees gpg's end)."""
         status_read, status_write = os.pipe()
         argv = [self.binary, "--homedir", str(self.home), "--batch", "--no-tty", *OPTIONS,
                 *_READ_ONLY, "--status-fd", str(status_write), *args]  # fmt: skip
+        given = stdin if not isinstance(stdin, bool) else None
         try:
             with subprocess.Popen(
                 argv,
-                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdin=given
+                if given is not None
+                else subprocess.PIPE
+                if stdin
+                else subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=subprocess.DEVNULL,
                 pass_fds=(status_write,),
             ) as proc:
                 os.close(status_write)
                 status_write = -1
+                if given is not None:
+                    os.close(given)
+                    given = None
+                if proc.stdout is not None:
+                    _widen(proc.stdout.fileno())
                 yield proc, status_read
         finally:
             os.close(status_read)
             if status_write >= 0:
                 os.close(status_write)
+            if given is not None:
+                os.close(given)
 
 
 # -- serving gpg's pipes ----------------------------------------------------------------
@@ -241,7 +330,9 @@ class _StatusPipe:
 class _Run:
     """One gpg process being served, and the first reason we had to kill it."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], sink: Sink | None, guard: Guard) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], sink: Sink | FileSink | None, guard: Guard
+    ) -> None:
         self.proc, self.sink, self.guard = proc, sink, guard
         self.stopped = ""
         self._cpu_checked = time.monotonic()
@@ -308,7 +399,7 @@ def _serve_until_exit(run: _Run, exited: int, status: _StatusPipe, feed: bytes |
     proc = run.proc
     with selectors.DefaultSelector() as selector:
         selector.register(exited, selectors.EVENT_READ, "exit")
-        if run.sink is not None:
+        if isinstance(run.sink, Sink):
             assert proc.stdout is not None
             selector.register(proc.stdout.fileno(), selectors.EVENT_READ, run.sink)
         if feed is not None:

@@ -21,6 +21,7 @@ mailbox.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -31,11 +32,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 import gnupg
 
-from bdi.crypto.gpgrun import OPTIONS, GpgRunner, Guard, Sink, Status
+from bdi.crypto.gpgrun import OPTIONS, FileSink, GpgRunner, Guard, Sink, Status, pipe
 from bdi.crypto.keys import (
     KeyInfo,
     KeyProblem,
@@ -49,7 +50,8 @@ from bdi.crypto.keys import (
 from bdi.crypto.packets import Bounds, survey
 
 __all__ = [
-    "Bounds", "GpgUnavailable", "KeyInfo", "KeyProblem", "OpenPGP", "OpenPGPError", "Verified",
+    "Bounds", "GpgUnavailable", "KeyInfo", "KeyProblem", "OpenPGP", "OpenPGPError", "Plaintext",
+    "Verified", "pipe",
 ]  # fmt: skip
 
 # gpg reports NO_SECKEY or pkdecrypt_failed both for a message not encrypted to us and when
@@ -74,6 +76,16 @@ _SIGNATURE_PROBLEMS = (
 # keeps an import by mistake from revoking the key): loading it on purpose removes it
 _GUARDED = re.compile(rb"^:(-----BEGIN PGP PUBLIC KEY BLOCK-----)", re.MULTILINE)
 _WATCHED = re.compile(rb"^\[GNUPG:\] (ENC_TO|BEGIN_DECRYPTION|NEWSIG|PLAINTEXT)\b", re.MULTILINE)
+
+
+class Plaintext(Protocol):
+    """Where a decryption writes: a file, or a stream of the caller's. Rewound and emptied
+    (seek(0), truncate()) only before a second decryption, when the first one was refused
+    as not decryptable (no plaintext)."""
+
+    def write(self, chunk: bytes, /) -> object: ...
+    def seek(self, offset: int, /) -> int: ...
+    def truncate(self) -> int: ...
 
 
 class OpenPGPError(RuntimeError):
@@ -243,7 +255,7 @@ class OpenPGP:
             dst.unlink(missing_ok=True)
         return verdict
 
-    def decrypt_verify_into(self, src: Path | bytes, out: IO[bytes], max_bytes: int) -> Verified:
+    def decrypt_verify_into(self, src: Path | bytes, out: Plaintext, max_bytes: int) -> Verified:
         """Decrypt an upload (a file, or the message itself) into `out`; ok only if
         encrypted to this home AND well signed.
 
@@ -262,11 +274,30 @@ class OpenPGP:
             return verdict
         return self._second_opinion(src, out, max_bytes)
 
-    def _decrypt_once(self, src: Path | bytes, out: IO[bytes], max_bytes: int) -> Verified:
-        sink = Sink(out, max_bytes)
+    def decrypt_verify_to_fd(self, src: Path | bytes, fd: int, max_bytes: int) -> Verified:
+        """decrypt_verify_into, gpg writing the plaintext itself into the open file `fd`
+        (empty; a reader may follow it as it grows): for a big upload, nothing of it
+        passes through Python. Past max_bytes gpg is stopped and the verdict is "too
+        large" (the file may then hold a little more than max_bytes)."""
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        surveyed = survey(src, self.bounds)
+        if surveyed.problem:
+            return Verified(False, None, surveyed.problem, 0)
+        verdict = self._decrypt_once(src, None, max_bytes, fd)
+        if verdict.ok or verdict.reason != _AGENT_SENSITIVE:
+            return verdict
+        return self._second_opinion(src, None, max_bytes, fd)
+
+    def _decrypt_once(
+        self, src: Path | bytes, out: Plaintext | None, max_bytes: int, fd: int = -1
+    ) -> Verified:
+        sink: Sink | FileSink = FileSink(fd, max_bytes) if out is None else Sink(out, max_bytes)
         result = self._runner.decrypt(src, sink, self._guard(src))
         if sink.error is not None:
             raise sink.error
+        if isinstance(sink, FileSink) and result.returncode > 0:
+            _raise_if_full(fd)  # gpg's write failed: the hub's fault, not the file's
         if sink.too_large:
             return Verified(False, None, "too large", sink.size)
         if result.stopped:  # we stopped gpg for what the message asked of it
@@ -284,13 +315,19 @@ class OpenPGP:
         recipients = self.bounds.recipients
         return Guard(base, per_byte, lambda status: _doomed(status, recipients))
 
-    def _second_opinion(self, src: Path | bytes, out: IO[bytes], max_bytes: int) -> Verified:
-        """Decrypt again (`out` rewound and emptied) until the agent stayed up throughout."""
+    def _second_opinion(
+        self, src: Path | bytes, out: Plaintext | None, max_bytes: int, fd: int = -1
+    ) -> Verified:
+        """Decrypt again (`out` rewound and emptied, or the file `fd`) until the agent
+        stayed up throughout."""
         for _ in range(_OPINIONS):
             before = self.agent_pid()
-            out.seek(0)
-            out.truncate()
-            verdict = self._decrypt_once(src, out, max_bytes)
+            if out is not None:
+                out.seek(0)
+                out.truncate()
+            else:
+                os.ftruncate(fd, 0)  # gpg wrote nothing: it could not decrypt
+            verdict = self._decrypt_once(src, out, max_bytes, fd)
             if verdict.ok or verdict.reason != _AGENT_SENSITIVE:
                 return verdict
             if before is not None and self.agent_pid() == before:
@@ -311,12 +348,23 @@ class OpenPGP:
                 return int(line[2:].strip())
         return None
 
+    def reserve_process(self) -> bool:
+        """Take a place for one gpg process now if one is free (see GpgRunner.try_reserve);
+        a sign_encrypt(..., reserved=True) then runs in it, or release_process gives it back."""
+        return self._runner.try_reserve()
+
+    def release_process(self) -> None:
+        self._runner.release()
+
     def sign_encrypt(
-        self, src: Path | bytes, dst: Path | IO[bytes], recipient: str, signer: str
-    ) -> None:
+        self, src: Path | bytes | int, dst: Path | IO[bytes], recipient: str, signer: str,
+        reserved: bool = False,
+    ) -> None:  # fmt: skip
         """Sign with `signer` (a secret key here) and encrypt to `recipient`, binary, into
         the file dst (or the stream: a small message sealed in memory); src is a file gpg
-        reads itself, or bytes fed on its stdin.
+        reads itself, bytes fed on its stdin, or the read end of a `pipe` the caller writes
+        the message into while gpg runs (closed here). `reserved`: in the place taken by
+        reserve_process.
 
         No thread pumps data through Python (as python-gnupg's three per call would).
         --local-user, unlike python-gnupg's --default-key, fails instead of silently signing
@@ -328,10 +376,10 @@ class OpenPGP:
             "--no-encrypt-to",
         ]  # fmt: skip
         if isinstance(dst, Path):
-            result = self._runner.run([*args, "--output", str(dst)], src)
+            result = self._runner.run([*args, "--output", str(dst)], src, reserved=reserved)
         else:
             sink = Sink(dst, sys.maxsize)
-            result = self._runner.run(args, src, sink)
+            result = self._runner.run(args, src, sink, reserved=reserved)
             if sink.error is not None:
                 raise sink.error
         status = Status.parse(result.status)
@@ -388,7 +436,7 @@ def _doomed(status: bytes, recipients: int) -> str:
     return ""
 
 
-def _verdict(status: Status, returncode: int, sink: Sink) -> Verified:
+def _verdict(status: Status, returncode: int, sink: Sink | FileSink) -> Verified:
     """Decide on one decryption; each refusal names the first thing wrong."""
     reason = _refusal(status)
     if reason is None and status.count("PLAINTEXT") != 1:
@@ -429,6 +477,15 @@ def _signer(status: Status) -> str | None:
 
 
 # -- small helpers ----------------------------------------------------------------------
+
+
+_FULL = 1 << 20  # free bytes under which a failed write of gpg's is taken for a full disk
+
+
+def _raise_if_full(fd: int) -> None:
+    found = os.fstatvfs(fd)
+    if found.f_bavail * found.f_frsize < _FULL:
+        raise OSError(errno.ENOSPC, "no space left for the plaintext")
 
 
 def _as_bytes(data: bytes | str) -> bytes:
