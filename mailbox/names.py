@@ -5,7 +5,7 @@ a file of the inbox folder, a file kept in the store, or promised to an output n
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from bdi.mailbox.storage import Mailboxes
 from bdi.mailbox.stored import StoredInbox
@@ -31,6 +31,25 @@ class Names:
             chosen = self.mailboxes.unique_name(participant, name, taken)
             promised.add(chosen)
             return chosen
+
+    def take_stored(self, participant: str, name: str) -> str:
+        """A free name for an output that its job's plan keeps in the store (a `.log` of
+        a streamed upload's many), held from now on as the store's: such a job may have a
+        hundred thousand, and a promise of each on top of the store's own name cost memory.
+        If the plan is not committed, `forget_stored` frees them."""
+        with self._lock:
+            promised = self.reserved.get(participant, set())
+
+            def taken(candidate: str) -> bool:
+                return candidate in promised or self.stored.has(participant, candidate)
+
+            chosen = self.mailboxes.unique_name(participant, name, taken)
+            self.stored.added(participant, chosen)
+            return chosen
+
+    def forget_stored(self, participant: str, names: Iterable[str]) -> None:
+        with self._lock:
+            self.stored.forget(participant, names)
 
     def release(self, outputs: Sequence[OutputRef]) -> None:
         with self._lock:

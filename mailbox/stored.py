@@ -2,14 +2,16 @@
 
 The names they hold are known here, for the pipeline to choose free names without a query;
 the store is the truth (loaded at start-up), and every change goes through this object:
-the pipeline adds a name once its job's plan is committed, the owner's removal takes it
-away once the row is deleted. Until then the pipeline's own reservation, or the name still
-listed here, keeps it taken: never a name given twice.
+the pipeline adds a name once its job's plan is committed (the many `.log` files of a
+streamed upload as their names are chosen, taken away again if its plan fails), the
+owner's removal takes it away once the row is deleted. Until then the pipeline's own
+reservation, or the name still listed here, keeps it taken: never a name given twice.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from functools import partial
 
 from bdi.store.inbox import StoredEntry, names, remove_file
@@ -35,6 +37,13 @@ class StoredInbox:
     def added(self, participant: str, name: str) -> None:
         with self._lock:
             self._names.setdefault(participant, set()).add(name)
+
+    def forget(self, participant: str, names: Iterable[str]) -> None:
+        """Names added for a plan that was not committed after all."""
+        with self._lock:
+            held = self._names.get(participant, set())
+            for name in names:
+                held.discard(name)
 
     async def entries(self, participant: str) -> list[StoredEntry]:
         return await self.store.inbox_files(participant)

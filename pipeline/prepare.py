@@ -17,12 +17,12 @@ import io
 import itertools
 import os
 import tempfile
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 import structlog
 
@@ -46,6 +46,16 @@ Sections = Mapping[int, tuple[str, str]]  # delivered section number -> (flow co
 Batches = Generator[list[Occurrence], None, None]
 
 
+class Streamed(Protocol):
+    """What a streamed upload (`stream.py`) keeps outside memory until it is recorded: its
+    sections' `.log` files (their flows come through `Prepared.more`)."""
+
+    @property
+    def log_count(self) -> int: ...
+    def log_batches(self) -> Iterator[list[LogFile]]: ...
+    def close(self) -> None: ...
+
+
 @dataclass(slots=True)
 class Prepared:
     """One upload, decrypted, checked and sealed, waiting to be named and recorded."""
@@ -57,6 +67,14 @@ class Prepared:
     sealed: dict[str, bytes] = field(default_factory=dict)  # recipient -> a small one, itself
     flows: list[Occurrence] = field(default_factory=list)  # the first batch
     more: Batches | None = None  # the next batches, for a big file
+    streamed: Streamed | None = None  # more `.log` files, kept in the store with the plan
+    movements: dict[str, int] = field(default_factory=dict)  # recipient -> id, once planned
+
+    def close(self) -> None:
+        if self.more is not None:
+            self.more.close()
+        if self.streamed is not None:
+            self.streamed.close()
 
 
 class Plain:
@@ -155,7 +173,7 @@ def check_plain(
     size = stream.seek(0, os.SEEK_END)
     stream.seek(0)
     collect = size <= FLOWS_IN_ONE_PASS
-    can_receive = partial(_can_receive, hub, keys)
+    can_receive = partial(recipient_ready, hub, keys)
     ctx = CheckContext(upload.upload_name, upload.sender, can_receive, hub.layout, collect)
     flows: list[Flow] = []
     for event in check_lines(stream, ctx):
@@ -166,7 +184,7 @@ def check_plain(
     raise RuntimeError("check_lines ended without a FileChecked event")
 
 
-def _can_receive(hub: Hub, keys: dict[str, str], recipient: str) -> bool:
+def recipient_ready(hub: Hub, keys: dict[str, str], recipient: str) -> bool:
     """Registered, active, and with an OpenPGP key that can be encrypted to right now."""
     fingerprint = keys.get(recipient)
     return fingerprint is not None and hub.pgp.can_encrypt_to(fingerprint)

@@ -18,12 +18,13 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import structlog
+from sqlalchemy import Connection
 
 from bdi.hub import Hub, local_time, utcnow
 from bdi.mailbox.names import Names
@@ -31,24 +32,26 @@ from bdi.mailbox.stored import StoredInbox
 from bdi.pipeline.fair import FairQueue
 from bdi.pipeline.faults import classify, describe
 from bdi.pipeline.place import log_in_place, place_outputs
-from bdi.pipeline.plan import Upload, plan_outputs
+from bdi.pipeline.plan import Upload, log_output, plan_outputs
 from bdi.pipeline.prepare import (
     Batches,
     Plain,
     Prepared,
+    Streamed,
     delivered_sections,
     occurrence_batches,
     prepare,
 )
 from bdi.pipeline.quarantine import set_aside
 from bdi.pipeline.retries import Retries, RetryPolicy
+from bdi.pipeline.stream import prepare_streamed, streams
 from bdi.pipeline.upkeep import Upkeep
 from bdi.routing.model import FileReport
+from bdi.store.bulk import add_occurrences, add_stored_outputs
 from bdi.store.jobs import (
     JobRef,
     OutputRef,
     Party,
-    add_occurrences,
     clear_occurrences,
     finish_job,
     job_movements,
@@ -64,6 +67,8 @@ from bdi.store.journal import Journal
 
 log = structlog.get_logger("bdi.pipeline")
 HELD_IN_MEMORY = 256  # queued jobs that keep a copy of their (small) upload in memory
+BATCHES_IN_FLIGHT = 2  # flow batches handed to the journal and not yet committed, per job
+LOGGED_OUTPUTS = 20  # a streamed job's `.log` files logged one by one; the rest are counted
 
 
 class Pipeline:
@@ -236,19 +241,27 @@ class Pipeline:
             job.data = self.journal.call(partial(upload_data, job_id=job.id))
         sender = people[job.participant_id]
         staged: dict[str, Path] = {}
-        ended = False
+        ended, stored_logs = False, 0
         with contextlib.closing(Plain(self.hub, job, sender)) as plain:
             if job.state == "received":
-                prepared = self._prepare(job, plain, people)
-                outputs, ended = self._plan(job, sender, prepared)
-                staged = prepared.staged
+                stages = _Stages(streams(job))
+                with contextlib.closing(self._prepare(job, plain, people)) as prepared:
+                    stages.done("prepare")
+                    outputs, ended, stored_logs = self._plan(job, sender, prepared)
+                    stages.done("plan")
+                    staged = prepared.staged
+                    if not ended:
+                        place_outputs(self.hub, job, outputs, people, staged, plain)
+                        stages.done("place")
+                    self._store_flows(prepared.more, prepared.movements)
+                    stages.done("flows")
+                stages.log(job)
             else:
                 outputs = self.journal.call(partial(planned_outputs, job_id=job.id))
                 self._index_again(job, plain, outputs)
-            if not ended:
                 place_outputs(self.hub, job, outputs, people, staged, plain)
         self.names.release(outputs)
-        outcome = _outcome(outputs)
+        outcome = _outcome(outputs, stored_logs)
         if ended:  # with its plan
             finished: Future[None] = Future()
             finished.set_result(None)
@@ -263,15 +276,23 @@ class Pipeline:
 
     def _prepare(self, job: JobRef, plain: Plain, people: dict[str, Party]) -> Prepared:
         keys = {p.id: p.fingerprint for p in people.values() if p.active}
-        prepared = prepare(self.hub, job, plain, keys, local_time(self.hub, utcnow()))
+        now = local_time(self.hub, utcnow())
+        if streams(job):
+            prepared = prepare_streamed(self.hub, job, plain.sender, keys, now)
+        else:
+            prepared = prepare(self.hub, job, plain, keys, now)
         if prepared.report is not None:
             _log_report(job, prepared.report)
         _count_report(self.hub, prepared.report)
         return prepared
 
-    def _plan(self, job: JobRef, sender: Party, prepared: Prepared) -> tuple[list[OutputRef], bool]:
-        """Name the outputs and record them, with movements and flows, in one transaction;
-        True if that transaction also ended the job (its outputs all kept in the store)."""
+    def _plan(
+        self, job: JobRef, sender: Party, prepared: Prepared
+    ) -> tuple[list[OutputRef], bool, int]:
+        """Name the outputs and record them, with movements and their first flows, in one
+        transaction; True if that transaction also ended the job (its outputs all kept in
+        the store); and how many `.log` files of a streamed upload it kept in the store
+        besides the outputs returned (which are those to place)."""
         assert job.id is not None
         upload = Upload(job.id, sender.id, job.upload_name, job.received_at)
         planned = plan_outputs(
@@ -280,29 +301,50 @@ class Pipeline:
         )  # fmt: skip
         outputs = [p.output for p in planned]
         ends = prepared.more is None and all(p.stored is not None for p in planned)
-        outcome = _outcome(outputs) if ends else None
+        streamed = prepared.streamed
+        logs = streamed.log_count if streamed is not None else 0
+        outcome = _outcome(outputs, logs) if ends else None
         save = partial(save_plan, job_id=job.id, planned=planned, at=utcnow(),
                        occurrences=prepared.flows, outcome=outcome)  # fmt: skip
+        names: list[str] = []
         try:
-            movements = self.journal.call(save)
+            if streamed is not None and logs:
+                names = self._log_names(sender.id, streamed)
+                save = partial(_with_logs, save=save, upload=upload, streamed=streamed,
+                               names=names, seq=len(planned), at=save.keywords["at"])  # fmt: skip
+            prepared.movements = self.journal.call(save)
         except BaseException:
             self.names.release(outputs)
-            if prepared.more is not None:
-                prepared.more.close()
+            self.names.forget_stored(sender.id, names)
             raise
         job.state = "planned"
         for item in planned:
             if item.stored is not None:
                 self.stored.added(item.output.participant_id, item.output.name)
                 log_in_place(job, item.output, len(item.stored))
-        if prepared.more is not None:
-            self._store_batches(prepared.more, movements)
-        return outputs, ends
+        _log_stored(job, names)
+        return outputs, ends, logs
 
-    def _store_batches(self, batches: Batches, movements: dict[str, int]) -> None:
+    def _log_names(self, sender: str, streamed: Streamed) -> list[str]:
+        """The inbox names of a streamed upload's `.log` files, chosen before its plan."""
+        return [self.names.take_stored(sender, log.name)
+                for batch in streamed.log_batches() for log in batch]  # fmt: skip
+
+    def _store_flows(self, batches: Batches | None, movements: dict[str, int]) -> None:
+        """The flows past the plan's first batch, a few batches handed to the journal at
+        once: the next one is read while it stores the last."""
+        if batches is None:
+            return
+        pending: list[Future[None]] = []
         with contextlib.closing(batches):
             for rows in batches:
-                self.journal.call(partial(add_occurrences, movements=movements, batch=rows))
+                pending.append(self.journal.submit(
+                    partial(add_occurrences, movements=movements, batch=rows)
+                ))  # fmt: skip
+                if len(pending) >= BATCHES_IN_FLIGHT:
+                    pending.pop(0).result()
+        for future in pending:
+            future.result()
 
     def _index_again(self, job: JobRef, plain: Plain, outputs: list[OutputRef]) -> None:
         """A job found `planned` after a crash: its flows may be half stored; store them again."""
@@ -313,7 +355,7 @@ class Pipeline:
         self.journal.call(partial(clear_occurrences, movement_ids=list(movements.values())))
         sections = delivered_sections(self.hub, plain.checked(), outputs)
         upload = Upload(job.id, plain.sender.id, job.upload_name, job.received_at)
-        self._store_batches(occurrence_batches(self.hub, plain, upload, sections), movements)
+        self._store_flows(occurrence_batches(self.hub, plain, upload, sections), movements)
 
 
 def _report(loop: asyncio.AbstractEventLoop, callback: Callable[[Future[Any]], None],
@@ -360,9 +402,54 @@ def _count_report(hub: Hub, report: FileReport | None) -> None:
         hub.metrics.sections(len(report.delivered_sections), refused)
 
 
-def _outcome(outputs: Sequence[OutputRef]) -> str:
+class _Stages:
+    """How long a big (streamed) job spent in each step, logged as `job.stages`."""
+
+    def __init__(self, wanted: bool) -> None:
+        self.wanted, self.last = wanted, time.monotonic()
+        self.ms: dict[str, int] = {}
+
+    def done(self, stage: str) -> None:
+        if self.wanted:
+            now = time.monotonic()
+            self.ms[stage] = int((now - self.last) * 1000)
+            self.last = now
+
+    def log(self, job: JobRef) -> None:
+        if self.wanted:
+            log.info("job.stages", job=job.id, participant=job.participant_id, **self.ms)
+
+
+def _with_logs(
+    conn: Connection, save: Callable[[Connection], dict[str, int]], upload: Upload,
+    streamed: Streamed, names: list[str], seq: int, at: datetime,
+) -> dict[str, int]:  # fmt: skip
+    """The plan (`save`), with a streamed upload's `.log` files kept in the store, in
+    batches (read again from their spill if the journal runs this twice)."""
+    movements = save(conn)
+    done = 0
+    for batch in streamed.log_batches():
+        outputs = []
+        for log in batch:
+            planned = log_output(upload, log, names[done], seq + done)
+            assert planned.stored is not None
+            outputs.append((planned.output, planned.stored))
+            done += 1
+        add_stored_outputs(conn, outputs, at)
+    return movements
+
+
+def _log_stored(job: JobRef, names: list[str]) -> None:
+    for name in names[:LOGGED_OUTPUTS]:
+        log.info("log.written", job=job.id, participant=job.participant_id, file=name)
+    if len(names) > LOGGED_OUTPUTS:
+        log.info("log.written_more", job=job.id, participant=job.participant_id,
+                 files=len(names) - LOGGED_OUTPUTS)  # fmt: skip
+
+
+def _outcome(outputs: Sequence[OutputRef], stored_logs: int = 0) -> str:
     deliveries = any(o.kind == "delivery" for o in outputs)
-    logs = any(o.kind == "log" for o in outputs)
+    logs = stored_logs > 0 or any(o.kind == "log" for o in outputs)
     return "partial" if deliveries and logs else "delivered" if deliveries else "refused"
 
 

@@ -1,0 +1,510 @@
+"""The path of a big upload: decrypt, check, split and seal at once, in bounded memory.
+
+One pass after the other (decrypt the whole upload, check it, copy each recipient's content,
+seal it, read it again for the flows) left the cores idle in turn and kept a report, a
+`.log` and a flow list per section in memory. Here gpg writes the plaintext itself into an
+anonymous spill file of the spool, and the checks, in the job's thread, read it as it grows
+(a megabyte at a time: no Python thread handles the plaintext on its way, as each would take
+the interpreter lock from the checks at every chunk); each section is routed as soon as its
+checks end:
+
+- accepted, its bytes (read back from the spill) go to its recipient's content file and down
+  a pipe into a gpg sealing it while the rest of the upload is still being read: at most
+  SEALS_AT_ONCE such gpg per job, started only if a gpg place is free right now (a job
+  holding its decryption's place and waiting for another could wait forever on others
+  doing the same); other recipients are sealed once the upload is read, as before, and a
+  recipient's content of up to CONTENT_IN_ROW is sealed in memory and kept in the store;
+- its flows (handed over by the checks one at a time) are written as Suivi rows to a spill
+  of their own, dropped again if the section ends refused, and stored in batches once the
+  plan has given them their movements;
+- refused, its `.log` goes to a third spill, named and recorded with the plan in batches.
+
+Nothing of this is recorded before the plan: the signature is only known at the end of the
+plaintext, so an upload refused then (or by a file-level check) leaves nothing but its
+`.log`; its sealed files and contents are removed. A crash before the plan runs the job
+again from its upload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import marshal
+import os
+import struct
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import IO, Any, Generic, TypeVar, cast
+
+import structlog
+
+from bdi.crypto.openpgp import Verified, pipe
+from bdi.hub import Hub
+from bdi.mailbox.storage import fsync_dir
+from bdi.pipeline import prepare as preparing
+from bdi.pipeline.plan import LOG_IN_STORE, Content, Upload, occurrence
+from bdi.pipeline.prepare import (
+    Batches,
+    Prepared,
+    recipient_ready,
+    seal,
+    seal_small,
+)
+from bdi.routing.errors import Code, Problem
+from bdi.routing.logs import LogFile, log_files, log_line, log_name, whole_upload_log
+from bdi.routing.model import FileReport, Flow, SectionReport
+from bdi.routing.scan import CheckContext, SectionChecked, check_lines
+from bdi.store.jobs import JobRef, Occurrence, Party
+
+log = structlog.get_logger("bdi.pipeline")
+STREAM_ABOVE = 64 * 1024  # uploads (sealed bytes) bigger than this take this path
+WAIT_S = 0.002  # the checks, caught up with gpg, look again for plaintext after this
+SEALS_AT_ONCE = 2  # recipients sealed while the upload is read, per job
+READ = 1 << 20  # bytes read back from the spill at a time
+ROWS_BATCH = 2000  # flow rows per batch stored, `.log` files per batch recorded
+LOGGED_SECTIONS = 20  # refused sections logged one by one; the rest are counted
+T = TypeVar("T")
+RowRecord = tuple[int, str, dict[str, Any]]  # a flow's section, key and Suivi row
+LogRecord = tuple[str, int, list[str]]  # a refused section's `.log`: name, section, lines
+_LENGTH = struct.Struct("<I")
+
+
+def streams(job: JobRef) -> bool:
+    """Whether a job takes this path: an upload big enough for its passes to matter."""
+    return job.size > STREAM_ABOVE
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Decryption:
+    """gpg decrypting the upload, in a thread of its own, into the spill file (gpg writes
+    it itself); the job's thread reads the plaintext as it grows."""
+
+    def __init__(self, hub: Hub, job: JobRef, spill: int) -> None:
+        self.spill = spill
+        self.done = threading.Event()
+        self.verdict: Verified | None = None
+        self.error: BaseException | None = None
+        src = job.data if job.in_row else hub.spool_file(job.spool_name)
+        assert src is not None
+        limit = hub.settings.max_decrypted_bytes
+        work = partial(hub.pgp.decrypt_verify_to_fd, src, spill, limit)
+        self.thread = threading.Thread(target=self._run, args=(work,), name="bdi-decrypt")
+        self.thread.start()
+
+    def _run(self, work: Callable[[], Verified]) -> None:
+        try:
+            self.verdict = work()
+        except BaseException as exc:  # handed to the job's thread
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def plaintext(self) -> Iterator[bytes]:
+        """The spill's bytes as gpg writes them, until gpg has exited and all is read."""
+        offset = 0
+        while True:
+            finished = self.done.is_set()  # before the read: nothing comes after it
+            chunk = os.pread(self.spill, READ, offset)
+            if chunk:
+                offset += len(chunk)
+                yield chunk
+            elif finished:
+                return
+            else:
+                self.done.wait(WAIT_S)
+
+    def result(self) -> Verified:
+        """Once the plaintext is read: gpg's verdict (its errors raised)."""
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.verdict is not None
+        return self.verdict
+
+    def cancel(self) -> None:
+        """The job failed: wait for gpg (bounded by its guard), its verdict unwanted."""
+        self.thread.join()
+
+
+def lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Lines, their terminators kept, split on b"\\n" only (as a binary file iterates)."""
+    rest = b""
+    for chunk in chunks:
+        parts = (rest + chunk).split(b"\n")
+        rest = parts.pop()
+        for part in parts:
+            yield part + b"\n"
+    if rest:
+        yield rest
+
+
+class _Sealer:
+    """One recipient's delivery sealed while the upload is read: its sections' bytes go
+    to its content file (for the Suivi) and down a pipe to gpg, which writes the sealed
+    file into the recipient's staging folder. Runs in a gpg place taken beforehand."""
+
+    def __init__(self, hub: Hub, job: JobRef, recipient: str, fingerprint: str, spill: int):
+        self.name = f"{job.id:08d}-{recipient}.edi"  # a run of the job again rewrites its own
+        self.path = hub.contents() / self.name
+        self.staged = hub.mailboxes.staged_path(recipient, f"{job.id}-{recipient}.pgp")
+        self.spill, self.digest = spill, hashlib.sha256()
+        self.out = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        read, self.pipe = pipe()
+        self.error: BaseException | None = None
+        work = partial(hub.pgp.sign_encrypt, read, self.staged, fingerprint, hub.hub_fingerprint,
+                       reserved=True)  # fmt: skip
+        self.thread = threading.Thread(target=self._run, args=(work,), name="bdi-seal")
+        self.thread.start()
+
+    def _run(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except BaseException as exc:  # raised in the job's thread at close
+            self.error = exc
+
+    def feed(self, start: int, end: int) -> None:
+        """A section's bytes, from the spill, to the content file and to gpg."""
+        while start < end:
+            chunk = os.pread(self.spill, min(READ, end - start), start)
+            if not chunk:
+                raise ValueError(f"the plaintext ends before byte {end}")
+            start += len(chunk)
+            _write_all(self.out, chunk)
+            self.digest.update(chunk)
+            if self.pipe >= 0:
+                try:
+                    _write_all(self.pipe, chunk)
+                except BrokenPipeError:  # gpg is gone: its error comes at close
+                    self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self.pipe >= 0:
+            os.close(self.pipe)
+            self.pipe = -1
+
+    def close(self) -> Content:
+        """The delivery is sealed and its content durable."""
+        self._close_pipe()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        os.fsync(self.out)
+        os.close(self.out)
+        self.out = -1
+        return Content(self.name, self.digest.hexdigest())
+
+    def abort(self) -> None:
+        """The upload is refused, or the job failed: nothing of it stays."""
+        self._close_pipe()
+        self.thread.join()
+        if self.out >= 0:
+            os.close(self.out)
+            self.out = -1
+        self.staged.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
+
+
+class _Spill(Generic[T]):
+    """Records (marshalled) appended to an anonymous file of the spool, read back in
+    batches; those written since a mark can be dropped."""
+
+    def __init__(self, folder: Path) -> None:
+        self.file: IO[bytes] = tempfile.TemporaryFile(dir=str(folder))  # noqa: SIM115
+        self.count = 0
+
+    def add(self, record: T) -> None:
+        data = marshal.dumps(record)  # type: ignore[arg-type]
+        self.file.write(_LENGTH.pack(len(data)))
+        self.file.write(data)
+        self.count += 1
+
+    def mark(self) -> tuple[int, int]:
+        return self.file.tell(), self.count
+
+    def drop_since(self, mark: tuple[int, int]) -> None:
+        if self.count == mark[1]:
+            return
+        self.file.seek(mark[0])
+        self.file.truncate()
+        self.count = mark[1]
+
+    def records(self) -> Iterator[T]:
+        self.file.flush()
+        self.file.seek(0)
+        while head := self.file.read(_LENGTH.size):
+            (size,) = _LENGTH.unpack(head)
+            yield cast(T, marshal.loads(self.file.read(size)))
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@dataclass(slots=True)
+class _Recipient:
+    id: str
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    size: int = 0
+    sealer: _Sealer | None = None
+
+
+@dataclass(slots=True)
+class Spills:
+    """A streamed job's flow rows and section `.log` files, until they are recorded."""
+
+    rows: _Spill[RowRecord]
+    logs: _Spill[LogRecord]
+
+    @property
+    def log_count(self) -> int:
+        return self.logs.count
+
+    def close(self) -> None:
+        self.rows.close()
+        self.logs.close()
+
+    def occurrences(self, recipients: dict[int, str]) -> Batches:
+        """The flow rows of the delivered sections (section -> recipient), in batches,
+        numbered per recipient in file order."""
+        seq: Counter[str] = Counter()
+        records = self.rows.records()
+        while batch := list(itertools.islice(records, ROWS_BATCH)):
+            rows: list[Occurrence] = []
+            for section, key, row in batch:
+                recipient = recipients[section]
+                row["seq"] = seq[recipient]
+                seq[recipient] += 1
+                rows.append((recipient, key, row))
+            yield rows
+
+    def log_batches(self) -> Iterator[list[LogFile]]:
+        records = self.logs.records()
+        while batch := list(itertools.islice(records, ROWS_BATCH)):
+            yield [LogFile(name, section, tuple(lines)) for name, section, lines in batch]
+
+
+class _Job:
+    """One streamed upload being read: routes each section as its checks end."""
+
+    def __init__(self, hub: Hub, job: JobRef, keys: dict[str, str], now: datetime,
+                 spill: int) -> None:  # fmt: skip
+        self.hub, self.job, self.keys, self.now, self.spill = hub, job, keys, now, spill
+        assert job.id is not None
+        self.upload = Upload(job.id, job.participant_id, job.upload_name, job.received_at)
+        self.recipients: dict[str, _Recipient] = {}
+        self.accepted: list[SectionReport] = []
+        self.refused: Counter[str] = Counter()  # problem codes of the refused sections
+        self.first_refused: list[SectionReport] = []  # the first LOGGED_SECTIONS of them
+        self.spills = Spills(
+            _Spill[RowRecord](hub.settings.spool), _Spill[LogRecord](hub.settings.spool)
+        )
+        self.big_logs: list[LogFile] = []  # past LOG_IN_STORE: placed as files, kept here
+        self.mark = self.spills.rows.mark()
+        self.sealing = 0
+
+    def context(self) -> CheckContext:
+        can_receive = partial(recipient_ready, self.hub, self.keys)
+        return CheckContext(self.upload.upload_name, self.upload.sender, can_receive,
+                            self.hub.layout, collect_flows=True, on_flow=self.flow,
+                            keep_sections=False)  # fmt: skip
+
+    def flow(self, section: SectionReport, flow: Flow) -> None:
+        row = occurrence(self.hub.layout, self.upload, section.recipient_id, flow, 0)[2]
+        self.spills.rows.add((section.number, flow.key, row))
+
+    def section(self, report: SectionReport) -> None:
+        if report.accepted:
+            self.accepted.append(report)
+            self._route(report)
+        else:
+            self.spills.rows.drop_since(self.mark)
+            self._refused(report)
+        self.mark = self.spills.rows.mark()
+
+    def _refused(self, report: SectionReport) -> None:
+        for code in {p.code.value for p in report.problems}:
+            self.refused[code] += 1
+        if len(self.first_refused) < LOGGED_SECTIONS:
+            self.first_refused.append(report)
+        upload = self.upload.upload_name
+        lines = [log_line(p, upload, report.number, self.now, self.hub.layout)
+                 for p in report.problems]  # fmt: skip
+        name = log_name(upload, report.number)
+        if sum(len(line) + 1 for line in lines) > LOG_IN_STORE:
+            self.big_logs.append(LogFile(name, report.number, tuple(lines)))
+        else:
+            self.spills.logs.add((name, report.number, lines))
+
+    def _route(self, report: SectionReport) -> None:
+        recipient = self.recipients.get(report.recipient_id)
+        if recipient is None:
+            recipient = self.recipients[report.recipient_id] = _Recipient(report.recipient_id)
+        recipient.spans.append((report.start, report.end))
+        recipient.size += report.end - report.start
+        if recipient.sealer is not None:
+            recipient.sealer.feed(report.start, report.end)
+        elif recipient.size > preparing.CONTENT_IN_ROW and self._may_seal():
+            recipient.sealer = self._sealer(recipient.id)
+            for start, end in recipient.spans:
+                recipient.sealer.feed(start, end)
+
+    def _may_seal(self) -> bool:
+        return self.sealing < SEALS_AT_ONCE and self.hub.pgp.reserve_process()
+
+    def _sealer(self, recipient: str) -> _Sealer:
+        self.sealing += 1
+        try:
+            self.hub.contents().mkdir(parents=True, exist_ok=True, mode=0o700)
+            return _Sealer(self.hub, self.job, recipient, self.keys[recipient], self.spill)
+        except BaseException:
+            self.hub.pgp.release_process()
+            raise
+
+    def abort(self) -> None:
+        for recipient in self.recipients.values():
+            if recipient.sealer is not None:
+                recipient.sealer.abort()
+        self.spills.close()
+
+    def finish(self, report: FileReport) -> Prepared:
+        """The upload is read and signed by its sender: its deliveries sealed, the rest to
+        record with its plan."""
+        report.sections = self.accepted
+        if not report.accepted:  # a file-level problem: no section is delivered
+            self.abort()
+            return Prepared(report, log_files(report, self.now, self.hub.layout))
+        prepared = Prepared(report, self.big_logs)
+        files = False
+        for recipient in self.recipients.values():
+            content, staged, sealed = self._delivery(recipient)
+            prepared.contents[recipient.id] = content
+            files = files or content.data is None
+            if staged is not None:
+                prepared.staged[recipient.id] = staged
+            if sealed is not None:
+                prepared.sealed[recipient.id] = sealed
+        if files:
+            fsync_dir(self.hub.contents())  # their names too, before a movement refers to them
+        sections = {s.number: s.recipient_id for s in self.accepted}
+        batches = self.spills.occurrences(sections)
+        first = next(batches, [])
+        if len(first) < ROWS_BATCH:  # with the plan
+            prepared.flows = first
+            batches.close()
+        else:  # all by the batch, after it
+            prepared.more = _again(first, batches)
+        prepared.streamed = self.spills
+        return prepared
+
+    def _delivery(self, recipient: _Recipient) -> tuple[Content, Path | None, bytes | None]:
+        """A recipient's content, and its sealed delivery: a file of its staging folder, or
+        the message itself when small (kept in the store)."""
+        if recipient.sealer is not None:
+            content = recipient.sealer.close()
+            return content, recipient.sealer.staged, None
+        if recipient.size <= preparing.CONTENT_IN_ROW:
+            data = b"".join(os.pread(self.spill, end - start, start)
+                            for start, end in recipient.spans)  # fmt: skip
+            content = Content("", hashlib.sha256(data).hexdigest(), data)
+            return content, None, seal_small(self.hub, data, self.keys[recipient.id])
+        self.hub.contents().mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = f"{self.job.id:08d}-{recipient.id}.edi"
+        path = self.hub.contents() / name
+        digest = hashlib.sha256()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            for start, end in recipient.spans:
+                while start < end:
+                    chunk = os.pread(self.spill, min(READ, end - start), start)
+                    if not chunk:
+                        raise ValueError(f"the plaintext ends before byte {end}")
+                    start += len(chunk)
+                    digest.update(chunk)
+                    _write_all(fd, chunk)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        staged = seal(self.hub, self.job, path, recipient.id, self.keys[recipient.id])
+        return Content(name, digest.hexdigest()), staged, None
+
+
+def _again(first: list[Occurrence], rest: Batches) -> Batches:
+    yield first
+    yield from rest
+
+
+def prepare_streamed(hub: Hub, job: JobRef, sender: Party, keys: dict[str, str],
+                     now: datetime) -> Prepared:  # fmt: skip
+    """`prepare` for a big upload (see the module's docstring)."""
+    spill = tempfile.TemporaryFile(dir=str(hub.settings.spool))  # noqa: SIM115
+    try:
+        return _prepare(hub, job, sender, keys, now, spill.fileno())
+    finally:
+        spill.close()
+
+
+def _prepare(hub: Hub, job: JobRef, sender: Party, keys: dict[str, str], now: datetime,
+             spill: int) -> Prepared:  # fmt: skip
+    work = _Job(hub, job, keys, now, spill)
+    decryption = _Decryption(hub, job, spill)
+    try:
+        report = None
+        for event in check_lines(lines(decryption.plaintext()), work.context()):
+            if isinstance(event, SectionChecked):
+                work.section(event.report)
+            else:
+                report = event.report
+        assert report is not None
+        verdict = decryption.result()
+    except BaseException:
+        decryption.cancel()
+        work.abort()
+        raise
+    if not verdict.ok or verdict.signer != sender.fingerprint:
+        work.abort()
+        return _refused(hub, job, verdict, now)
+    try:
+        prepared = work.finish(report)
+    except BaseException:
+        work.abort()
+        raise
+    _count(hub, prepared, work)
+    return prepared
+
+
+def _refused(hub: Hub, job: JobRef, verdict: Verified, now: datetime) -> Prepared:
+    reason = verdict.reason if not verdict.ok else "signed by another key than the sender's"
+    log.info("upload.refused", job=job.id, participant=job.participant_id, file=job.upload_name,
+             code=Code.DECHIFFREMENT.value, reason=reason)  # fmt: skip
+    problem = Problem(Code.DECHIFFREMENT, detail=reason)
+    return Prepared(None, [whole_upload_log(job.upload_name, problem, now, hub.layout)])
+
+
+def _count(hub: Hub, prepared: Prepared, work: _Job) -> None:
+    """The refused sections of an accepted upload: their metrics, the first ones logged one
+    by one (as `_log_report` does for the others), the rest in one line."""
+    report = prepared.report
+    assert report is not None
+    if not (report.accepted and work.refused):
+        return
+    hub.metrics.sections(0, ([code] for code, n in work.refused.items() for _ in range(n)))
+    job = work.job
+    for section in work.first_refused:
+        log.info("section.refused", job=job.id, participant=job.participant_id,
+                 file=job.upload_name, section=section.number,
+                 codes=[p.code.value for p in section.problems])  # fmt: skip
+    count = work.spills.logs.count + len(work.big_logs)
+    if count > len(work.first_refused):
+        log.info("section.refused_more", job=job.id, participant=job.participant_id,
+                 file=job.upload_name, sections=count - len(work.first_refused),
+                 codes=dict(work.refused))  # fmt: skip

@@ -1,0 +1,198 @@
+"""Big uploads take the streamed path (`pipeline/stream.py`): decrypted, checked, split and
+sealed at once. Its outcome is the small path's, byte for byte; what it holds in memory does
+not grow with the number of sections or flows."""
+
+from __future__ import annotations
+
+import gc
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hubkit import HubUnderTest, Party, db_rows, hub_running
+from sqlalchemy import Connection
+from support import SAMPLES
+
+from bdi.pipeline import prepare, stream
+from bdi.routing.model import Flow, SectionReport
+from bdi.routing.scan import CheckContext, FileChecked, SectionChecked, check_lines
+from bdi.store import bulk
+from bdi.store.jobs import Occurrence
+
+NAME = "RGIE000001_00311_000001.edi"  # three sections for three companies
+SENDER = "GIE000001"
+HEADER_NUMBER = slice(50, 53)
+
+
+def renumbered(data: bytes, times: int) -> bytes:
+    """The sample's sections repeated `times` times, as they are: past the first copy every
+    section's number differs from its position (ENTETE), so each earns its `.log`."""
+    return data * times
+
+
+def big_flows(sample: bytes, flows: int) -> bytes:
+    """One section of the broker's répartition with its flow repeated `flows` times."""
+    lines = sample.splitlines(keepends=True)
+    header, body, footer = lines[0], lines[1:-1], lines[-1]
+    count = int(footer[35:43]) * flows
+    end = footer[:35] + b"%08d" % count + footer[43:]
+    return header + b"".join(body) * flows + end
+
+
+# -- the checks, pure -------------------------------------------------------------------
+
+
+def alive_reports() -> int:
+    return sum(1 for o in gc.get_objects() if type(o) is SectionReport)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_file_of_many_sections_keeps_their_reports_only_when_asked(keep: bool) -> None:
+    data = renumbered((SAMPLES / NAME).read_bytes(), 100)  # 300 sections, 297 refused
+    ctx = CheckContext(NAME, SENDER, keep_sections=keep)
+    before, most, sections = alive_reports(), 0, 0
+    for event in check_lines(io.BytesIO(data), ctx):
+        if isinstance(event, SectionChecked):
+            sections += 1
+            most = max(most, alive_reports() - before)
+        else:
+            assert isinstance(event, FileChecked)
+            assert len(event.report.sections) == (300 if keep else 0)
+    del event
+    assert sections == 300
+    if keep:
+        assert most >= 299  # the test can fail: a kept report per section
+    else:
+        assert most <= 2  # the one being handed over, and the one being checked
+
+
+def test_flows_are_handed_over_as_they_complete_not_kept_with_their_section() -> None:
+    sample = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
+    data = big_flows(sample, 50)
+    seen: list[tuple[int, str]] = []
+
+    def on_flow(section: SectionReport, flow: Flow) -> None:
+        seen.append((section.number, flow.layout))
+
+    ctx = CheckContext("RCOU010234_00311_000001.edi", "COU010234", collect_flows=True,
+                       on_flow=on_flow)  # fmt: skip
+    events = list(check_lines(io.BytesIO(data), ctx))
+    checked = [e for e in events if isinstance(e, SectionChecked)]
+    assert [len(e.flows) for e in checked] == [0]  # none kept by the checks
+    assert seen == [(1, "allocation")] * 50
+    plain = CheckContext("RCOU010234_00311_000001.edi", "COU010234", collect_flows=True)
+    [again] = [e for e in check_lines(io.BytesIO(data), plain) if isinstance(e, SectionChecked)]
+    assert len(again.flows) == 50
+
+
+def test_lines_are_cut_on_newlines_only_across_chunks() -> None:
+    chunks = [b"ab\r", b"\ncd", b"\n\ne", b"f"]
+    assert list(stream.lines(iter(chunks))) == [b"ab\r\n", b"cd\n", b"\n", b"ef"]
+    assert list(io.BytesIO(b"".join(chunks))) == list(stream.lines(iter(chunks)))
+
+
+# -- through the hub --------------------------------------------------------------------
+
+
+def outcome(hub: HubUnderTest, inboxes: dict[str, dict[str, bytes]], tmp: Path) -> dict[str, Any]:
+    """What each participant received: deliveries opened, `.log` lines without their time."""
+    out: dict[str, Any] = {}
+    for who, files in inboxes.items():
+        for name, data in files.items():
+            if name.endswith(".log"):
+                out[f"{who}/{name}"] = [line[20:] for line in data.decode().splitlines()]
+            else:
+                out[f"{who}/{name}"] = hub.open_delivery(who, data, tmp)[0]
+    return out
+
+
+async def route(
+    tmp: Path, parties: dict[str, Party], data: bytes, name: str, sender: str, streamed: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:  # fmt: skip
+    """One upload through a fresh hub, streamed or not: what everyone received and the
+    flows the Suivi shows."""
+    monkeypatch.setattr(stream, "STREAM_ABOVE", -1 if streamed else 1 << 40)
+    folder = tmp / ("streamed" if streamed else "small")
+    async with hub_running(folder / "data", parties) as hub:
+        await hub.upload(sender, name, hub.seal(sender, data, folder))
+        await hub.settled()
+        inboxes = {who: await hub.inbox(who) for who in parties}
+        received = outcome(hub, inboxes, folder)
+        query = (
+            "SELECT m.recipient_id, m.file_name, m.size, m.sha256, o.seq, o.layout, o.flow_code,"
+            " o.optiflux_key, o.control, o.comment, o.fields_json, o.lines_json, o.grid_json,"
+            " f.flow_key FROM flowoccurrence o JOIN movement m ON m.id = o.movement_id"
+            " JOIN flow f ON f.id = o.flow_id ORDER BY m.recipient_id, o.seq"
+        )
+        flows = db_rows(hub.server.hub.settings, query)
+        contents = hub.server.hub.settings.data / "contents"
+        staged = list(hub.server.hub.settings.mailboxes.glob("*/.staging/*"))
+        assert not staged, staged  # every sealed file placed, none left over
+    return received, [*flows, ("contents", sorted(p.name for p in contents.glob("*")))]
+
+
+@pytest.mark.parametrize("seals", [0, 2])
+async def test_a_streamed_upload_has_the_small_paths_outcome(
+    tmp_path: Path, parties: dict[str, Party], monkeypatch: pytest.MonkeyPatch, seals: int
+) -> None:
+    """Good sections to three companies, 12 refused ones: the same deliveries, `.log` files
+    and Suivi rows either way, whether recipients are sealed while the upload is read
+    (SEALS_AT_ONCE) or after it; contents past the store's bound (100 bytes here) as files."""
+    monkeypatch.setattr(stream, "SEALS_AT_ONCE", seals)
+    monkeypatch.setattr(stream, "ROWS_BATCH", 2)  # several batches of flows and `.log` files
+    monkeypatch.setattr(prepare, "CONTENT_IN_ROW", 100)
+    data = renumbered((SAMPLES / NAME).read_bytes(), 5)
+    small = await route(tmp_path, parties, data, NAME, SENDER, False, monkeypatch)
+    streamed = await route(tmp_path, parties, data, NAME, SENDER, True, monkeypatch)
+    assert streamed == small
+    received = small[0]
+    assert len([n for n in received if n.endswith(".log")]) == 12
+    assert len([n for n in received if not n.endswith(".log")]) == 3
+
+
+async def test_flow_rows_are_stored_a_bounded_batch_at_a_time(
+    tmp_path: Path, parties: dict[str, Party], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows of a 300-flow section never all wait in memory: with ROWS_BATCH 16, no
+    batch handed to the store is bigger, and no more than BATCHES_IN_FLIGHT wait there."""
+    monkeypatch.setattr(stream, "ROWS_BATCH", 16)
+    batches: list[int] = []
+    real = bulk.add_occurrences
+
+    def spy(conn: Connection, movements: dict[str, int], batch: Sequence[Occurrence]) -> None:
+        batches.append(len(batch))
+        real(conn, movements, batch)
+
+    monkeypatch.setattr("bdi.pipeline.workers.add_occurrences", spy)
+    sample = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
+    data = big_flows(sample, 300)
+    received, rows = await route(tmp_path, parties, data, "RCOU010234_00311_000001.edi",
+                                 "COU010234", True, monkeypatch)  # fmt: skip
+    assert sum(batches) == 300 == len(rows) - 1
+    assert max(batches) == 16
+    assert list(received) == ["CIE000311/RCOU010234_00311_000001.edi"]
+
+
+async def test_a_streamed_upload_signed_by_another_key_leaves_only_its_log(
+    tmp_path: Path, parties: dict[str, Party], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signature is known at the end of the plaintext, after the sealing began: the
+    refusal removes what was sealed and kept."""
+    monkeypatch.setattr(stream, "STREAM_ABOVE", -1)
+    monkeypatch.setattr(prepare, "CONTENT_IN_ROW", 100)
+    name = "RCOU010234_00311_000001.edi"
+    data = big_flows((SAMPLES / name).read_bytes(), 100)
+    async with hub_running(tmp_path / "data", parties) as hub:
+        sealed = hub.seal("CIE000311", data, tmp_path)  # not the uploader's key
+        await hub.upload("COU010234", name, sealed)
+        await hub.settled()
+        assert await hub.inbox("CIE000311") == {}
+        [log] = (await hub.inbox("COU010234")).values()
+        assert b"DECHIFFREMENT" in log and b"signed by another key" in log
+        settings = hub.server.hub.settings
+        assert not list((settings.data / "contents").glob("*"))
+        assert not list(settings.mailboxes.glob("*/.staging/*"))
+        assert not list(settings.spool.iterdir())
