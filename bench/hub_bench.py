@@ -386,13 +386,15 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def serving(hub: Hub, log: Path) -> Iterator[Server]:
-    """`bdi serve` in its own process, on ports it picks; stopped (SIGTERM) on exit."""
+def serving(hub: Hub, log: Path, settings: dict[str, str] | None = None) -> Iterator[Server]:
+    """`bdi serve` in its own process, on ports it picks; stopped (SIGTERM) on exit.
+    `settings`: BDI_* variables over the bench's own."""
     env = {
         **os.environ,
         "BDI_METRICS_TOKEN": METRICS_TOKEN,
         "BDI_MAX_UPLOAD_BYTES": str(MAX_BYTES),
         "BDI_MAX_DECRYPTED_BYTES": str(MAX_BYTES),
+        **(settings or {}),
     }
     argv = [str(BDI), "serve", "--data", str(hub.settings.data), "--sftp-port", "0"]
     argv += ["--web-port", "0"]  # the admin web API: any free port

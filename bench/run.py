@@ -15,6 +15,7 @@ import sys
 # benchmark name -> module of bench/ (add new benchmarks here)
 BENCHMARKS: dict[str, str] = {
     "attack": "attack",
+    "bigfile": "bigfile",
     "check": "check_bench",
     "hub": "hub_bench",
     "suivi": "suivi_bench",
