@@ -50,6 +50,7 @@ class RunningServer:
     acceptor: asyncssh.SSHAcceptor
     sessions: Sessions
     web_port: int
+    doors: Doors
 
     @property
     def sftp_port(self) -> int:
@@ -147,6 +148,9 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
     """Start the hub (resume unfinished jobs first, then listen); stop it on exit."""
     hub = await open_hub(settings)
     open_files = raise_open_files_limit()
+    if open_files < OPEN_FILES_WANTED:
+        log.warning("server.open_files_low", open_files=open_files, wanted=OPEN_FILES_WANTED,
+                    hint="raise the hard limit (LimitNOFILE, ulimit -Hn)")  # fmt: skip
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(hub.store.engine.dispose)
         stack.enter_context(serve_lock(settings))
@@ -171,6 +175,7 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         doors = Doors.build(hub, sessions, defender)
         defender.on_ban = partial(_banned, hub, doors)
         stack.callback(doors.passwords.close)
+        stack.push_async_callback(_finish, asyncio.create_task(doors.last_logins.run()))
         acceptor = await _listen(doors, sftp_factory(hub, stored, spool, recent))
         stack.push_async_callback(_close, acceptor)
         for task in _background(hub, sessions):
@@ -183,7 +188,7 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         web_port = await stack.enter_async_context(
             web_server(hub, web_secret(settings), defender, routes)
         )
-        server = RunningServer(hub, pipeline, acceptor, sessions, web_port)
+        server = RunningServer(hub, pipeline, acceptor, sessions, web_port, doors)
         log.info("server.started", host=settings.host, sftp_port=server.sftp_port,
                  web_port=web_port, resumed=resumed, swept=removed,
                  open_files=open_files)  # fmt: skip
@@ -209,6 +214,11 @@ async def _listen(
     )
 
 
+# each session holds a descriptor, an upload one more, a job its gpg's pipes: 1 000 sessions
+# held at once (bench/crowd.py) peaked at ~1 050 descriptors
+OPEN_FILES_WANTED = 4096
+
+
 def raise_open_files_limit() -> int:
     """Every connection, upload and gpg pipe is a file descriptor: the soft limit (often
     1 024) is raised to the hard one; the limits per session, participant and address keep
@@ -219,6 +229,13 @@ def raise_open_files_limit() -> int:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+async def _finish(task: asyncio.Task[None]) -> None:
+    """Cancel a task and let it end (what it writes on its way out is written)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _close(acceptor: asyncssh.SSHAcceptor) -> None:
