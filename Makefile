@@ -25,9 +25,12 @@ lint: install
 typecheck: install
 	scripts/typecheck
 
+# the whole suite twice: on SQLite (the embedded default), then on a throwaway PostgreSQL
+# cluster the fixtures start (tests/pgcluster.py)
 pytest: install
 	scripts/system-deps --test
 	$(BIN)/pytest
+	BDI_TEST_DATABASE=postgresql $(BIN)/pytest
 
 test: lint typecheck pytest
 

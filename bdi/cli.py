@@ -108,7 +108,7 @@ def serve(
     from bdi.server import serve_forever
 
     settings = settings_from(config, data=data, host=host, sftp_port=sftp_port, web_port=web_port)
-    configure_logging()
+    configure_logging(node=settings.node)
     try:
         asyncio.run(serve_forever(settings))
     except FileNotFoundError as exc:

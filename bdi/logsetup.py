@@ -97,10 +97,12 @@ def _stdlib_extras(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", node: str | None = None) -> None:
+    """`node`: this node's id, on every line (several nodes share one database)."""
     limit = RateLimit()
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        *([_with_node(node)] if node else []),
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -120,6 +122,7 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # store.schema logs its upgrades
     structlog.configure(
         processors=[
             *shared,
@@ -131,6 +134,14 @@ def configure_logging(level: str = "INFO") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         cache_logger_on_first_use=True,
     )
+
+
+def _with_node(node: str) -> Processor:
+    def add(_logger: object, _method: str, event: EventDict) -> EventDict:
+        event.setdefault("node", node)
+        return event
+
+    return add
 
 
 __all__ = ["RateLimit", "configure_logging", "rate_limited"]

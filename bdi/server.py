@@ -17,6 +17,7 @@ import asyncssh
 import structlog
 
 from bdi import probes
+from bdi.cluster import Cluster
 from bdi.config import Settings
 from bdi.datadir import hub_key_file, open_hub, serve_lock, token_hash_file, web_secret
 from bdi.defender import DefenderPolicy, defender_running
@@ -153,10 +154,15 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
                     hint="raise the hard limit (LimitNOFILE, ulimit -Hn)")  # fmt: skip
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(hub.store.engine.dispose)
-        stack.enter_context(serve_lock(settings))
+        if settings.db_url.startswith("sqlite"):  # one node; several share a PostgreSQL
+            stack.enter_context(serve_lock(settings))
         stack.callback(log.info, "server.stopped")  # runs last: after everything below
         journal = Journal.open(settings.db_url)
         stack.push_async_callback(journal.close)
+        cluster = Cluster(settings, journal)
+        await cluster.join()
+        stack.push_async_callback(cluster.leave)  # after the pipeline's stop (a stack)
+        hub.metrics.node.info({"node": cluster.node.id})
         stored = StoredInbox(hub.store, journal)
         await stored.load()
         pipeline = Pipeline(hub, journal, stored)
@@ -165,6 +171,7 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         spool.prepare()
         removed = await spool.sweep()
         resumed = await pipeline.resume()
+        stack.callback(asyncio.create_task(cluster.run(pipeline.submit)).cancel)
         for participant in await hub.store.participants():
             hub.mailboxes.ensure(participant.id)
             removed += hub.mailboxes.forget_unfinished_uploads(participant.id)

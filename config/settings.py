@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,19 @@ class Settings(BaseSettings):
         "the data folder",
     )
     host: str = "127.0.0.1"
+    node_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="this node's id among several on one database; default: host:sftp_port",
+    )
+    node_beat_s: float = Field(
+        default=5.0, gt=0, description="seconds between two heartbeats of this node"
+    )
+    node_lease_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="a node silent this long is taken for dead: another takes its jobs over",
+    )
     sftp_port: int = 2222
     web_port: int = 8080
     max_upload_bytes: int = 512 * MiB
@@ -141,6 +155,12 @@ class Settings(BaseSettings):
     history_years: int = Field(
         default=10, ge=1, description="movements and contents older than this are purged"
     )
+
+    @property
+    def node(self) -> str:
+        """This node's id: `node_id`, or the host and SFTP port (the process id with an
+        ephemeral port): two nodes on one host listen on two ports."""
+        return self.node_id or f"{socket.gethostname()}:{self.sftp_port or os.getpid()}"
 
     @property
     def db_url(self) -> str:

@@ -18,6 +18,7 @@ import structlog
 
 from bdi.pipeline.faults import Fault, classify, describe
 from bdi.store.jobs import JobRef
+from bdi.store.nodes import JobTaken
 
 log = structlog.get_logger("bdi.pipeline")
 MiB = 1 << 20
@@ -62,6 +63,10 @@ class Retries:
     def failed(self, job: JobRef, error: BaseException) -> int:
         """The job's attempts so far if it waits to run again; 0 once it is quarantined."""
         assert job.id is not None
+        if isinstance(error, JobTaken):  # another node runs it now: nothing left to do here
+            log.warning("job.taken_over", job=job.id, participant=job.participant_id)
+            self._failing.pop(job.id, None)
+            return 0
         failing = self._failing.setdefault(job.id, _Failing(job, time.monotonic()))
         failing.attempts += 1
         failing.fault = classify(error)

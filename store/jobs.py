@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, or_, select, update
 
 from bdi.store.compiled import execute, insert_row, insert_rows
 from bdi.store.inbox import add_file
@@ -27,6 +27,7 @@ from bdi.store.models import (
     Participant,
     StoredContent,
 )
+from bdi.store.nodes import JobTaken, bound
 
 
 def _table(model: Any) -> Table:
@@ -38,13 +39,15 @@ JOB, OUTPUT, MOVEMENT = _table(Job), _table(Output), _table(Movement)
 FLOW, OCCURRENCE, PARTICIPANT = _table(Flow), _table(FlowOccurrence), _table(Participant)
 CONTENT = _table(StoredContent)
 _PARTIES = select(PARTICIPANT.c.id, PARTICIPANT.c.active, PARTICIPANT.c.pgp_fingerprint)
-_PLANNED = update(JOB).where(JOB.c.id == bindparam("b_job")).values(state="planned")
+# a job's node alone moves it on (store/nodes.py); a job of no node is anyone's
+_OWNED = or_(JOB.c.node.is_(None), JOB.c.node == bindparam("b_node"))
+_PLANNED = update(JOB).where(JOB.c.id == bindparam("b_job"), _OWNED).values(state="planned")
 _FLOW = select(FLOW.c.id).where(
     FLOW.c.layout == bindparam("b_layout"), FLOW.c.flow_key == bindparam("b_key")
 )
 _CLEAR = delete(OCCURRENCE).where(OCCURRENCE.c.movement_id.in_(bindparam("b_ids", expanding=True)))
 _CLOSE = (
-    update(JOB).where(JOB.c.id == bindparam("b_job"))
+    update(JOB).where(JOB.c.id == bindparam("b_job"), _OWNED)
     .values(state="done", outcome=bindparam("b_outcome"), finished_at=bindparam("b_at"),
             data=None)
 )  # fmt: skip
@@ -180,13 +183,20 @@ _DATA = select(JOB.c.data).where(JOB.c.id == bindparam("b_job"))
 
 
 def unfinished_jobs(conn: Connection) -> list[JobRef]:
-    """The jobs a previous run left unfinished, in order; their uploads are not read."""
-    jobs = []
-    for participant, upload, spool, size, received, job_id, state, in_row in conn.execute(
-        _UNFINISHED
-    ):
-        jobs.append(JobRef(participant, upload, spool, size, received, job_id, state, bool(in_row)))
-    return jobs
+    """The jobs a previous run left unfinished, in order; their uploads are not read. With
+    a node bound to the connection, those of this node (claimed at its start)."""
+    node = bound(conn)
+    query = _UNFINISHED if node is None else _UNFINISHED.where(JOB.c.node == node)
+    return _refs(conn.execute(query))
+
+
+def jobs_by_id(conn: Connection, ids: Sequence[int]) -> list[JobRef]:
+    """Unfinished jobs just claimed from another node, in order."""
+    return _refs(conn.execute(_UNFINISHED.where(JOB.c.id.in_(list(ids)))))
+
+
+def _refs(rows: Any) -> list[JobRef]:
+    return [JobRef(p, u, sp, n, r, i, st, bool(d)) for p, u, sp, n, r, i, st, d in rows]
 
 
 def upload_data(conn: Connection, job_id: int) -> bytes:
@@ -199,7 +209,7 @@ def upload_data(conn: Connection, job_id: int) -> bytes:
 def insert_job(conn: Connection, job: JobRef) -> int:
     row = {"participant_id": job.participant_id, "upload_name": job.upload_name,
            "spool_name": job.spool_name, "size": job.size, "received_at": job.received_at,
-           "state": job.state, "data": job.data}  # fmt: skip
+           "state": job.state, "data": job.data, "node": bound(conn)}  # fmt: skip
     return insert_row(conn, JOB, row)
 
 
@@ -239,11 +249,19 @@ def save_plan(
                     conn, CONTENT, [{"movement_id": item.movement.id, "data": item.content}]
                 )
     add_occurrences(conn, movements, occurrences)
+    node = bound(conn)
     if outcome is None:
-        execute(conn, _PLANNED, {"b_job": job_id})
+        _fenced(execute(conn, _PLANNED, {"b_job": job_id, "b_node": node}), job_id)
     else:  # its outputs and movements are already written delivered: only the job to close
-        execute(conn, _CLOSE, {"b_job": job_id, "b_outcome": outcome, "b_at": at})
+        params = {"b_job": job_id, "b_outcome": outcome, "b_at": at, "b_node": node}
+        _fenced(execute(conn, _CLOSE, params), job_id)
     return movements
+
+
+def _fenced(cursor: Any, job_id: int) -> None:
+    """The job moved on only if it is still this node's; else nothing it wrote stays."""
+    if cursor.rowcount != 1:
+        raise JobTaken(f"job {job_id} is another node's now")
 
 
 def add_occurrences(
@@ -278,8 +296,10 @@ def clear_occurrences(conn: Connection, movement_ids: Sequence[int]) -> None:
 
 def finish_job(conn: Connection, job_id: int, outcome: str, at: datetime) -> None:
     """Every output of the job is in place: record it, with the job's end."""
-    for statement in _FINISH:
-        execute(conn, statement, {"b_job": job_id, "b_outcome": outcome, "b_at": at})
+    params = {"b_job": job_id, "b_outcome": outcome, "b_at": at, "b_node": bound(conn)}
+    _fenced(execute(conn, _FINISH[0], params), job_id)
+    for statement in _FINISH[1:]:
+        execute(conn, statement, params)
 
 
 # a notice (seq < 0: the INTERNE `.log` of a quarantine) is not one of the job's outputs
@@ -341,12 +361,12 @@ _RETRIES = _UNFINISHED.where(JOB.c.retry_requested_at.is_not(None))
 
 
 def retry_requests(conn: Connection) -> list[JobRef]:
-    """The jobs an admin asked to run again, taken once: the request is cleared here."""
-    jobs = [
-        JobRef(p, u, s, n, r, i, st, bool(d)) for p, u, s, n, r, i, st, d in conn.execute(_RETRIES)
-    ]
+    """The jobs an admin asked to run again, taken once (by one node: it makes them its
+    own): the request is cleared here."""
+    jobs = _refs(conn.execute(_RETRIES.with_for_update(skip_locked=True)))
     if jobs:
         conn.execute(
-            update(JOB).where(JOB.c.id.in_([j.id for j in jobs])).values(retry_requested_at=None)
-        )
+            update(JOB).where(JOB.c.id.in_([j.id for j in jobs]))
+            .values(retry_requested_at=None, node=bound(conn))
+        )  # fmt: skip
     return jobs

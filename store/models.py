@@ -50,6 +50,9 @@ class Job(SQLModel, table=True):
     error: str | None = None
     quarantined_at: datetime | None = None
     retry_requested_at: datetime | None = None
+    # the node running it (several `bdi serve` on one PostgreSQL): another takes the job
+    # over once this node stops beating (`Node.seen_at`); None: any node may
+    node: str | None = Field(default=None, index=True, max_length=64)
 
 
 class Output(SQLModel, table=True):
@@ -258,3 +261,23 @@ class OperatorSession(SQLModel, table=True):
     csrf: str
     created_at: datetime
     expires_at: datetime = Field(index=True)
+
+
+class Node(SQLModel, table=True):
+    """A running `bdi serve`. Its heartbeat (`seen_at`) tells the other nodes it is alive;
+    when it stops beating, they take over its unfinished jobs."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    host: str
+    pid: int
+    started_at: datetime
+    seen_at: datetime = Field(index=True)
+
+
+class InboxName(SQLModel, table=True):
+    """A name taken in an inbox, from the plan of its output until its recipient removes
+    the file (HUB.md, "Names in the inbox"). The primary key is what keeps two nodes, each
+    naming its own jobs' outputs, from giving one name twice."""
+
+    participant_id: str = Field(primary_key=True, max_length=9)
+    name: str = Field(primary_key=True)

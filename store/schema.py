@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 
+import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -24,6 +25,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from bdi.store.journal import sync_engine
+
+log = structlog.get_logger("bdi.store")
 
 _LOCK = 0x6264_6900  # the advisory lock of schema upgrades ("bdi\0")
 
@@ -79,9 +82,13 @@ def upgrade(url: str, revision: str = "head") -> None:
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK})
+            before = MigrationContext.configure(conn).get_current_revision()
             command.upgrade(_config(conn), revision)
+            after = MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()
+    if after != before:
+        log.info("schema.upgraded", before=before, after=after)
 
 
 async def upgrade_to_head(url: str) -> None:

@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import asyncssh
+from sqlalchemy import text
 from support import SAMPLES
 
 from bdi.admin.registry import register
@@ -26,6 +27,7 @@ from bdi.datadir import hub_key_file, initialise, open_hub
 from bdi.pipeline.retries import RetryPolicy
 from bdi.routing.layout import default_layout
 from bdi.server import RunningServer, run_server
+from bdi.store.journal import sync_engine
 
 
 @dataclass
@@ -211,3 +213,22 @@ def gpg_held(hub: HubUnderTest) -> Iterator[None]:
     finally:
         for _ in range(taken):
             slots.release()
+
+
+def db_rows(settings: Settings, query: str, **params: object) -> list[tuple[Any, ...]]:
+    """Run a query on a hub's database (SQLite or PostgreSQL) from outside the hub, as
+    another process would; the rows it returns, if any."""
+    engine = sync_engine(settings.db_url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(query), params)
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def days_earlier(settings: Settings, column: str, days: int) -> str:
+    """SQL for `column` moved `days` into the past, in the hub's database's dialect."""
+    if settings.db_url.startswith("sqlite"):
+        return f"datetime({column}, '-{days} days')"
+    return f"{column} - interval '{days} days'"

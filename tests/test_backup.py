@@ -107,6 +107,7 @@ async def snapshot(
     return moves, {p: await hub.inbox(p) for p in hub.parties}
 
 
+@pytest.mark.sqlite_only  # `bdi backup` copies the SQLite database (PostgreSQL: pg_dump)
 async def test_a_backup_taken_while_uploads_stream_restores_everything_once(
     tmp_path: Path, parties: dict[str, Party]
 ) -> None:
@@ -159,6 +160,7 @@ async def test_restore_refuses_what_is_not_a_backup(tmp_path: Path) -> None:
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.sqlite_only  # `bdi backup` copies the SQLite database (PostgreSQL: pg_dump)
 async def test_a_file_missing_from_the_folder_itself_is_named_after_every_snapshot(
     tmp_path: Path, parties: dict[str, Party]
 ) -> None:

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from bdi.config import load_settings
+from bdi.store import schema
+
 BDI = Path(sys.executable).with_name("bdi")
 
 
@@ -33,8 +36,9 @@ def test_init_creates_then_changes_nothing(tmp_path: Path) -> None:
     first = bdi("init", "--data", str(data))
     assert first.returncode == 0, first.stderr
     assert "admin API token (shown once):" in first.stdout
-    for name in ("bdi.sqlite3", "ssh_host_ed25519_key", "hub-public-key.asc", "hub-fingerprint"):
+    for name in ("ssh_host_ed25519_key", "hub-public-key.asc", "hub-fingerprint"):
         assert (data / name).exists(), name
+    assert schema.current(load_settings(None, data=data).db_url) == schema.head()
     assert (data / "ssh_host_ed25519_key").stat().st_mode & 0o077 == 0
     before = digest(data)
     second = bdi("init", "--data", str(data))

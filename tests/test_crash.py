@@ -7,11 +7,9 @@ are files placed after their plan is committed: both are among the uploads."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
-from hubkit import Party, make_parties, prepare_data, sftp_client
+from hubkit import Party, db_rows, make_parties, prepare_data, sftp_client
 from support import SAMPLES
 
 from bdi.config import Settings, load_settings
@@ -147,17 +145,15 @@ async def killer(server: Server, done: asyncio.Event) -> None:
 
 
 def unfinished_jobs(settings: Settings) -> int:
-    with contextlib.closing(sqlite3.connect(settings.data / "bdi.sqlite3")) as db:
-        return int(db.execute("SELECT count(*) FROM job WHERE state != 'done'").fetchone()[0])
+    return int(db_rows(settings, "SELECT count(*) FROM job WHERE state != 'done'")[0][0])
 
 
 def inbox_names(settings: Settings, participant: str) -> list[str]:
     """An inbox, as its owner would list it: its folder's files and those kept in the store
     (each name once: a list with a twin would fail the checks on it)."""
     on_disk = [p.name for p in (settings.mailboxes / participant / "inbox").iterdir()]
-    with contextlib.closing(sqlite3.connect(settings.data / "bdi.sqlite3")) as db:
-        query = "SELECT name FROM inboxfile WHERE participant_id = ?"
-        kept = [row[0] for row in db.execute(query, (participant,))]
+    query = "SELECT name FROM inboxfile WHERE participant_id = :p"
+    kept = [row[0] for row in db_rows(settings, query, p=participant)]
     return sorted(on_disk + kept)
 
 
@@ -208,11 +204,11 @@ async def test_sigkill_loses_and_duplicates_nothing(
     assert not [n for n in inbox + logs if "_2." in n]
     on_disk = {p.name for p in (settings.mailboxes / RECIPIENT / "inbox").iterdir()}
     assert {n for n in inbox if kind_of(int(n[17:20])) == "big"} == on_disk  # the rest: stored
-    with contextlib.closing(sqlite3.connect(settings.data / "bdi.sqlite3")) as db:
-        movements = db.execute(
-            "SELECT m.file_name, m.content_path, c.movement_id IS NOT NULL FROM movement m"
-            " LEFT JOIN storedcontent c ON c.movement_id = m.id"
-        ).fetchall()
+    movements = db_rows(
+        settings,
+        "SELECT m.file_name, m.content_path, c.movement_id IS NOT NULL FROM movement m"
+        " LEFT JOIN storedcontent c ON c.movement_id = m.id",
+    )
     assert sorted(m[0] for m in movements) == inbox
     # each movement's content kept once, in the store or as a file (a job run again after a
     # kill rewrote its own file), and no file left that no movement refers to

@@ -4,14 +4,12 @@ across a restart too, and a delivery too big for the store is a file of the inbo
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sqlite3
 from pathlib import Path
 
 import asyncssh
 import pytest
-from hubkit import HubUnderTest, Party, hub_running
+from hubkit import HubUnderTest, Party, db_rows, hub_running
 from structlog.testing import capture_logs
 from support import SAMPLES
 
@@ -26,9 +24,8 @@ REFUSED = "RCOU010234_00311_000094.edi"  # broken: SIGNATURE, refused with a .lo
 
 def kept(hub: HubUnderTest, participant: str) -> dict[str, int]:
     """Name -> size of the participant's files kept in the store."""
-    with contextlib.closing(sqlite3.connect(hub.settings.data / "bdi.sqlite3")) as db:
-        query = "SELECT name, size FROM inboxfile WHERE participant_id = ?"
-        return dict(db.execute(query, (participant,)).fetchall())
+    query = "SELECT name, size FROM inboxfile WHERE participant_id = :p"
+    return {name: size for name, size in db_rows(hub.settings, query, p=participant)}
 
 
 def folder(hub: HubUnderTest, participant: str) -> list[str]:
@@ -151,7 +148,6 @@ async def test_a_job_with_a_delivery_file_and_a_kept_log_places_the_one_and_keep
         assert folder(hub, RECIPIENT) == [name] and kept(hub, RECIPIENT) == {}
         log_name = f"ERREUR{name.removesuffix('.edi')}_2.log"
         assert folder(hub, SENDER) == [] and list(kept(hub, SENDER)) == [log_name]
-        with contextlib.closing(sqlite3.connect(hub.settings.data / "bdi.sqlite3")) as db:
-            jobs = db.execute("SELECT state, outcome FROM job").fetchall()
-            placed = db.execute("SELECT count(*) FROM output WHERE delivered_at IS NULL")
-            assert jobs == [("done", "partial")] and placed.fetchone() == (0,)
+        jobs = db_rows(hub.settings, "SELECT state, outcome FROM job")
+        placed = db_rows(hub.settings, "SELECT count(*) FROM output WHERE delivered_at IS NULL")
+        assert jobs == [("done", "partial")] and placed == [(0,)]

@@ -7,22 +7,22 @@ and by the daily run of `bdi serve`."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
-from hubkit import HubUnderTest, Party, make_parties
+from hubkit import HubUnderTest, Party, days_earlier, db_rows, make_parties
 from support import SAMPLES
 
+from bdi.config import Settings
 from bdi.mailbox.retention import RetentionPolicy, RetentionReport, apply_retention
 from bdi.pipeline import prepare
 from bdi.suivi import queries as q
@@ -133,20 +133,19 @@ async def test_the_history_is_purged_after_its_years_and_not_before(
     assert done.purged.stored_contents == 1 and done.purged.content_files == [content_file]
     assert done.purged.jobs == 3 and done.purged.flows >= 1
     assert await comments(hub, RECIPIENT) == {} and not (contents / content_file).exists()
-    with contextlib.closing(sqlite3.connect(hub.settings.data / "bdi.sqlite3")) as db:
-        for table in ("movement", "flowoccurrence", "storedcontent", "job", "output", "flow"):
-            assert db.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
+    for table in ("movement", "flowoccurrence", "storedcontent", "job", "output", "flow"):
+        assert db_rows(hub.settings, f"SELECT count(*) FROM {table}") == [(0,)], table
 
 
-def age(data: Path, days: int, *, movements_years: int = 0) -> None:
+def age(settings: Settings, days: int, *, movements_years: int = 0) -> None:
     """Make the inboxes `days` older (and the movements `movements_years` older)."""
-    with contextlib.closing(sqlite3.connect(data / "bdi.sqlite3", timeout=30)) as db, db:
-        db.execute(f"UPDATE inboxfile SET created_at = datetime(created_at, '-{days} days')")
-        if movements_years:
-            shift = f"-{movements_years * 366} days"
-            db.execute(f"UPDATE movement SET created_at = datetime(created_at, '{shift}')")
-            db.execute(f"UPDATE job SET received_at = datetime(received_at, '{shift}')")
-    for path in (data / "mailboxes").glob("*/inbox/*"):
+    shifted = partial(days_earlier, settings)
+    db_rows(settings, f"UPDATE inboxfile SET created_at = {shifted('created_at', days)}")
+    if movements_years:
+        back = movements_years * 366
+        db_rows(settings, f"UPDATE movement SET created_at = {shifted('created_at', back)}")
+        db_rows(settings, f"UPDATE job SET received_at = {shifted('received_at', back)}")
+    for path in (settings.data / "mailboxes").glob("*/inbox/*"):
         old = path.stat().st_mtime - days * 86400
         os.utime(path, (old, old))
 
@@ -166,11 +165,11 @@ async def test_bdi_admin_purge_while_the_hub_serves(
 ) -> None:
     await route(hub, tmp_path, monkeypatch)
     data = str(hub.settings.data)
-    age(hub.settings.data, 29)
+    age(hub.settings, 29)
     quiet = await bdi("admin", "purge", "--dry-run", "--data", data)
     assert (quiet["archived"], quiet["dry_run"]) == ([], True)
 
-    age(hub.settings.data, 2, movements_years=11)
+    age(hub.settings, 2, movements_years=11)
     planned = await bdi("admin", "purge", "--dry-run", "--data", data)
     assert len(planned["archived"]) == 3  # type: ignore[arg-type]
     purged = planned["purged"]

@@ -1,7 +1,7 @@
 """Alembic's environment: the connection comes from `bdi.store.schema` (no alembic.ini).
 
 `render_as_batch` lets a revision alter a SQLite table (copy and swap); on PostgreSQL the
-same revision alters in place.
+same revision alters in place. All revisions run in the caller's one transaction.
 """
 
 from __future__ import annotations
@@ -11,12 +11,17 @@ from sqlmodel import SQLModel
 
 from bdi.store import models  # noqa: F401  (the tables autogenerate compares against)
 
-connection = context.config.attributes["connection"]
+
+def include_name(name: str | None, kind: str, _parents: object) -> bool:
+    """The SQLite FTS5 tables of revision 0002 are no model's: autogenerate leaves them."""
+    return not (kind == "table" and (name or "").startswith("suivi_fts"))
+
+
 context.configure(
-    connection=connection,
+    connection=context.config.attributes["connection"],
     target_metadata=SQLModel.metadata,
     render_as_batch=True,
-    transaction_per_migration=True,
+    include_name=include_name,
 )
 with context.begin_transaction():
     context.run_migrations()
