@@ -42,8 +42,10 @@ def upgrade(
     """Bring the database to a revision (default: the newest)."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from bdi.logsetup import configure_logging
     from bdi.store import schema
 
+    configure_logging()  # schema.upgraded, on stderr
     url = _url(data, config)
     try:
         schema.upgrade(url, revision)

@@ -35,7 +35,7 @@ async def state(hub: Hub, pipeline: Pipeline, sessions: Sessions, banned: int) -
         jobs_queued=queued, jobs_running=running, jobs_waiting=waiting,
         jobs_quarantined=await _quarantined(hub), sessions=sum(map(len, sessions.open.values())),
         banned=banned, backlog_files=files, backlog_bytes=size,
-        free_bytes=free_bytes(hub), database_bytes=_database_bytes(hub),
+        free_bytes=free_bytes(hub), database_bytes=await _database_bytes(hub),
     )  # fmt: skip
 
 
@@ -137,6 +137,11 @@ def _inbox_folders(hub: Hub) -> dict[str, tuple[int, int]]:
     return found
 
 
-def _database_bytes(hub: Hub) -> int:
+async def _database_bytes(hub: Hub) -> int:
+    """The SQLite file and its WAL; PostgreSQL's own count of its database."""
+    if hub.store.engine.dialect.name == "postgresql":
+        async with hub.store.engine.connect() as conn:
+            found = await conn.execute(text("SELECT pg_database_size(current_database())"))
+            return int(found.scalar_one())
     base = hub.settings.data / "bdi.sqlite3"
     return sum(p.stat().st_size for p in (base, base.with_name("bdi.sqlite3-wal")) if p.exists())

@@ -13,7 +13,7 @@ from bdi.console.auth import Ctx
 from bdi.console.core import FORM_LIMITS, Console
 from bdi.console.forms import text
 
-MAX_ID = 2**63 - 1
+MAX_ID = 2**31 - 1  # the store's ids are INTEGER: 32-bit on PostgreSQL
 JOB_TABS = {"waiting": "En cours ou en attente", "quarantined": "En quarantaine",
             "all": "Tous (les 200 derniers)"}  # fmt: skip
 REDELIVERY_WAIT_S = 30.0
@@ -21,7 +21,7 @@ REDELIVERY_WAIT_S = 30.0
 
 def _id(raw: str) -> int:
     """An id of a path or a form; anything else names nothing."""
-    if not (raw.isascii() and raw.isdigit() and 0 < len(raw) <= 19) or int(raw) > MAX_ID:
+    if not (raw.isascii() and raw.isdigit() and 0 < len(raw) <= 10) or int(raw) > MAX_ID:
         raise HTTPException(404)
     return int(raw)
 

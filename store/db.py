@@ -18,9 +18,17 @@ def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def connect_args(url: str) -> dict[str, Any]:
+    """PostgreSQL waits for a lock at most as long as SQLite's busy_timeout: a database
+    held by another process is then a fault of the hub's, waited out, not a hang."""
+    return {} if url.startswith("sqlite") else {"options": "-c lock_timeout=10000"}
+
+
 def make_engine(url: str) -> AsyncEngine:
     sqlite = url.startswith("sqlite")
-    engine = create_async_engine(url, pool_pre_ping=not sqlite)  # no network to a file
+    engine = create_async_engine(
+        url, pool_pre_ping=not sqlite, connect_args=connect_args(url)
+    )  # no pre-ping for a file
     if sqlite:
         event.listen(engine.sync_engine, "connect", sqlite_pragmas)
     return engine

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
-from bdi.store.db import sqlite_pragmas
+from bdi.store.db import connect_args, sqlite_pragmas
 
 log = structlog.get_logger("bdi.store")
 T = TypeVar("T")
@@ -53,7 +53,7 @@ def sync_url(url: str) -> str:
 
 
 def sync_engine(url: str) -> Engine:
-    engine = create_engine(sync_url(url), poolclass=StaticPool)
+    engine = create_engine(sync_url(url), poolclass=StaticPool, connect_args=connect_args(url))
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", sqlite_pragmas)
     return engine

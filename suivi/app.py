@@ -469,8 +469,8 @@ class SuiviApp:
         params = request.query_params
         today = queries.paris_today(datetime.now(UTC))
         criteria = FileCriteria(
-            name=params.get("nom", "").strip(),
-            file_type=params.get("type", "").strip(),
+            name=views.text_param(params, "nom"),
+            file_type=views.text_param(params, "type"),
             start=_day(params.get("du")),
             end=_day(params.get("au")),
             sender=views.resolve_code(params, "expediteur"),
@@ -635,7 +635,7 @@ class SuiviApp:
     # --- search by clé (§8.7) ----------------------------------------------------------------
 
     async def by_key(self, request: Request, ctx: Ctx) -> Response:
-        clé = request.query_params.get("cle", "").strip()
+        clé = views.text_param(request.query_params, "cle")
         tables = []
         if clé:
             pages = {

@@ -31,7 +31,7 @@ LAYOUT_SLUGS: Mapping[str, str] = {
 SLUG_LAYOUTS = {v: k for k, v in LAYOUT_SLUGS.items()}
 PASSAGE_LABELS = ("Date", "Heure", "Expéditeur", "Destinataire", "Commentaire")
 MAX_PAGE = 1_000_000  # past it, a page's offset would outgrow what a database takes
-MAX_ID = 2**63 - 1  # the store's ids are signed 64-bit
+MAX_ID = 2**31 - 1  # the store's ids are INTEGER: 32-bit on PostgreSQL
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +85,15 @@ def pickers(layout: Layout, referential: Sequence[ReferentialParticipant]) -> Pi
     )
 
 
+def text_param(params: QueryParams, name: str) -> str:
+    """A typed text, trimmed, without control characters: none is in any field of a file,
+    and PostgreSQL refuses a NUL in a query's text."""
+    return "".join(c for c in params.get(name, "") if c.isprintable()).strip()
+
+
 def resolve_code(params: QueryParams, name: str) -> str:
     """The code typed, else the one whose label was picked (« choosing a label fills the code »)."""
-    return (params.get(name) or params.get(f"{name}__label") or "").strip()
+    return text_param(params, name) or text_param(params, f"{name}__label")
 
 
 def criteria_of(params: QueryParams, criteria: Sequence[Criterion]) -> dict[str, str]:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from dblock import LOCKER
 from hubkit import FAST, HubUnderTest, Party, hub_running, make_parties
 from structlog.testing import capture_logs
 from support import SAMPLES
@@ -134,23 +135,14 @@ async def test_a_full_disk_delays_a_job_which_goes_once_room_is_back(
         assert hub.open_delivery(RECIPIENT, delivery, tmp_path)[0] == plain
 
 
-LOCKER = """
-import sqlite3, sys, time
-lock = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
-lock.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
-lock.execute("ROLLBACK")
-"""
-
-
 @pytest.mark.slow
+@pytest.mark.sqlite_only  # PostgreSQL's lock waits: tests/test_sftp_uploads.py's lock test
 async def test_a_database_locked_by_another_process_for_30_s_delays_only(
     hub: HubUnderTest, tmp_path: Path
 ) -> None:
     plain = big_plain(4 << 20)  # a job long enough to be caught by the lock
     sealed = hub.seal(SENDER, plain, tmp_path)
-    database = str(hub.settings.data / "bdi.sqlite3")
+    database = hub.settings.db_url
     with capture_logs() as logs:
         await hub.upload(SENDER, name(9), sealed)
         locker = await asyncio.create_subprocess_exec(

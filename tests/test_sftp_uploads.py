@@ -14,7 +14,6 @@ client against the real server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sqlite3
 import time
@@ -25,6 +24,7 @@ from typing import cast
 import asyncssh
 import pytest
 import pytest_asyncio
+from dblock import database_locked
 from hubkit import HubUnderTest, Party, hub_running, make_parties
 from sqlalchemy.exc import OperationalError
 from sqlmodel import select
@@ -191,18 +191,6 @@ def leaks(message: str) -> list[str]:
     return [word for word in LEAKS if word in message.lower()]
 
 
-@contextlib.contextmanager
-def database_locked(hub: HubUnderTest) -> Iterator[None]:
-    """Another connection holds SQLite's write lock (BEGIN EXCLUSIVE) meanwhile."""
-    lock = sqlite3.connect(hub.settings.data / "bdi.sqlite3", isolation_level=None, timeout=10)
-    try:
-        lock.execute("BEGIN EXCLUSIVE")
-        yield
-        lock.execute("ROLLBACK")
-    finally:
-        lock.close()
-
-
 async def test_a_take_in_failing_on_a_locked_database_leaves_nothing_and_tells_little(
     hub: HubUnderTest, sftp: asyncssh.SFTPClient
 ) -> None:
@@ -210,7 +198,7 @@ async def test_a_take_in_failing_on_a_locked_database_leaves_nothing_and_tells_l
     await put(sftp, part, BIG)
     await hub.settled()  # the jobs before are done with their spool files
     known_jobs, on_disk, spooled = await jobs(hub), outbox_files(hub), spool_files(hub)
-    with capture_logs() as logs, database_locked(hub):
+    with capture_logs() as logs, database_locked(hub.settings):
         with pytest.raises(asyncssh.SFTPFailure) as closing:
             await put(sftp, f"/outbox/{name}", BIG)  # a file-backed upload: its close fails
         with pytest.raises(asyncssh.SFTPFailure) as renaming:
@@ -224,7 +212,7 @@ async def test_a_take_in_failing_on_a_locked_database_leaves_nothing_and_tells_l
         ("close", "database"),
         ("rename", "database"),
     ]
-    assert all("locked" in e["error"] for e in failures)  # the details: in the log
+    assert all("lock" in e["error"] for e in failures)  # the details: in the log
     # nothing was taken in, nothing stayed: no hidden upload, no spool file, the .part intact
     assert await jobs(hub) == known_jobs
     assert outbox_files(hub) == on_disk and spool_files(hub) == spooled
