@@ -1,0 +1,126 @@
+"""Two `bdi serve` nodes on one PostgreSQL and one data folder (issue 17): both take
+uploads, each upload is delivered exactly once, and a node killed with SIGKILL has its jobs
+finished by the other within 30 s."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pgcluster
+import pytest
+from hubkit import Party, db_rows, make_parties, prepare_data, sftp_client, until
+from support import SAMPLES
+
+from bdi.config import Settings, load_settings
+
+pytestmark = pytest.mark.skipif(not pgcluster.wanted(), reason="several nodes need PostgreSQL")
+BDI = Path(sys.executable).with_name("bdi")
+SENDER, RECIPIENT = "COU010234", "CIE000311"
+GOOD = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
+BURST = 12  # uploads to the node that is killed: more than its one worker has done by then
+
+
+@pytest.fixture(scope="module")
+def parties() -> Iterator[dict[str, Party]]:
+    with make_parties([SENDER, RECIPIENT]) as made:
+        yield made
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Node:
+    def __init__(self, data: Path, name: str, **env: str) -> None:
+        self.name, self.port = name, free_port()
+        argv = [str(BDI), "serve", "--data", str(data), "--sftp-port", str(self.port),
+                "--web-port", "0"]  # fmt: skip
+        environ = {**os.environ, "BDI_NODE_ID": name, **env}
+        self.process = subprocess.Popen(argv, env=environ, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE)  # fmt: skip
+
+    async def listening(self) -> None:
+        async def accepts() -> bool:
+            assert self.process.poll() is None, self.process.stderr
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                return False
+            writer.close()
+            return True
+
+        await until(accepts, 60)
+
+    def stop(self) -> bytes:
+        if self.process.poll() is None:
+            self.process.terminate()
+        _, err = self.process.communicate(timeout=60)
+        return err
+
+
+async def upload(node: Node, party: Party, names: list[str], sealed: bytes) -> None:
+    async with sftp_client(node.port, party) as sftp:
+        for name in names:
+            async with sftp.open(f"/outbox/{name}", "wb") as f:
+                await f.write(sealed)
+        await sftp.realpath("/outbox")  # every close above was answered
+
+
+def delivered(settings: Settings) -> list[str]:
+    """Every delivery to the recipient, as movements (a twin would show twice)."""
+    query = "SELECT file_name FROM movement WHERE recipient_id = :r AND delivered"
+    return sorted(r[0] for r in db_rows(settings, query, r=RECIPIENT))
+
+
+def name(n: int) -> str:
+    return f"RCOU010234_00311_{n:06d}.edi"
+
+
+async def test_two_nodes_share_the_work_and_one_finishes_the_jobs_of_the_other_killed(
+    tmp_path: Path, parties: dict[str, Party]
+) -> None:
+    data = tmp_path / "data"
+    settings = load_settings(None, data=data)
+    await prepare_data(settings, parties)
+    hub_fpr = (data / "hub-fingerprint").read_text().strip()
+    sender = parties[SENDER]
+    (tmp_path / "plain").write_bytes(GOOD)
+    sender.pgp.sign_encrypt(tmp_path / "plain", tmp_path / "sealed", hub_fpr, sender.fingerprint)
+    sealed = (tmp_path / "sealed").read_bytes()
+    first = Node(data, "node-a", BDI_WORKERS="1")
+    second = Node(data, "node-b")
+    try:
+        await asyncio.gather(first.listening(), second.listening())
+        await upload(second, sender, [name(n) for n in range(100, 104)], sealed)
+        await upload(first, sender, [name(n) for n in range(BURST)], sealed)
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+        owned = "SELECT count(*) FROM job WHERE node = 'node-a' AND state <> 'done'"
+        left = db_rows(settings, owned)[0][0]
+        assert left > 0  # the killed node had jobs unfinished
+        await upload(second, sender, [name(n) for n in range(104, 108)], sealed)
+        expected = sorted([name(n) for n in range(BURST)] + [name(n) for n in range(100, 108)])
+
+        async def all_delivered() -> bool:
+            return delivered(settings) == expected
+
+        await until(all_delivered, 30)  # the default heartbeat and lease: 30 s at most
+        took = db_rows(settings, "SELECT count(*) FROM job WHERE node = 'node-b'")[0][0]
+        assert took >= 8 + left  # its own, and those it took over
+        assert db_rows(settings, "SELECT count(*) FROM job WHERE state <> 'done'") == [(0,)]
+        nodes = db_rows(settings, "SELECT id FROM node")
+        assert nodes == [("node-b",)]  # the dead node forgotten
+    finally:
+        first.stop()
+        err = second.stop()
+    assert b'"event": "node.took_over"' in err
+    assert b'"node": "node-b"' in err  # every line says which node wrote it
