@@ -26,7 +26,11 @@ class Names:
             promised = self.reserved.setdefault(participant, set())
 
             def taken(candidate: str) -> bool:
-                return candidate in promised or self.stored.has(participant, candidate)
+                return (
+                    candidate in promised
+                    or self.stored.has(participant, candidate)
+                    or self.stored.held_elsewhere(participant, candidate)
+                )
 
             chosen = self.mailboxes.unique_name(participant, name, taken)
             promised.add(chosen)
@@ -41,7 +45,11 @@ class Names:
             promised = self.reserved.get(participant, set())
 
             def taken(candidate: str) -> bool:
-                return candidate in promised or self.stored.has(participant, candidate)
+                return (
+                    candidate in promised
+                    or self.stored.has(participant, candidate)
+                    or self.stored.held_elsewhere(participant, candidate)
+                )
 
             chosen = self.mailboxes.unique_name(participant, name, taken)
             self.stored.added(participant, chosen)

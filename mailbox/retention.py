@@ -135,6 +135,8 @@ class _Archiver:
                 moved = await asyncio.to_thread(self._move, src, participant, name)
                 if moved is None:  # collected meanwhile
                     continue
+                release = partial(history.release_archived, participant=participant, name=name)
+                await _run(self.store, release)
                 await self._archived(item, moved)
             done.append(item)
         return done

@@ -487,12 +487,14 @@ class MailboxView:
         try:
             size = path.stat().st_size
             path.unlink()
-            return size
         except FileNotFoundError:
             kept = await self.stored.entry(self.participant, name) if place.area == INBOX else None
             if kept is None or not await self.stored.remove(self.participant, name):
                 raise NotFound("introuvable") from None
             return kept.size
+        if place.area == INBOX:
+            await self.stored.released(self.participant, name)
+        return size
 
 
 def sweep_temporaries(mailboxes: Mailboxes, max_age_s: float, now: float) -> int:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bdi.crypto import OpenPGPError
+from bdi.store.inbox import NameTaken
 
 
 class Fault(StrEnum):
@@ -32,6 +33,8 @@ _RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN}
 
 def classify(error: BaseException) -> Fault | None:
     """The passing fault behind `error`, or None for a bug."""
+    if isinstance(error, NameTaken):  # another node gave the name meanwhile: plan again
+        return Fault.DATABASE
     if isinstance(error, OperationalError | PoolTimeout | sqlite3.OperationalError):
         return Fault.DISK if _says_full(error) else Fault.DATABASE
     if isinstance(error, DBAPIError) and error.connection_invalidated:

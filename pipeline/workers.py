@@ -48,6 +48,7 @@ from bdi.pipeline.stream import prepare_streamed, streams
 from bdi.pipeline.upkeep import Upkeep
 from bdi.routing.model import FileReport
 from bdi.store.bulk import add_occurrences, add_stored_outputs
+from bdi.store.inbox import NameTaken
 from bdi.store.jobs import (
     JobRef,
     OutputRef,
@@ -313,6 +314,11 @@ class Pipeline:
                 save = partial(_with_logs, save=save, upload=upload, streamed=streamed,
                                names=names, seq=len(planned), at=save.keywords["at"])  # fmt: skip
             prepared.movements = self.journal.call(save)
+        except NameTaken as taken:  # the run again (a fault of the hub's) names them anew
+            self.stored.mark_held(taken.pairs)
+            self.names.release(outputs)
+            self.names.forget_stored(sender.id, names)
+            raise
         except BaseException:
             self.names.release(outputs)
             self.names.forget_stored(sender.id, names)

@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import Connection, bindparam, select
 
 from bdi.store.compiled import insert_rows
-from bdi.store.inbox import INBOX
+from bdi.store.inbox import INBOX, hold_names
 from bdi.store.jobs import FLOW, OCCURRENCE, OUTPUT, Occurrence, OutputRef
 
 LOOKUP = 500  # flow keys per query (bound parameters: well under any database's limit)
@@ -77,6 +77,7 @@ def add_stored_outputs(
         return
     for output, _ in outputs:
         output.delivered_at = at
+    hold_names(conn, ((output.participant_id, output.name) for output, _ in outputs))
     insert_rows(conn, OUTPUT, [output.row() for output, _ in outputs])
     job = outputs[0][0].job_id
     first, last = outputs[0][0].seq, outputs[-1][0].seq

@@ -3,16 +3,71 @@ job that owes them, read by the SFTP sessions through the `Store`, removed by th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, delete, select
+from sqlalchemy.exc import IntegrityError
 
 from bdi.store.compiled import execute, insert_rows
-from bdi.store.models import InboxFile
+from bdi.store.models import InboxFile, InboxName
 
 INBOX = cast(Table, cast(Any, InboxFile).__table__)
+NAMES = cast(Table, cast(Any, InboxName).__table__)
+_RELEASE = delete(NAMES).where(
+    NAMES.c.participant_id == bindparam("b_participant"), NAMES.c.name == bindparam("b_name")
+)
+_HELD = select(NAMES.c.name).where(
+    NAMES.c.participant_id == bindparam("b_participant"), NAMES.c.name == bindparam("b_name")
+)
+
+
+class NameTaken(RuntimeError):
+    """A name is held already (another node gave it meanwhile, or a file of it left the
+    inbox unseen): the plan is made again, with another name. `pairs`: those known."""
+
+    def __init__(self, pairs: list[tuple[str, str]], detail: str = "") -> None:
+        super().__init__(detail or f"inbox names held already: {pairs}")
+        self.pairs = pairs
+
+
+CHECKED = 16  # a plan of more outputs (a streamed upload's .log files) leaves it to the key
+
+
+def hold_names(conn: Connection, names: Iterable[tuple[str, str]]) -> None:
+    """Record (participant, name) pairs as taken in their inboxes, in the transaction that
+    plans their outputs; the primary key refuses a name held already."""
+    pairs = list(names)
+    if len(pairs) <= CHECKED:
+        held = [(p, n) for p, n in pairs if is_held(conn, p, n)]
+        if held:
+            raise NameTaken(held)
+    try:
+        insert_rows(conn, NAMES, [{"participant_id": p, "name": n} for p, n in pairs])
+    except IntegrityError as exc:
+        raise NameTaken([], str(exc.orig).splitlines()[0]) from exc
+
+
+def held_names(conn: Connection) -> dict[str, set[str]]:
+    """Per participant, the names held in its inbox."""
+    found: dict[str, set[str]] = {}
+    for participant, name in conn.execute(select(NAMES.c.participant_id, NAMES.c.name)):
+        found.setdefault(participant, set()).add(name)
+    return found
+
+
+def release_name(conn: Connection, participant: str, name: str) -> None:
+    """The file under this name left the inbox (removed by its owner, archived)."""
+    execute(conn, _RELEASE, {"b_participant": participant, "b_name": name})
+
+
+def is_held(conn: Connection, participant: str, name: str) -> bool:
+    found = execute(conn, _HELD, {"b_participant": participant, "b_name": name})
+    return found.fetchone() is not None
+
+
 _REMOVE = delete(INBOX).where(
     INBOX.c.participant_id == bindparam("b_participant"), INBOX.c.name == bindparam("b_name")
 )
@@ -36,8 +91,9 @@ def add_file(
 
 
 def remove_file(conn: Connection, participant: str, name: str) -> bool:
-    """Whether there was such a file."""
+    """Whether there was such a file; its name is free again."""
     cursor = execute(conn, _REMOVE, {"b_participant": participant, "b_name": name})
+    release_name(conn, participant, name)
     return bool(cursor.rowcount == 1)
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, or_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, func, or_, select, update
 
 from bdi.store.compiled import execute, insert_row, insert_rows
-from bdi.store.inbox import add_file
+from bdi.store.inbox import NAMES, add_file, hold_names
 from bdi.store.models import (
     Flow,
     FlowOccurrence,
@@ -232,6 +232,7 @@ def save_plan(
     (every output is so kept), the job ends in the same transaction.
     Sets the rows' ids; returns each recipient's movement id."""
     movements: dict[str, int] = {}
+    hold_names(conn, ((item.output.participant_id, item.output.name) for item in planned))
     for item in planned:
         output = item.output
         if item.stored is not None:
@@ -303,18 +304,32 @@ def finish_job(conn: Connection, job_id: int, outcome: str, at: datetime) -> Non
 
 
 # a notice (seq < 0: the INTERNE `.log` of a quarantine) is not one of the job's outputs
-_OUTPUTS = (
-    select(OUTPUT).where(OUTPUT.c.job_id == bindparam("b_job"), OUTPUT.c.seq >= 0)
+_OUTPUTS_HELD = (
+    select(*OUTPUT.c, NAMES.c.name.is_not(None).label("held"))
+    .outerjoin(NAMES, and_(NAMES.c.participant_id == OUTPUT.c.participant_id,
+                           NAMES.c.name == OUTPUT.c.name))
+    .where(OUTPUT.c.job_id == bindparam("b_job"), OUTPUT.c.seq >= 0)
     .order_by(OUTPUT.c.seq)
 )  # fmt: skip
+_PLACED_AND_GONE = datetime(1970, 1, 1, tzinfo=UTC)  # its finish records the real time
 _MOVEMENTS = select(MOVEMENT.c.recipient_id, MOVEMENT.c.id).where(
     MOVEMENT.c.job_id == bindparam("b_job")
 )
 
 
 def planned_outputs(conn: Connection, job_id: int) -> list[OutputRef]:
-    """A planned job's outputs, in order (a job resumed after a crash)."""
-    return [OutputRef(**row._mapping) for row in conn.execute(_OUTPUTS, {"b_job": job_id})]
+    """A planned job's outputs, in order (a job resumed after a crash, or taken over from
+    another node). An output whose name is no longer held was placed, then removed by its
+    recipient (its name is released then): it is marked delivered, never placed twice."""
+    outputs = []
+    for row in conn.execute(_OUTPUTS_HELD, {"b_job": job_id}):
+        values = dict(row._mapping)
+        held = values.pop("held")
+        output = OutputRef(**values)
+        if output.delivered_at is None and not held:
+            output.delivered_at = _PLACED_AND_GONE
+        outputs.append(output)
+    return outputs
 
 
 def job_movements(conn: Connection, job_id: int) -> dict[str, int]:
@@ -332,6 +347,7 @@ def quarantine_job(
     ).scalar_one()
     notice.output.seq = -1 - int(notices)
     notice.output.delivered_at = at
+    hold_names(conn, [(notice.output.participant_id, notice.output.name)])
     notice.output.id = insert_row(conn, OUTPUT, notice.output.row())
     assert notice.stored is not None
     add_file(conn, notice.output.participant_id, notice.output.name, notice.output.id,

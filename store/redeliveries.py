@@ -19,7 +19,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Connection, Table, insert, select, update
 
 from bdi.store.compiled import insert_row, insert_rows
-from bdi.store.inbox import add_file
+from bdi.store.inbox import add_file, hold_names
 from bdi.store.models import (
     FlowOccurrence,
     Job,
@@ -154,6 +154,7 @@ def plan(
     if took.rowcount != 1:
         raise Cancelled(req.id)
     delivered = at if sealed is not None else None
+    hold_names(conn, [(src.recipient_id, name)])
     output_id = insert_row(conn, OUTPUT, {
         "job_id": src.job_id, "seq": SEQ_BASE + req.id, "kind": KIND,
         "participant_id": src.recipient_id, "name": name, "ranges": "", "text": "",

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, case, delete, exists, func, select, update
 
+from bdi.store.inbox import release_name
 from bdi.store.models import (
     Dismissal,
     Flow,
@@ -94,7 +95,17 @@ def stored_data(conn: Connection, file_id: int) -> bytes | None:
 
 
 def remove_stored(conn: Connection, file_id: int) -> bool:
+    found = conn.execute(select(INBOX.c.participant_id, INBOX.c.name).where(INBOX.c.id == file_id))
+    row = found.first()
+    if row is None:
+        return False
+    release_name(conn, row.participant_id, row.name)
     return bool(conn.execute(delete(INBOX).where(INBOX.c.id == file_id)).rowcount == 1)
+
+
+def release_archived(conn: Connection, participant: str, name: str) -> None:
+    """An inbox file moved to the archive: its name is free in the inbox."""
+    release_name(conn, participant, name)
 
 
 def movement_of_output(conn: Connection, output_id: int) -> int | None:
