@@ -134,11 +134,11 @@ def test_every_bdi_command_in_the_readme_exists(words: str) -> None:
 
 
 def test_every_openssh_command_checks_the_host_key() -> None:
-    text = readme()
+    text = readme() + (ROOT / "docs" / "clients.md").read_text(encoding="utf-8")
     blocks = [line for block in code_blocks(text) for line in logical_lines(block)]
     spans = [s for s in re.findall(r"`([^`\n]+)`", prose(text)) if "@" in s]  # with a host
     runs = [line for line in blocks + spans if re.search(r"\bs(ftp|sh)\s+-", line)]
-    assert runs, "no OpenSSH recipe in README.md"
+    assert runs, "no OpenSSH recipe in README.md or docs/clients.md"
     for line in runs:
         assert "StrictHostKeyChecking=" in line or "UserKnownHostsFile=" in line, line
 
