@@ -23,17 +23,8 @@ class Names:
 
     def take(self, participant: str, name: str) -> str:
         with self._lock:
-            promised = self.reserved.setdefault(participant, set())
-
-            def taken(candidate: str) -> bool:
-                return (
-                    candidate in promised
-                    or self.stored.has(participant, candidate)
-                    or self.stored.held_elsewhere(participant, candidate)
-                )
-
-            chosen = self.mailboxes.unique_name(participant, name, taken)
-            promised.add(chosen)
+            chosen = self._free(participant, name)
+            self.reserved.setdefault(participant, set()).add(chosen)
             return chosen
 
     def take_stored(self, participant: str, name: str) -> str:
@@ -42,18 +33,23 @@ class Names:
         hundred thousand, and a promise of each on top of the store's own name cost memory.
         If the plan is not committed, `forget_stored` frees them."""
         with self._lock:
-            promised = self.reserved.get(participant, set())
-
-            def taken(candidate: str) -> bool:
-                return (
-                    candidate in promised
-                    or self.stored.has(participant, candidate)
-                    or self.stored.held_elsewhere(participant, candidate)
-                )
-
-            chosen = self.mailboxes.unique_name(participant, name, taken)
+            chosen = self._free(participant, name)
             self.stored.added(participant, chosen)
             return chosen
+
+    def _free(self, participant: str, name: str) -> str:
+        """The first name not promised here, not stored, not held by another node, not a
+        file of the inbox folder (under the lock)."""
+        promised = self.reserved.get(participant, set())
+
+        def taken(candidate: str) -> bool:
+            return (
+                candidate in promised
+                or self.stored.has(participant, candidate)
+                or self.stored.held_elsewhere(participant, candidate)
+            )
+
+        return self.mailboxes.unique_name(participant, name, taken)
 
     def forget_stored(self, participant: str, names: Iterable[str]) -> None:
         with self._lock:
