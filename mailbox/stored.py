@@ -103,4 +103,5 @@ class StoredInbox:
         if removed:
             with self._lock:
                 self._names.get(participant, set()).discard(name)
+                self._held.get(participant, set()).discard(name)  # freed with its row
         return bool(removed)
