@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hubkit import HubUnderTest, db_rows, until
+from hubkit import HubUnderTest, Party, db_rows, hub_running, until
 from support import SAMPLES
+from test_crash import big_file
 
 SENDER, RECIPIENT = "COU010234", "CIE000311"
 NAME = "RCOU010234_00311_000001.edi"
@@ -49,3 +50,34 @@ async def test_a_name_is_free_again_once_its_owner_removes_the_file(
     await hub.upload(SENDER, NAME, hub.seal(SENDER, PLAIN, tmp_path))
     await hub.settled()
     assert list(await hub.inbox(RECIPIENT)) == [NAME]  # the same name, no `_2`
+
+
+async def test_a_placed_file_its_owner_removed_is_not_placed_again_by_a_resumed_job(
+    tmp_path: Path, parties: dict[str, Party]
+) -> None:
+    """A job stopped after placing a delivery file and before recording its end (a crash,
+    or a node taken over): its recipient collected and removed the file meanwhile. The job,
+    resumed, finds the name freed: the file was placed; it is not placed twice."""
+    data = tmp_path / "data"
+    async with hub_running(data, parties) as hub:
+        sealed = hub.seal(SENDER, big_file(), tmp_path)
+        await hub.upload(SENDER, NAME, sealed)
+        await hub.settled()
+        assert list(await hub.inbox(RECIPIENT)) == [NAME]
+        assert (hub.settings.mailboxes / RECIPIENT / "inbox" / NAME).exists()  # a file
+        async with hub.sftp(RECIPIENT) as sftp:
+            await sftp.remove(f"/inbox/{NAME}")
+        settings = hub.settings
+    for undo in (  # as the job was before its last transaction
+        "UPDATE job SET state = 'planned', outcome = NULL, finished_at = NULL",
+        "UPDATE output SET delivered_at = NULL",
+        "UPDATE movement SET delivered = false",
+    ):
+        db_rows(settings, undo)
+    [(spooled,)] = db_rows(settings, "SELECT spool_name FROM job")
+    (settings.spool / spooled).write_bytes(sealed)  # kept until the job's end
+    async with hub_running(data, parties) as hub:
+        await hub.settled()
+        assert await hub.inbox(RECIPIENT) == {}
+        assert db_rows(settings, "SELECT state FROM job") == [("done",)]
+        assert db_rows(settings, "SELECT delivered FROM movement") == [(True,)]
