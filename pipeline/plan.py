@@ -77,10 +77,10 @@ def occurrence(layout: Layout, upload: Upload, recipient: str, flow: Flow, seq: 
         "optiflux_key": flow.optiflux_key,
         "control": flow.control,
         "comment": comment(layout, upload.sender, recipient, flow),
-        "fields_json": fields_json(flow.fields),
+        "fields_json": flow.fields_json or fields_json(flow.fields),
         "lines_json": _json_list([{"control": line.control, **_plain(line.fields)}
                                   for line in flow.lines]),
-        "grid_json": _json_list([_plain(g) for g in flow.grid]),
+        "grid_json": flow.grid_json or _json_list([_plain(g) for g in flow.grid]),
         "producer_code": _text(flow.fields.get("producer_code")),
         "insured_folded": fold(_text(flow.fields.get("insured_name"))),
     }  # fmt: skip

@@ -316,7 +316,7 @@ class _Job:
         can_receive = partial(recipient_ready, self.hub, self.keys)
         return CheckContext(self.upload.upload_name, self.upload.sender, can_receive,
                             self.hub.layout, collect_flows=True, on_flow=self.flow,
-                            keep_sections=False)  # fmt: skip
+                            keep_sections=False, grid_values=False)  # fmt: skip
 
     def flow(self, section: SectionReport, flow: Flow) -> None:
         row = occurrence(self.hub.layout, self.upload, section.recipient_id, flow, 0)[2]

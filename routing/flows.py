@@ -45,8 +45,10 @@ class FlowBuilder:
         flow_code: str,
         section: int,
         codecs: Mapping[str, RecordCodec],
+        grid_values: bool = True,
     ) -> None:
         self.layout = flow_layout
+        self.grid_values = grid_values  # False: grid records only as JSON
         self.flow_code = flow_code
         self.section = section
         self.codecs = codecs
@@ -54,10 +56,12 @@ class FlowBuilder:
 
     def _reset(self) -> None:
         self.head: dict[str, Value] | None = None
+        self.head_json: str | None = None
         self.head_line = 0
         self.states: list[str] = []
         self.lines: list[FlowLine] = []
         self.grid: list[dict[str, Value]] = []
+        self.grid_json: list[str] = []
         self.reject_message: str | None = None
 
     def record(self, line: int, marker: str, text: str) -> Flow | None:
@@ -76,8 +80,11 @@ class FlowBuilder:
         codec = self.codecs[self.layout.records[marker]]
         if self.head is None:
             self.head, self.head_line = codec.decode(text), line
+            self.head_json = codec.json_text(text)
         elif marker == "4444444444" and self.layout.name == "allocation":
-            self.grid.append(codec.decode(text))
+            if self.grid_values:
+                self.grid.append(codec.decode(text))
+            self.grid_json.append(codec.json_text(text))
         self.states.append(_state(text))
 
     def _add_account(self, line: int, marker: str, text: str) -> Flow | None:
@@ -89,7 +96,7 @@ class FlowBuilder:
         if marker == self.layout.flow_starts_with:
             self.lines.append(FlowLine(line, aggregate_control(state), codec.decode(text)))
         if marker == self.layout.flow_ends_with:
-            self.head = codec.decode(text)
+            self.head, self.head_json = codec.decode(text), codec.json_text(text)
             self.states = [state]
             return self._complete()
         return None
@@ -117,6 +124,8 @@ class FlowBuilder:
             reject_message=self.reject_message,
             lines=tuple(self.lines),
             grid=tuple(self.grid),
+            fields_json=self.head_json,
+            grid_json=f"[{', '.join(self.grid_json)}]" if self.grid_json else "[]",
         )
         self._reset()
         return flow

@@ -36,6 +36,10 @@ class Flow:
     reject_message: str | None = None
     lines: tuple[FlowLine, ...] = ()
     grid: tuple[Mapping[str, Value], ...] = ()
+    # the Suivi's JSON of `fields` and of `grid` (as `json.dumps` writes them, filler left
+    # out), written from the records' text by the checks; None: to make from the values
+    fields_json: str | None = None
+    grid_json: str | None = None
 
 
 @dataclass(slots=True)

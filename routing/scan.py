@@ -41,6 +41,9 @@ class CheckContext:
     # False: the final report lists no section (each came with its SectionChecked event),
     # so that a file of a hundred thousand sections keeps no report of each
     keep_sections: bool = True
+    # False: a flow's grid records are only written as JSON (`Flow.grid_json`), not decoded
+    # (`Flow.grid` empty), for a caller that stores flows and reads none of their values
+    grid_values: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +128,13 @@ class _Section:
         self.flow_starts = 0
         self.flow_layout = self._header(line, text)
         self.builder = (
-            FlowBuilder(self.flow_layout, self.report.flow_code, number, self.codecs)
+            FlowBuilder(
+                self.flow_layout,
+                self.report.flow_code,
+                number,
+                self.codecs,
+                grid_values=ctx.grid_values,
+            )
             if self.flow_layout and ctx.collect_flows and not self.problems
             else None
         )

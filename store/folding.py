@@ -13,5 +13,7 @@ def fold(text: str | None) -> str | None:
     """Trimmed, accents removed, upper case (§8.4): « Société » and "SOCIETE" are equal."""
     if not text or not text.strip():
         return None
+    if text.isascii():  # its own NFKD form, without combining marks
+        return text.strip().upper()
     decomposed = unicodedata.normalize("NFKD", text.strip())
     return "".join(c for c in decomposed if not unicodedata.combining(c)).upper()

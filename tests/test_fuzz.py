@@ -30,7 +30,14 @@ from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 from support import SAMPLES, manifest
 
-from bdi.pipeline.plan import Content, Upload, group_by_recipient, occurrence, plan_outputs
+from bdi.pipeline.plan import (
+    Content,
+    Upload,
+    fields_json,
+    group_by_recipient,
+    occurrence,
+    plan_outputs,
+)
 from bdi.pipeline.prepare import copy_ranges, delivered_sections
 from bdi.routing.errors import Code
 from bdi.routing.fields import codecs_for, encode_field
@@ -129,6 +136,8 @@ def _assert_flows(report: FileReport, flows: list[Flow], data: bytes) -> None:
         assert flow.control in ("S", "V", "R")
         for values in (flow.fields, *(line.fields for line in flow.lines), *flow.grid):
             assert all(isinstance(v, VALUE_TYPES) for v in values.values())
+        assert flow.fields_json == fields_json(flow.fields)
+        assert flow.grid_json == json.dumps([json.loads(fields_json(g)) for g in flow.grid])
     assert list(iter_flows(io.BytesIO(data), LAYOUT, accepted)) == flows
 
 
@@ -191,8 +200,11 @@ def _assert_delivered_alone(section: bytes, name: str, number: int) -> None:
 def assert_faithful(record: RecordSpec, line: str) -> None:
     """Each field of a 640-character record decodes to a typed value only when its text is
     the very text `encode_field` writes for that value; to its own text (None if blank) when
-    it is not of its kind. Never to a value made up from a text its check refuses."""
-    values = codecs_for(LAYOUT)[record.name].decode(line)
+    it is not of its kind. Never to a value made up from a text its check refuses. Its JSON
+    written from its text is that of its values."""
+    codec = codecs_for(LAYOUT)[record.name]
+    values = codec.decode(line)
+    assert codec.json_text(line) == fields_json(values)  # the Suivi's JSON, from the text
     for spec in record.fields:
         text, value = line[spec.start : spec.end], values[spec.name]
         if value is None:
