@@ -1,6 +1,7 @@
 """A crowd logging in at once (issue 18): the password checks (argon2) wait their turn in a pool
-of their own, whose threads run below the rest of the hub; a key login and a session logged in
-before the crowd go on meanwhile, and every login of the crowd gets in once its turn comes."""
+of their own, whose threads run below the rest of the hub, and the logins read the store a few
+at a time; a key login and a session logged in before the crowd go on meanwhile, and every
+login of the crowd gets in once its turn comes."""
 
 from __future__ import annotations
 
@@ -19,7 +20,14 @@ from support import SAMPLES
 
 from bdi.admin.wiring import service_for
 from bdi.datadir import open_hub
-from bdi.ssh import PASSWORD_NICE, PasswordCheck
+from bdi.ssh import (
+    ACCOUNT_READS_AT_ONCE,
+    PASSWORD_NICE,
+    Account,
+    HubSSHServer,
+    PasswordCheck,
+    account,
+)
 
 SENDER, RECIPIENT = "COU010234", "CIE000311"
 CROWD = 40  # password logins of the sender, at once
@@ -105,6 +113,49 @@ async def test_a_burst_of_passwords_waits_alone(hub: HubUnderTest, tmp_path: Pat
         assert hub.server.sessions.count(SENDER) == CROWD + 1  # the crowd and the uploader
     for conn in logged_in:
         conn.close()
+
+
+async def test_logins_read_the_store_a_few_at_a_time(
+    hub: HubUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crowd's account reads never take the store's whole pool: a session logged in before
+    it still reads its inbox while they wait."""
+    arrived = reading = most = 0
+    release = asyncio.Event()
+    real = HubSSHServer._read_account
+
+    async def counted(server: HubSSHServer, username: str) -> Account | None:
+        nonlocal arrived
+        arrived += 1
+        return await real(server, username)
+
+    async def held(store: object, user: str) -> Account | None:
+        nonlocal reading, most
+        reading += 1
+        most = max(most, reading)
+        await release.wait()
+        reading -= 1
+        return await account(hub.server.hub.store, user)
+
+    password = hub.parties[SENDER].password
+    async with hub.sftp(RECIPIENT) as before:
+        monkeypatch.setattr(HubSSHServer, "_read_account", counted)
+        monkeypatch.setattr("bdi.ssh.account", held)
+        crowd = [
+            asyncio.create_task(password_login(hub.port, SENDER, password, address))
+            for address in ADDRESSES * 2
+        ]
+
+        async def all_arrived() -> bool:
+            return arrived == len(crowd) and reading == ACCOUNT_READS_AT_ONCE
+
+        await until(all_arrived)
+        await before.listdir("/inbox")  # read from the store meanwhile
+        assert most == ACCOUNT_READS_AT_ONCE and not any(login.done() for login in crowd)
+        release.set()
+        for conn in await asyncio.gather(*crowd):  # all in, still a few reads at a time
+            conn.close()
+        assert most == ACCOUNT_READS_AT_ONCE
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a nice value per thread")
