@@ -16,6 +16,7 @@ import sys
 BENCHMARKS: dict[str, str] = {
     "attack": "attack",
     "bigfile": "bigfile",
+    "crowd": "crowd",
     "check": "check_bench",
     "hub": "hub_bench",
     "suivi": "suivi_bench",
