@@ -28,8 +28,9 @@ class JobTaken(RuntimeError):
     """The job is another node's now: this node stopped beating long enough to lose it."""
 
 
-class NodeBusy(RuntimeError):
-    """Another live process already runs under this node id."""
+class NodeBusy(OSError):
+    """Another live process already runs under this node id (as `HubBusy`: `bdi serve`
+    says so in one line)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,7 @@ def serving(data: Path, port: int) -> subprocess.Popen[bytes]:
     return process
 
 
+@pytest.mark.sqlite_only  # on PostgreSQL a second node is welcome: tests/test_nodes.py
 def test_a_second_server_on_the_same_folder_is_refused(tmp_path: Path) -> None:
     data = tmp_path / "d"
     assert bdi("init", "--data", str(data)).returncode == 0

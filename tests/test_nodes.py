@@ -124,3 +124,19 @@ async def test_two_nodes_share_the_work_and_one_finishes_the_jobs_of_the_other_k
         err = second.stop()
     assert b'"event": "node.took_over"' in err
     assert b'"node": "node-b"' in err  # every line says which node wrote it
+
+
+async def test_a_node_id_already_beating_is_refused(
+    tmp_path: Path, parties: dict[str, Party]
+) -> None:
+    data = tmp_path / "data"
+    await prepare_data(load_settings(None, data=data), parties)
+    first = Node(data, "node-a")
+    try:
+        await first.listening()
+        twin = Node(data, "node-a")
+        _, err = twin.process.communicate(timeout=60)
+        assert twin.process.returncode != 0
+        assert b"node node-a runs already" in err and err.count(b"\n") <= 2, err
+    finally:
+        first.stop()
