@@ -17,20 +17,21 @@ from bdi.store.journal import sync_engine
 
 TABLES = "job, output, movement, inboxfile, flow, flowoccurrence"
 
-# run as `python -c LOCKER <database url> <seconds>`: prints "locked", holds, lets go
+# run as `python -c LOCKER <database url> <seconds>`: prints "locked", holds, lets go (on
+# SQLite it imports nothing more than sqlite3: it must hold the lock before a job ends)
 LOCKER = f"""
-import sqlite3, sys, time
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from bdi.store.journal import sync_engine
+import sys, time
 url, seconds = sys.argv[1], float(sys.argv[2])
 if url.startswith("sqlite"):
-    lock = sqlite3.connect(make_url(url).database, isolation_level=None, timeout=30)
+    import sqlite3
+    lock = sqlite3.connect(url.split("///", 1)[1], isolation_level=None, timeout=30)
     lock.execute("BEGIN EXCLUSIVE")
     print("locked", flush=True)
     time.sleep(seconds)
     lock.execute("ROLLBACK")
 else:
+    from sqlalchemy import text
+    from bdi.store.journal import sync_engine
     with sync_engine(url).connect() as conn:
         conn.execute(text("LOCK TABLE {TABLES} IN ACCESS EXCLUSIVE MODE"))
         print("locked", flush=True)
