@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from pathlib import Path
 
 INBOX, OUTBOX, STAGING = "inbox", "outbox", ".staging"
@@ -73,14 +73,26 @@ class Mailboxes:
             removed += 1
         return removed
 
-    def unique_name(self, participant_id: str, name: str, taken: Callable[[str], bool]) -> str:
+    def unique_name(
+        self, participant_id: str, name: str, taken: Callable[[str], bool],
+        files: Container[str] | None = None,
+    ) -> str:  # fmt: skip
         """The first of name, name_2, name_3... neither `taken` (promised to another output,
-        or held by the store) nor a file of the inbox."""
+        or held by the store) nor a file of the inbox (`files`: its names, listed already)."""
         inbox = self.inbox(participant_id)
         n = 1
-        while taken(candidate := suffixed(name, n)) or (inbox / candidate).exists():
+        while taken(candidate := suffixed(name, n)) or (
+            candidate in files if files is not None else (inbox / candidate).exists()
+        ):
             n += 1
         return candidate
+
+    def inbox_files(self, participant_id: str) -> set[str]:
+        """The names of the files of an inbox folder (none if it does not exist)."""
+        try:
+            return {path.name for path in self.inbox(participant_id).iterdir()}
+        except FileNotFoundError:
+            return set()
 
     def staged_path(self, participant_id: str, token: str) -> Path:
         return self.staging(participant_id) / token

@@ -220,24 +220,27 @@ class _Spill(Generic[T]):
     batches; those written since a mark can be dropped."""
 
     def __init__(self, folder: Path) -> None:
-        self.file: IO[bytes] = tempfile.TemporaryFile(dir=str(folder))  # noqa: SIM115
-        self.count = 0
+        # a buffer of a megabyte: each write or read of the file's own releases the
+        # interpreter lock, and taking it back may wait the switch interval behind others
+        self.file: IO[bytes] = tempfile.TemporaryFile(dir=str(folder), buffering=READ)  # noqa: SIM115
+        self.count = self.size = 0  # the size kept here: `tell` is a system call
 
     def add(self, record: T) -> None:
         data = marshal.dumps(record)  # type: ignore[arg-type]
         self.file.write(_LENGTH.pack(len(data)))
         self.file.write(data)
         self.count += 1
+        self.size += _LENGTH.size + len(data)
 
     def mark(self) -> tuple[int, int]:
-        return self.file.tell(), self.count
+        return self.size, self.count
 
     def drop_since(self, mark: tuple[int, int]) -> None:
         if self.count == mark[1]:
             return
         self.file.seek(mark[0])
         self.file.truncate()
-        self.count = mark[1]
+        self.size, self.count = mark
 
     def records(self) -> Iterator[T]:
         self.file.flush()
@@ -311,12 +314,20 @@ class _Job:
         self.big_logs: list[LogFile] = []  # past LOG_IN_STORE: placed as files, kept here
         self.mark = self.spills.rows.mark()
         self.sealing = 0
+        self.ready: dict[str, bool] = {}
 
     def context(self) -> CheckContext:
-        can_receive = partial(recipient_ready, self.hub, self.keys)
-        return CheckContext(self.upload.upload_name, self.upload.sender, can_receive,
+        return CheckContext(self.upload.upload_name, self.upload.sender, self.can_receive,
                             self.hub.layout, collect_flows=True, on_flow=self.flow,
                             keep_sections=False, grid_values=False)  # fmt: skip
+
+    def can_receive(self, recipient: str) -> bool:
+        """`recipient_ready`, asked once per recipient and job: each asking looks at the
+        keyring's file, and such a job may have a hundred thousand sections."""
+        ready = self.ready.get(recipient)
+        if ready is None:
+            ready = self.ready[recipient] = recipient_ready(self.hub, self.keys, recipient)
+        return ready
 
     def flow(self, section: SectionReport, flow: Flow) -> None:
         row = occurrence(self.hub.layout, self.upload, section.recipient_id, flow, 0)[2]

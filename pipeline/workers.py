@@ -333,8 +333,8 @@ class Pipeline:
 
     def _log_names(self, sender: str, streamed: Streamed) -> list[str]:
         """The inbox names of a streamed upload's `.log` files, chosen before its plan."""
-        return [self.names.take_stored(sender, log.name)
-                for batch in streamed.log_batches() for log in batch]  # fmt: skip
+        wanted = (log.name for batch in streamed.log_batches() for log in batch)
+        return list(self.names.take_stored_all(sender, wanted))
 
     def _store_flows(self, batches: Batches | None, movements: dict[str, int]) -> None:
         """The flows past the plan's first batch, a few batches handed to the journal at

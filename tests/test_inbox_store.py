@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import asyncssh
 import pytest
@@ -13,6 +14,10 @@ from hubkit import HubUnderTest, Party, db_rows, hub_running
 from structlog.testing import capture_logs
 from support import SAMPLES
 
+from bdi.mailbox import names as names_module
+from bdi.mailbox.names import Names
+from bdi.mailbox.storage import Mailboxes
+from bdi.mailbox.stored import StoredInbox
 from bdi.mailbox.view import BytesHandle
 from bdi.pipeline import prepare
 
@@ -151,3 +156,39 @@ async def test_a_job_with_a_delivery_file_and_a_kept_log_places_the_one_and_keep
         jobs = db_rows(hub.settings, "SELECT state, outcome FROM job")
         placed = db_rows(hub.settings, "SELECT count(*) FROM output WHERE delivered_at IS NULL")
         assert jobs == [("done", "partial")] and placed == [(0,)]
+
+
+class _Kept:
+    """The part of `StoredInbox` that `Names` asks: the names kept in the store."""
+
+    def __init__(self, *names: str) -> None:
+        self.names = set(names)
+
+    def has(self, participant: str, name: str) -> bool:
+        return name in self.names
+
+    def held_elsewhere(self, participant: str, name: str) -> bool:
+        return False
+
+    def added(self, participant: str, name: str) -> None:
+        self.names.add(name)
+
+
+def test_many_kept_names_skip_the_inbox_files_the_kept_the_promised_and_each_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streamed upload's `.log` names, chosen against one listing of the inbox folder per
+    batch: a file of the folder (one arrived between two batches too), a name kept in the
+    store or promised is passed over, and no name is given twice."""
+    mailboxes = Mailboxes(tmp_path)
+    mailboxes.ensure(SENDER)
+    (mailboxes.inbox(SENDER) / "a.log").write_bytes(b"")
+    kept = _Kept("b.log")
+    names = Names(mailboxes, cast(StoredInbox, kept), {SENDER: {"c.log"}})
+    monkeypatch.setattr(names_module, "LISTED", 2)
+    wanted = ["a.log", "b.log", "c.log", "e.log", "d.log", "d.log"]
+    chosen = names.take_stored_all(SENDER, wanted)
+    assert [next(chosen), next(chosen)] == ["a_2.log", "b_2.log"]
+    (mailboxes.inbox(SENDER) / "e.log").write_bytes(b"")  # before the next batch is listed
+    assert list(chosen) == ["c_2.log", "e_2.log", "d.log", "d_2.log"]
+    assert kept.names == {"b.log", "a_2.log", "b_2.log", "c_2.log", "e_2.log", "d.log", "d_2.log"}
