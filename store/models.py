@@ -144,9 +144,10 @@ class FlowOccurrence(SQLModel, table=True):
     grid_json: str = "[]"
     # Suivi search columns (OPTIFLUX.md §8.4), copied from the head record so that the
     # commonest criteria run on indexes: the code apporteur, and the insured name folded
-    # (trimmed, upper case) for case-insensitive substring matching on any database.
+    # (trimmed, upper case) for case-insensitive substring matching on any database (by
+    # the trigram indexes of revision 0002: a B-tree serves no substring search).
     producer_code: str | None = Field(default=None, index=True)
-    insured_folded: str | None = Field(default=None, index=True)
+    insured_folded: str | None = None
 
 
 class AuditEvent(SQLModel, table=True):
