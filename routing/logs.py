@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from bdi.routing.errors import Code, Problem
 from bdi.routing.layout import Layout
@@ -40,13 +41,20 @@ def log_name(upload_name: str, section: int, refused_by_nom: bool = False) -> st
     return f"ERREUR{_stem(upload_name)}{suffix}.log"
 
 
+@lru_cache(maxsize=16)
+def _stamp(when: datetime) -> str:
+    """A job's time as its `.log` lines give it (formatted once: a big upload may have a
+    hundred thousand refused sections, all of one time)."""
+    return f"{when:%Y-%m-%d %H:%M:%S}"
+
+
 def log_line(
     problem: Problem, upload_name: str, section: int, when: datetime, layout: Layout
 ) -> str:
     detail = f" ({_CONTROL.sub('?', problem.detail)})" if problem.detail else ""
     name = _CONTROL.sub("?", upload_name)  # one line per problem, whatever the name holds
     return (
-        f"{when:%Y-%m-%d %H:%M:%S} {name} section {section} line {problem.line} "
+        f"{_stamp(when)} {name} section {section} line {problem.line} "
         f"{problem.code.value} {layout.message(problem.code)}{detail}"
     )
 

@@ -22,6 +22,9 @@ from bdi.routing.model import FileReport, Flow, SectionReport
 
 HEADER, FOOTER, REJECT = "1111111111", "9999999999", "7777777777"
 STRUCTURAL = (Code.LONGUEUR, Code.FIN_MANQUANTE, Code.ENTETE, Code.TYPE_ENREG)
+# a section with one of these problems reports only them (`_reported`): the other checks of
+# its records can no longer change its outcome nor its `.log`, and are skipped
+_SETTLING = frozenset(STRUCTURAL)
 FOOTER_REPEATS = ("file_type", "flow_code", "sender_id", "recipient_id", "section_number")
 
 
@@ -119,6 +122,7 @@ class _Section:
             recipient_id=_slice(text, header, "recipient_id").strip(),
         )
         self.problems: dict[Code, list[Problem]] = defaultdict(list)
+        self.settled = False  # a structural problem found: only structural checks still run
         self.order: list[str] = []
         self.functional = self.rejects = self.total = 0
         self.first_functional: int | None = None
@@ -142,6 +146,7 @@ class _Section:
     def _add(self, problem: Problem | None) -> None:
         if problem is not None:
             self.problems[problem.code].append(problem)
+            self.settled = self.settled or problem.code in _SETTLING
             # a section with a problem is refused: its flows are not wanted, and none of its
             # values is ever decoded (a value its check refused must not be read as valid)
             self.builder = None
@@ -201,6 +206,8 @@ class _Section:
 
     def _reject(self, line: int, text: str) -> None:
         self.rejects += 1
+        if self.settled:
+            return
         if self.pending_reject is None:
             self._add(Problem(Code.ORDRE, line, "7777777777 sans enregistrement rejeté avant lui"))
         self.pending_reject = None
@@ -218,6 +225,11 @@ class _Section:
 
     def _functional(self, line: int, marker: str, text: str) -> None:
         assert self.flow_layout is not None
+        ends = self.flow_layout.flow_ends_with or self.flow_layout.flow_starts_with
+        if self.settled:  # counted for the report's flow counts, not checked further
+            self.functional += 1
+            self.flow_starts += marker == ends
+            return
         self._unanswered_reject()
         self.functional += 1
         if self.first_functional is None:
@@ -228,7 +240,6 @@ class _Section:
         self._format(line, codec, text)
         if text[10] in REJECTED_STATES:
             self.pending_reject = line
-        ends = self.flow_layout.flow_ends_with or self.flow_layout.flow_starts_with
         self.flow_starts += marker == ends
         if self.builder is not None:
             flow = self.builder.record(line, marker, text)
@@ -247,6 +258,8 @@ class _Section:
         problem = _length_problem(line, text, self.layout.record_length)
         if problem:
             self._add(problem)
+            return
+        if self.settled:
             return
         footer, header = self.layout.footer, self.layout.header
         bad = [f.name for f in self.codecs[footer.name].bad_fields(text)]
@@ -279,13 +292,14 @@ class _Section:
         report = self.report
         if not self.footer_seen:
             self._add(Problem(Code.FIN_MANQUANTE, report.last_line))
-        self._unanswered_reject()
-        if self.flow_layout is not None and not self.flow_layout.order_regex.fullmatch(
-            "".join(self.order)
-        ):
-            at = self.first_functional or report.first_line
-            self._add(Problem(Code.ORDRE, at, f"types {_runs(''.join(self.order)) or 'aucun'}"))
-        self._header_checks()
+        if not self.settled:
+            self._unanswered_reject()
+            if self.flow_layout is not None and not self.flow_layout.order_regex.fullmatch(
+                "".join(self.order)
+            ):
+                at = self.first_functional or report.first_line
+                self._add(Problem(Code.ORDRE, at, f"types {_runs(''.join(self.order)) or 'aucun'}"))
+            self._header_checks()
         report.problems = self._reported()
         if self.flow_layout is not None:
             report.flow_counts = {self.flow_layout.fr: self.flow_starts}
