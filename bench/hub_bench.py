@@ -59,9 +59,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import asyncssh
+import pg
 import psutil
+import psycopg
 
 from bdi.admin.registry import register
 from bdi.config import Settings, load_settings
@@ -103,6 +106,8 @@ RSS_POLL_S = 0.02
 BDI = Path(sys.executable).absolute().parent / "bdi"
 # CPU time fields that count as busy (guest time is already inside user on Linux)
 BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq", "steal")
+DATABASE_VARIABLE = "HUB_BENCH_DATABASE"  # sqlite (default) or postgresql
+PART_VARIABLE = "HUB_BENCH_PART"  # speed, memory, or both (unset)
 GPG_OPTIONS = ["--batch", "--yes", "--trust-model", "always", "--pinentry-mode", "error"]
 
 
@@ -466,19 +471,33 @@ def visible(folder: Path) -> list[str]:
 class Inboxes:
     """What the inboxes hold, read from the data folder without going through the server: its
     files, and the small files kept in its store (`inboxfile`), read with a read-only
-    connection of our own (one query per poll; WAL: it never blocks the hub's writer)."""
+    connection of our own (one query per poll; WAL: it never blocks the hub's writer).
+
+    On PostgreSQL several nodes may write: a row's id comes from a sequence when it is
+    inserted, not when it is committed, so a row committed later may have a smaller id than
+    one seen already. Each poll then reads every row (`after` is not used)."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self.db = sqlite3.connect(f"file:{hub.settings.data / 'bdi.sqlite3'}?mode=ro", uri=True)
+        url = hub.settings.db_url
+        self.db: sqlite3.Connection | psycopg.Connection[tuple[Any, ...]]
+        self.ordered = url.startswith("sqlite")  # one writer: ids in commit order
+        if self.ordered:
+            self.db = sqlite3.connect(f"file:{hub.settings.data / 'bdi.sqlite3'}?mode=ro", uri=True)
+            self.mark = "?"
+        else:  # PostgreSQL: a connection in autocommit, no transaction left open
+            self.db, self.mark = pg.connect(url), "%s"
 
     def close(self) -> None:
         self.db.close()
 
     def stored(self, participant: str, after: int = 0) -> list[tuple[int, str]]:
-        """(row id, name) of the files kept in the store, those after row `after` only."""
-        query = "SELECT id, name FROM inboxfile WHERE participant_id = ? AND id > ? ORDER BY id"
-        return list(self.db.execute(query, (participant, after)))
+        """(row id, name) of the files kept in the store: on SQLite those after row `after`
+        only, on PostgreSQL every one."""
+        m, after = self.mark, after if self.ordered else 0
+        query = f"SELECT id, name FROM inboxfile WHERE participant_id = {m} AND id > {m}"
+        query += " ORDER BY id"
+        return [(int(i), str(n)) for i, n in self.db.execute(query, (participant, after))]
 
     def names(self, participant: str) -> list[str]:
         kept = [name for _, name in self.stored(participant)]
@@ -758,25 +777,35 @@ class Inputs:
     sections: int  # of the big file
 
 
-def make_inputs(work: Path, hub: Hub, broker: Party, emit: Emit) -> Inputs:
+def make_inputs(work: Path, hub: Hub, broker: Party, emit: Emit, big: bool = True) -> Inputs:
+    """The small files sealed to `hub`, and the big one unless `big` is False (its paths are
+    then those of a file never written)."""
     for folder in ("plain", "sealed"):
         (work / folder).mkdir()
     files = small_files(FILES + WARM_UPS)
     plain = write_all(work / "plain", files)
     if not cli_accepts(plain[0]):
         raise BenchError(f"`bdi check --uploader {SENDER}` refuses {plain[0].name}")
-    big = work / "plain" / NAME.format(BIG_NUMBER)
-    start = time.perf_counter()
-    sections = write_big(big)
-    emit(f"generated {big.name}: {sections} sections in {time.perf_counter() - start:.1f} s")
+    big_plain = work / "plain" / NAME.format(BIG_NUMBER)
+    big_sealed = work / "sealed" / f"{big_plain.name}.pgp"
+    sections = 0
+    if big:
+        start = time.perf_counter()
+        sections = write_big(big_plain)
+        emit(
+            f"generated {big_plain.name}: {sections} sections in "
+            f"{time.perf_counter() - start:.1f} s"
+        )
     sealed = seal_all(broker.pgp.home, plain, work / "sealed", hub.fingerprint, broker.fingerprint)
     uploads = [(name, path.read_bytes()) for (name, _), path in zip(files, sealed, strict=True)]
-    big_sealed = work / "sealed" / f"{big.name}.pgp"
-    start = time.perf_counter()
-    seal_uncompressed(broker, big, big_sealed, hub.fingerprint)
-    emit(f"sealed {big.name} in {time.perf_counter() - start:.1f} s")
+    if big:
+        start = time.perf_counter()
+        seal_uncompressed(broker, big_plain, big_sealed, hub.fingerprint)
+        emit(f"sealed {big_plain.name} in {time.perf_counter() - start:.1f} s")
     size = len(files[0][1])
-    return Inputs(uploads[:FILES], uploads[FILES:], sealed[:FILES], size, big, big_sealed, sections)
+    return Inputs(
+        uploads[:FILES], uploads[FILES:], sealed[:FILES], size, big_plain, big_sealed, sections
+    )
 
 
 def speed(work: Path, hub: Hub, inputs: Inputs, recipient: Party, emit: Emit) -> bool:
@@ -854,27 +883,63 @@ def memory(work: Path, hub: Hub, inputs: Inputs, emit: Emit) -> bool:
     return report_memory(used, *sizes, inputs.sections, emit)
 
 
-def measure(work: Path, parties: dict[str, Party], emit: Emit) -> bool:
+def measure(work: Path, parties: dict[str, Party], emit: Emit, part: str = "") -> bool:
+    """Every part, or only `part` ("speed": (a), (b), (c), (e); "memory": (d))."""
     settings = load_settings(None, data=work / "data", sftp_port=0, host="127.0.0.1")
     hub = asyncio.run(prepare(settings, list(parties.values())))
     parties[SENDER].pgp.import_public(hub_key_file(settings).read_text())
-    inputs = make_inputs(work, hub, parties[SENDER], emit)
-    speed_ok = speed(work, hub, inputs, parties[RECIPIENT], emit)
-    return memory(work, hub, inputs, emit) and speed_ok
+    inputs = make_inputs(work, hub, parties[SENDER], emit, big=part != "speed")
+    speed_ok = part == "memory" or speed(work, hub, inputs, parties[RECIPIENT], emit)
+    return (part == "speed" or memory(work, hub, inputs, emit)) and speed_ok
+
+
+@contextlib.contextmanager
+def database(emit: Emit) -> Iterator[None]:
+    """The hub's database: SQLite in its data folder, or with HUB_BENCH_DATABASE=postgresql
+    a throwaway PostgreSQL cluster (its durable defaults: fsync on), through
+    BDI_DATABASE_URL, which `bdi serve` inherits."""
+    engine = os.environ.get(DATABASE_VARIABLE, "sqlite")
+    if engine == "sqlite":
+        emit("database: SQLite (the data folder's bdi.sqlite3)")
+        yield
+        return
+    if engine != "postgresql":
+        raise BenchError(f"{DATABASE_VARIABLE}={engine}: sqlite or postgresql")
+    with pg.cluster(durable=True) as url:
+        emit(f"database: PostgreSQL {url} (fsync on)")
+        saved = os.environ.get("BDI_DATABASE_URL")
+        os.environ["BDI_DATABASE_URL"] = url
+        try:
+            yield
+        finally:
+            if saved is None:
+                del os.environ["BDI_DATABASE_URL"]
+            else:
+                os.environ["BDI_DATABASE_URL"] = saved
 
 
 def run(emit: Emit) -> bool:
+    """Every part; HUB_BENCH_PART=speed or =memory runs one, on the database of
+    HUB_BENCH_DATABASE (sqlite, the default, or postgresql)."""
     if not BDI.exists():
         raise BenchError(f"{BDI} not found: run with the project's venv python")
+    part = os.environ.get(PART_VARIABLE, "")
+    if part not in ("", "speed", "memory"):
+        raise BenchError(f"{PART_VARIABLE}={part}: speed or memory")
     work = Path(tempfile.mkdtemp(prefix="bdi-hub-bench-", dir="/tmp"))
     parties: dict[str, Party] = {}
     try:
         for edi_id in (SENDER, RECIPIENT):
             parties[edi_id] = make_party(edi_id)
-        return measure(work, parties, emit)
+        with database(emit):
+            return measure(work, parties, emit, part)
     finally:
         homes = [p.pgp.home for p in parties.values()] + [work / "data" / "gnupg"]
         stop_agents(homes)
         for home in homes:
             shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(0 if run(print) else 1)

@@ -18,8 +18,11 @@ BENCHMARKS: dict[str, str] = {
     "bigfile": "bigfile",
     "crowd": "crowd",
     "check": "check_bench",
+    "engines": "engines",
     "hub": "hub_bench",
+    "nodes": "nodes",
     "suivi": "suivi_bench",
+    "suivi-pg": "suivi_pg",
 }
 
 

@@ -19,6 +19,13 @@ The detail and content pages of a 5 000-flow file (issue 18), paged as served ag
 same screens unpaged (one page holding the whole file, as before): server time through the
 ASGI app, browser time in Chromium through Playwright; targets <= 200 ms and <= 1 s.
 Set SUIVI_BENCH_PART=search or =file to run one part.
+
+SUIVI_BENCH_DATABASE=postgresql (bench/run.py --only suivi-pg: the search part) runs the same
+on a throwaway PostgreSQL cluster (bench/pg.py, fsync off: only the load writes): the store is
+made by the schema's revisions, loaded with COPY (the tables' secondary indexes dropped during
+the load and made again after it, foreign keys not checked: the rows are consistent by
+construction), then ANALYZEd; the 5 000-flow file's data folder names its database by
+BDI_DATABASE_URL.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from math import ceil
 from pathlib import Path
 
 import httpx
+import pg
 import psutil
 import uvicorn
 from playwright.async_api import Page, async_playwright
@@ -71,6 +79,9 @@ MIB = 1024 * 1024
 P95_MS = 150.0
 RSS_SLACK_MIB = 32
 RUNS = 40
+STAMP = "%Y-%m-%d %H:%M:%S.%f"
+TABLES = ("job", "output", "movement", "flow", "flowoccurrence")  # those generated
+DATABASE_VARIABLE = "SUIVI_BENCH_DATABASE"  # sqlite (default) or postgresql
 CESAM = "GIE000001"
 PRODUCERS = [f"COU0{n:05d}" for n in range(10_100, 10_120)] + [
     f"AGT00{n:04d}" for n in range(5120, 5125)
@@ -185,7 +196,10 @@ def chunks(values: range, size: int) -> Iterator[range]:
         yield range(start, min(start + size, values.stop))
 
 
-def rows_for(flows: range, base: datetime, first_id: int) -> dict[str, list[tuple[object, ...]]]:
+def rows_for(
+    flows: range, base: datetime, first_id: int, zone: str = ""
+) -> dict[str, list[tuple[object, ...]]]:
+    """The rows of `flows`; `zone` is appended to every time (PostgreSQL's timestamptz)."""
     rows: dict[str, list[tuple[object, ...]]] = {
         "job": [],
         "output": [],
@@ -200,7 +214,7 @@ def rows_for(flows: range, base: datetime, first_id: int) -> dict[str, list[tupl
         rows["flow"].append((flow_id, f.layout, f.clé, f.clé))
         for step, (sender, recipient, control) in enumerate(movements_of(f)):
             mid += 1
-            at = (base + timedelta(seconds=n * 1800 + step * 3600)).strftime("%Y-%m-%d %H:%M:%S.%f")
+            at = (base + timedelta(seconds=n * 1800 + step * 3600)).strftime(STAMP) + zone
             name = f"{FILE_TYPES[f.layout]}{sender}_{f.leader[-5:]}_{n % 999999:06d}.edi"
             rows["job"].append((mid, sender, name, f"s{mid}", 0, at, "done", "delivered", at))
             rows["output"].append((mid, mid, 0, "delivery", recipient, name, "", "", at))
@@ -259,6 +273,50 @@ def insert(db: sqlite3.Connection, rows: dict[str, list[tuple[object, ...]]]) ->
         marks = ", ".join("?" * len(values[0]))
         names = ", ".join(COLUMNS[table].split())
         db.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", values)
+
+
+def generate_pg(url: str, emit: Emit) -> tuple[int, int]:
+    """The same rows COPYed into PostgreSQL: secondary indexes dropped for the load and made
+    again after it, foreign keys unchecked (session_replication_role), sequences moved past
+    the ids given, then ANALYZE."""
+    started = time.perf_counter()
+    base = datetime(2008, 1, 2, tzinfo=UTC)
+    movement_id = 0
+    with pg.connect(url) as db:
+        db.execute("SET maintenance_work_mem = '1GB'")
+        db.execute("SET session_replication_role = replica")  # no FK triggers
+        indexes = db.execute(
+            "SELECT i.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x "
+            "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
+            "WHERE t.relname = ANY(%s) AND NOT EXISTS "
+            "(SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)",
+            (list(TABLES),),
+        ).fetchall()
+        for name, _ in indexes:
+            db.execute(f'DROP INDEX "{name}"')
+        for chunk in chunks(range(FLOWS), 20_000):
+            rows = rows_for(chunk, base, movement_id, zone="+00")
+            movement_id += len(rows["movement"])
+            with db.transaction(), db.cursor() as cursor:
+                for table, values in rows.items():
+                    names = ", ".join(COLUMNS[table].split())
+                    with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                        for row in values:
+                            copy.write_row(row)
+        loaded = time.perf_counter() - started
+        for _, definition in indexes:
+            db.execute(definition)
+        for table in TABLES:
+            db.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"(SELECT max(id) FROM {table}))"
+            )
+        db.execute("ANALYZE")
+    emit(
+        f"generated {FLOWS} flows, {movement_id} movements in {time.perf_counter() - started:.0f} "
+        f"s (COPY {loaded:.0f} s, then {len(indexes)} indexes made again and ANALYZE)"
+    )
+    return FLOWS, movement_id
 
 
 async def timed(
@@ -322,8 +380,8 @@ async def memory(store: Store, emit: Emit) -> bool:
     return large[0] >= 100_000 and large[2] <= small[2] + RSS_SLACK_MIB
 
 
-async def measure(path: Path, emit: Emit) -> bool:
-    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+async def measure(url: str, emit: Emit) -> bool:
+    engine = make_engine(url)
     store = Store(engine)
     try:
         started = time.perf_counter()
@@ -336,17 +394,30 @@ async def measure(path: Path, emit: Emit) -> bool:
     return fast and flat
 
 
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
 async def main(emit: Emit, kept: str | None, reuse: bool) -> bool:
     """Generate the store in a temporary folder, or reuse $SUIVI_BENCH_DB when it exists."""
     if kept and reuse:
-        return await measure(Path(kept), emit)
+        return await measure(sqlite_url(Path(kept)), emit)
     with tempfile.TemporaryDirectory(prefix="suivi-bench-") as tmp:
         path = Path(kept) if kept else Path(tmp) / "bdi.sqlite3"
-        await upgrade_to_head(f"sqlite+aiosqlite:///{path}")
-        engine = make_engine(f"sqlite+aiosqlite:///{path}")
+        await upgrade_to_head(sqlite_url(path))
+        engine = make_engine(sqlite_url(path))
         await engine.dispose()
         await asyncio.to_thread(generate, path, emit)
-        return await measure(path, emit)
+        return await measure(sqlite_url(path), emit)
+
+
+async def main_pg(emit: Emit, template: str) -> bool:
+    """The search part on PostgreSQL: a database of the cluster of `template`."""
+    url = template.replace("{data}", "bdi_suivi_bench")
+    emit(f"PostgreSQL: {url} (fsync off)")
+    await upgrade_to_head(url)
+    await asyncio.to_thread(generate_pg, url, emit)
+    return await measure(url, emit)
 
 
 # --- a 5 000-flow file's detail and content pages (issue 18, « The Suivi at scale ») --------
@@ -620,8 +691,14 @@ async def big_file(emit: Emit) -> bool:
 
 
 def run(emit: Emit) -> bool:
-    """Both parts; SUIVI_BENCH_PART=search or =file runs one."""
+    """Both parts; SUIVI_BENCH_PART=search or =file runs one, on the database of
+    SUIVI_BENCH_DATABASE (sqlite, the default, or postgresql)."""
     part = os.environ.get("SUIVI_BENCH_PART", "")
+    engine = os.environ.get(DATABASE_VARIABLE, "sqlite")
+    if engine == "postgresql":
+        return run_pg(emit, part)
+    if engine != "sqlite":
+        raise ValueError(f"{DATABASE_VARIABLE}={engine}: sqlite or postgresql")
     kept = os.environ.get("SUIVI_BENCH_DB")
     ok = True
     if part in ("", "search"):
@@ -629,3 +706,26 @@ def run(emit: Emit) -> bool:
     if part in ("", "file"):
         ok &= asyncio.run(big_file(emit))
     return ok
+
+
+def run_pg(emit: Emit, part: str) -> bool:
+    """The parts on a throwaway PostgreSQL cluster; the file part's data folder reaches it
+    through BDI_DATABASE_URL."""
+    ok = True
+    with pg.cluster(durable=False) as template:
+        if part in ("", "search"):
+            ok &= asyncio.run(main_pg(emit, template))
+        if part in ("", "file"):
+            saved = os.environ.get("BDI_DATABASE_URL")
+            os.environ["BDI_DATABASE_URL"] = template
+            try:
+                ok &= asyncio.run(big_file(emit))
+            finally:
+                os.environ.pop("BDI_DATABASE_URL")
+                if saved is not None:
+                    os.environ["BDI_DATABASE_URL"] = saved
+    return ok
+
+
+if __name__ == "__main__":
+    raise SystemExit(0 if run(print) else 1)

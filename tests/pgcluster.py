@@ -51,8 +51,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def cluster() -> Iterator[str]:
-    """Start a cluster; yield a SQLAlchemy URL template naming each data folder's database."""
+def cluster(settings: str = FAST) -> Iterator[str]:
+    """Start a cluster; yield a SQLAlchemy URL template naming each data folder's database.
+    `settings`: server options (`-c name=value ...`); the default skips fsync (benchmarks
+    that measure commits give "" for PostgreSQL's own durable defaults)."""
     folder = Path(tempfile.mkdtemp(prefix="bdi-pg-"))
     if os.geteuid() == 0:
         owner = pwd.getpwnam("postgres")
@@ -60,7 +62,7 @@ def cluster() -> Iterator[str]:
     data, port = folder / "cluster", _free_port()
     _run(_bin("initdb"), "-D", str(data), "-U", "bdi", "--auth=trust", "-E", "UTF8",
          "--locale=C.UTF-8")  # fmt: skip
-    options = f"-k {folder} -p {port} -c listen_addresses='' -c max_connections=400 " + FAST
+    options = f"-k {folder} -p {port} -c listen_addresses='' -c max_connections=400 " + settings
     _run(_bin("pg_ctl"), "-D", str(data), "-o", options, "-w", "-l", str(folder / "log"), "start")
     try:
         yield f"postgresql+psycopg://bdi@/{{data}}?host={folder}&port={port}"
