@@ -37,7 +37,7 @@ from bdi.pipeline.spool import Spool
 from bdi.pipeline.workers import Pipeline
 from bdi.sftp import HubSFTPServer
 from bdi.ssh import Doors, HubSSHServer, Sessions
-from bdi.store.journal import Journal
+from bdi.store.journal import Journal, sync_engine
 from bdi.watch import watch_forever
 from bdi.web import web_server
 
@@ -163,8 +163,9 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         await cluster.join()
         stack.push_async_callback(cluster.leave)  # after the pipeline's stop (a stack)
         hub.metrics.node.info({"node": cluster.node.id})
-        stored = StoredInbox(hub.store, journal)
-        await stored.load()
+        readers = sync_engine(settings.db_url, readers=True)
+        stack.callback(readers.dispose)
+        stored = StoredInbox(hub.store, journal, readers)
         pipeline = Pipeline(hub, journal, stored)
         stack.push_async_callback(pipeline.stop)
         spool = Spool(settings.spool, hub.store, journal, pipeline.submit, utcnow, hub.layout)

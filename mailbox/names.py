@@ -1,22 +1,26 @@
 """Inbox names (HUB.md, "Names in the inbox"): the name an output gets in its recipient's
-inbox, `_2`, `_3`, … inserted when the upload's name is taken. A name is taken while it is
-a file of the inbox folder, a file kept in the store, or promised to an output not yet placed."""
+inbox, `_2`, `_3`, … inserted when the upload's name is taken. A name is taken while the
+store holds it (`InboxName`: a file kept in the store, or placed in the inbox folder and not
+yet removed by its owner), while it is promised here to an output whose plan is not yet
+committed, or while it is a file of the inbox folder."""
 
 from __future__ import annotations
 
-import itertools
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import Connection
 
 from bdi.mailbox.storage import Mailboxes
 from bdi.mailbox.stored import StoredInbox
+from bdi.store.inbox import held_among, is_held
 from bdi.store.jobs import OutputRef
-
-LISTED = 2000  # names chosen per listing of the inbox folder (and per taking of the lock)
 
 
 class Names:
-    """Inbox names promised to outputs not yet placed; this process is the only one placing."""
+    """Inbox names promised to outputs whose plan is not yet committed, in this process;
+    the store knows the others (those of other nodes too, once committed: a plan holding a
+    name another node took meanwhile fails on the key, and is made again)."""
 
     def __init__(
         self, mailboxes: Mailboxes, stored: StoredInbox, reserved: dict[str, set[str]]
@@ -26,46 +30,51 @@ class Names:
 
     def take(self, participant: str, name: str) -> str:
         with self._lock:
-            chosen = self._free(participant, name)
-            self.reserved.setdefault(participant, set()).add(chosen)
+            promised = self.reserved.setdefault(participant, set())
+
+            def taken(candidate: str) -> bool:
+                return candidate in promised or bool(self.stored.held(participant, [candidate]))
+
+            chosen = self.mailboxes.unique_name(participant, name, taken)
+            promised.add(chosen)
             return chosen
 
-    def take_stored_all(self, participant: str, names: Iterable[str]) -> Iterator[str]:
-        """Free names for outputs that their job's plan keeps in the store (the `.log` files
-        of a streamed upload, which may be a hundred thousand), held from now on as the
-        store's: a promise of each on top of the store's own name cost memory. If the plan
-        is not committed, `forget_stored` frees them. The inbox folder is listed once per
-        LISTED names rather than each candidate looked for in it: under the lock no file
-        enters it but under a promised name, so the listing answers as the folder would."""
-        names = iter(names)
-        while batch := list(itertools.islice(names, LISTED)):
-            with self._lock:
-                files = self.mailboxes.inbox_files(participant)
-                chosen = []
-                for name in batch:
-                    chosen.append(free := self._free(participant, name, files))
-                    self.stored.added(participant, free)  # before the next is chosen
-            yield from chosen
-
-    def _free(self, participant: str, name: str, files: set[str] | None = None) -> str:
-        """The first name not promised here, not stored, not held by another node, not a
-        file of the inbox folder (listed in `files`, else looked for; under the lock)."""
-        promised = self.reserved.get(participant, set())
-
-        def taken(candidate: str) -> bool:
-            return (
-                candidate in promised
-                or self.stored.has(participant, candidate)
-                or self.stored.held_elsewhere(participant, candidate)
-            )
-
-        return self.mailboxes.unique_name(participant, name, taken, files)
-
-    def forget_stored(self, participant: str, names: Iterable[str]) -> None:
+    def choose_stored(self, conn: Connection, participant: str, wanted: Sequence[str]) -> list[str]:
+        """Free names for a batch of outputs kept in the store (the `.log` files of a
+        streamed upload, which may be a hundred thousand), chosen inside the transaction
+        whose rows then hold them: none is kept in memory. The store is asked once for
+        the whole batch, the inbox folder listed once (under the lock no file enters it but
+        under a promised name); the batches before this one, in the same transaction,
+        hold their names already."""
         with self._lock:
-            self.stored.forget(participant, names)
+            files = self.mailboxes.inbox_files(participant)
+            promised = self.reserved.get(participant, set())
+            held, asked = held_among(conn, participant, wanted), set(wanted)
+            chosen: list[str] = []
+            given: set[str] = set()
+            taken = _taken_in(conn, participant, promised, held, asked, given)
+            for name in wanted:
+                free = self.mailboxes.unique_name(participant, name, taken, files)
+                chosen.append(free)
+                given.add(free)
+            return chosen
 
     def release(self, outputs: Sequence[OutputRef]) -> None:
         with self._lock:
             for output in outputs:
                 self.reserved.get(output.participant_id, set()).discard(output.name)
+
+
+def _taken_in(
+    conn: Connection, participant: str, promised: set[str], held: set[str], asked: set[str],
+    given: set[str],
+) -> Callable[[str], bool]:  # fmt: skip
+    """Taken for `choose_stored`: promised, given in this batch, or held (known for the
+    names asked at once, the store asked again for a suffixed one)."""
+
+    def taken(candidate: str) -> bool:
+        if candidate in promised or candidate in given or candidate in held:
+            return True
+        return candidate not in asked and is_held(conn, participant, candidate)
+
+    return taken

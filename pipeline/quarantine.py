@@ -11,7 +11,6 @@ import structlog
 
 from bdi.hub import Hub, local_time
 from bdi.mailbox.names import Names
-from bdi.mailbox.stored import StoredInbox
 from bdi.pipeline.faults import describe
 from bdi.routing.errors import Code, Problem
 from bdi.routing.logs import whole_upload_log
@@ -22,7 +21,7 @@ log = structlog.get_logger("bdi.pipeline")
 
 
 def set_aside(
-    hub: Hub, journal: Journal, names: Names, stored: StoredInbox,
+    hub: Hub, journal: Journal, names: Names,
     job: JobRef, error: BaseException, attempts: int, now: datetime,
 ) -> None:  # fmt: skip
     """Quarantine the job and put the INTERNE notice in its sender's inbox, in one transaction."""
@@ -36,7 +35,6 @@ def set_aside(
     try:
         journal.call(partial(quarantine_job, job_id=job.id, error=describe(error),
                              attempts=attempts, notice=kept, at=now))  # fmt: skip
-        stored.added(job.participant_id, name)
     finally:
         names.release([output])
     log.error("job.quarantined", job=job.id, participant=job.participant_id,

@@ -20,7 +20,6 @@ import structlog
 
 from bdi.hub import Hub, utcnow
 from bdi.mailbox.names import Names
-from bdi.mailbox.stored import StoredInbox
 from bdi.pipeline.faults import describe
 from bdi.store import redeliveries as rows
 from bdi.store.jobs import OutputRef
@@ -37,8 +36,8 @@ class Refused(Exception):
 class Redeliveries:
     """Performs the admins' requests; each step in a worker thread (gpg, files, journal)."""
 
-    def __init__(self, hub: Hub, journal: Journal, names: Names, stored: StoredInbox) -> None:
-        self.hub, self.journal, self.names, self.stored = hub, journal, names, stored
+    def __init__(self, hub: Hub, journal: Journal, names: Names) -> None:
+        self.hub, self.journal, self.names = hub, journal, names
 
     def run(self) -> int:
         """Perform every open request; returns how many were looked at."""
@@ -95,7 +94,6 @@ class Redeliveries:
                 staged.unlink(missing_ok=True)
             raise
         if sealed is not None:  # kept in the store's inbox by its record: over
-            self.stored.added(src.recipient_id, name)
             self._release(src.recipient_id, name)
             _log_done(planned, src.sender_id, len(sealed))
         else:  # its name stays promised until its file is in place

@@ -38,7 +38,7 @@ def retention_policy(hub: Hub) -> RetentionPolicy:
 class Upkeep:
     def __init__(self, hub: Hub, journal: Journal, names: Names, stored: StoredInbox) -> None:
         self.hub, self.stored = hub, stored
-        self.redeliveries = Redeliveries(hub, journal, names, stored)
+        self.redeliveries = Redeliveries(hub, journal, names)
         self.clock: Callable[[], datetime] = utcnow  # the retention's `now` (tests move it)
         self.next_retention = time.monotonic() + RETENTION_FIRST_S
         self._task: asyncio.Task[None] | None = None

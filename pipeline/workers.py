@@ -48,7 +48,6 @@ from bdi.pipeline.stream import prepare_streamed, streams
 from bdi.pipeline.upkeep import Upkeep
 from bdi.routing.model import FileReport
 from bdi.store.bulk import add_occurrences, add_stored_outputs
-from bdi.store.inbox import NameTaken
 from bdi.store.jobs import (
     JobRef,
     OutputRef,
@@ -153,7 +152,7 @@ class Pipeline:
         if self.hub.alerts is not None and job.id is not None:
             self.hub.alerts.job_quarantined(job.id, job.participant_id, job.upload_name,
                                             describe(error))  # fmt: skip
-        work = partial(set_aside, self.hub, self.journal, self.names, self.stored, job, error,
+        work = partial(set_aside, self.hub, self.journal, self.names, job, error,
                        attempts, utcnow())  # fmt: skip
         future = self._start(work)
         loop = asyncio.get_running_loop()
@@ -307,34 +306,22 @@ class Pipeline:
         outcome = _outcome(outputs, logs) if ends else None
         save = partial(save_plan, job_id=job.id, planned=planned, at=utcnow(),
                        occurrences=prepared.flows, outcome=outcome)  # fmt: skip
-        names: list[str] = []
+        first: list[str] = []  # the first `.log` names, logged
+        if streamed is not None and logs:
+            save = partial(_with_logs, save=save, upload=upload, streamed=streamed,
+                           choose=self.names.choose_stored, first=first, seq=len(planned),
+                           at=save.keywords["at"])  # fmt: skip
         try:
-            if streamed is not None and logs:
-                names = self._log_names(sender.id, streamed)
-                save = partial(_with_logs, save=save, upload=upload, streamed=streamed,
-                               names=names, seq=len(planned), at=save.keywords["at"])  # fmt: skip
             prepared.movements = self.journal.call(save)
-        except NameTaken as taken:  # the run again (a fault of the hub's) names them anew
-            self.stored.mark_held(taken.pairs)
+        except BaseException:  # a plan made again names them anew
             self.names.release(outputs)
-            self.names.forget_stored(sender.id, names)
-            raise
-        except BaseException:
-            self.names.release(outputs)
-            self.names.forget_stored(sender.id, names)
             raise
         job.state = "planned"
         for item in planned:
             if item.stored is not None:
-                self.stored.added(item.output.participant_id, item.output.name)
                 log_in_place(job, item.output, len(item.stored))
-        _log_stored(job, names)
+        _log_stored(job, first, logs)
         return outputs, ends, logs
-
-    def _log_names(self, sender: str, streamed: Streamed) -> list[str]:
-        """The inbox names of a streamed upload's `.log` files, chosen before its plan."""
-        wanted = (log.name for batch in streamed.log_batches() for log in batch)
-        return list(self.names.take_stored_all(sender, wanted))
 
     def _store_flows(self, batches: Batches | None, movements: dict[str, int]) -> None:
         """The flows past the plan's first batch, a few batches handed to the journal at
@@ -428,29 +415,33 @@ class _Stages:
 
 def _with_logs(
     conn: Connection, save: Callable[[Connection], dict[str, int]], upload: Upload,
-    streamed: Streamed, names: list[str], seq: int, at: datetime,
+    streamed: Streamed, choose: Callable[[Connection, str, Sequence[str]], list[str]],
+    first: list[str], seq: int, at: datetime,
 ) -> dict[str, int]:  # fmt: skip
-    """The plan (`save`), with a streamed upload's `.log` files kept in the store, in
-    batches (read again from their spill if the journal runs this twice)."""
+    """The plan (`save`), with a streamed upload's `.log` files kept in the store, named and
+    recorded in batches (read again from their spill if the journal runs this twice)."""
     movements = save(conn)
+    first.clear()
     done = 0
     for batch in streamed.log_batches():
+        names = choose(conn, upload.sender, [log.name for log in batch])
         outputs = []
-        for log in batch:
-            planned = log_output(upload, log, names[done], seq + done)
+        for log, name in zip(batch, names, strict=True):
+            planned = log_output(upload, log, name, seq + done)
             assert planned.stored is not None
             outputs.append((planned.output, planned.stored))
             done += 1
         add_stored_outputs(conn, outputs, at)
+        first.extend(names[: LOGGED_OUTPUTS - len(first)])
     return movements
 
 
-def _log_stored(job: JobRef, names: list[str]) -> None:
-    for name in names[:LOGGED_OUTPUTS]:
+def _log_stored(job: JobRef, first: list[str], count: int) -> None:
+    for name in first:
         log.info("log.written", job=job.id, participant=job.participant_id, file=name)
-    if len(names) > LOGGED_OUTPUTS:
+    if count > len(first):
         log.info("log.written_more", job=job.id, participant=job.participant_id,
-                 files=len(names) - LOGGED_OUTPUTS)  # fmt: skip
+                 files=count - len(first))  # fmt: skip
 
 
 def _outcome(outputs: Sequence[OutputRef], stored_logs: int = 0) -> str:

@@ -23,6 +23,12 @@ _HELD = select(NAMES.c.name).where(
     NAMES.c.participant_id == bindparam("b_participant"), NAMES.c.name == bindparam("b_name")
 )
 
+_AMONG = select(NAMES.c.name).where(
+    NAMES.c.participant_id == bindparam("b_participant"),
+    NAMES.c.name.in_(bindparam("b_names", expanding=True)),
+)
+LOOKUP = 500  # names per query
+
 
 class NameTaken(RuntimeError):
     """A name is held already (another node gave it meanwhile, or a file of it left the
@@ -50,17 +56,19 @@ def hold_names(conn: Connection, names: Iterable[tuple[str, str]]) -> None:
         raise NameTaken([], str(exc.orig).splitlines()[0]) from exc
 
 
-def held_names(conn: Connection) -> dict[str, set[str]]:
-    """Per participant, the names held in its inbox."""
-    found: dict[str, set[str]] = {}
-    for participant, name in conn.execute(select(NAMES.c.participant_id, NAMES.c.name)):
-        found.setdefault(participant, set()).add(name)
-    return found
-
-
 def release_name(conn: Connection, participant: str, name: str) -> None:
     """The file under this name left the inbox (removed by its owner, archived)."""
     execute(conn, _RELEASE, {"b_participant": participant, "b_name": name})
+
+
+def held_among(conn: Connection, participant: str, names: Iterable[str]) -> set[str]:
+    """Which of `names` are held in the participant's inbox (LOOKUP at a time)."""
+    wanted, found = list(names), set[str]()
+    for start in range(0, len(wanted), LOOKUP):
+        chunk = wanted[start : start + LOOKUP]
+        params = {"b_participant": participant, "b_names": chunk}
+        found.update(name for (name,) in conn.execute(_AMONG, params))
+    return found
 
 
 def is_held(conn: Connection, participant: str, name: str) -> bool:
@@ -95,11 +103,3 @@ def remove_file(conn: Connection, participant: str, name: str) -> bool:
     cursor = execute(conn, _REMOVE, {"b_participant": participant, "b_name": name})
     release_name(conn, participant, name)
     return bool(cursor.rowcount == 1)
-
-
-def names(conn: Connection) -> dict[str, set[str]]:
-    """Per participant, the names of its files kept here."""
-    found: dict[str, set[str]] = {}
-    for participant, name in conn.execute(select(INBOX.c.participant_id, INBOX.c.name)):
-        found.setdefault(participant, set()).add(name)
-    return found

@@ -52,8 +52,11 @@ def sync_url(url: str) -> str:
     return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
-def sync_engine(url: str) -> Engine:
-    engine = create_engine(sync_url(url), poolclass=StaticPool, connect_args=connect_args(url))
+def sync_engine(url: str, readers: bool = False) -> Engine:
+    """The journal's one connection, or (`readers`) a pool for reads from worker threads
+    (SQLite's WAL lets them read beside the writer)."""
+    pool = {"pool_pre_ping": not url.startswith("sqlite")} if readers else {"poolclass": StaticPool}
+    engine = create_engine(sync_url(url), connect_args=connect_args(url), **pool)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", sqlite_pragmas)
     return engine

@@ -6,20 +6,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import asyncssh
 import pytest
 from hubkit import HubUnderTest, Party, db_rows, hub_running
+from sqlalchemy import Table
 from structlog.testing import capture_logs
 from support import SAMPLES
 
-from bdi.mailbox import names as names_module
 from bdi.mailbox.names import Names
 from bdi.mailbox.storage import Mailboxes
 from bdi.mailbox.stored import StoredInbox
 from bdi.mailbox.view import BytesHandle
 from bdi.pipeline import prepare
+from bdi.store.db import make_engine
+from bdi.store.inbox import hold_names
+from bdi.store.journal import Journal, sync_engine
+from bdi.store.models import InboxName
+from bdi.store.repo import Store
 
 SENDER, RECIPIENT = "COU010234", "CIE000311"
 NAME = "RCOU010234_00311_000001.edi"
@@ -158,37 +163,36 @@ async def test_a_job_with_a_delivery_file_and_a_kept_log_places_the_one_and_keep
         assert jobs == [("done", "partial")] and placed == [(0,)]
 
 
-class _Kept:
-    """The part of `StoredInbox` that `Names` asks: the names kept in the store."""
-
-    def __init__(self, *names: str) -> None:
-        self.names = set(names)
-
-    def has(self, participant: str, name: str) -> bool:
-        return name in self.names
-
-    def held_elsewhere(self, participant: str, name: str) -> bool:
-        return False
-
-    def added(self, participant: str, name: str) -> None:
-        self.names.add(name)
-
-
-def test_many_kept_names_skip_the_inbox_files_the_kept_the_promised_and_each_other(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_many_kept_names_skip_the_inbox_files_the_held_the_promised_and_each_other(
+    tmp_path: Path,
 ) -> None:
-    """A streamed upload's `.log` names, chosen against one listing of the inbox folder per
-    batch: a file of the folder (one arrived between two batches too), a name kept in the
-    store or promised is passed over, and no name is given twice."""
-    mailboxes = Mailboxes(tmp_path)
-    mailboxes.ensure(SENDER)
-    (mailboxes.inbox(SENDER) / "a.log").write_bytes(b"")
-    kept = _Kept("b.log")
-    names = Names(mailboxes, cast(StoredInbox, kept), {SENDER: {"c.log"}})
-    monkeypatch.setattr(names_module, "LISTED", 2)
-    wanted = ["a.log", "b.log", "c.log", "e.log", "d.log", "d.log"]
-    chosen = names.take_stored_all(SENDER, wanted)
-    assert [next(chosen), next(chosen)] == ["a_2.log", "b_2.log"]
-    (mailboxes.inbox(SENDER) / "e.log").write_bytes(b"")  # before the next batch is listed
-    assert list(chosen) == ["c_2.log", "e_2.log", "d.log", "d_2.log"]
-    assert kept.names == {"b.log", "a_2.log", "b_2.log", "c_2.log", "e_2.log", "d.log", "d_2.log"}
+    """A streamed upload's `.log` names, chosen in batches inside the transaction that holds
+    them: a file of the folder (one arrived between two batches too), a name the store holds
+    (a batch before, in the same transaction, too) or promised is passed over, no name is
+    given twice; once committed, the store's rows keep them from any other output."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'names.db'}"
+    readers = sync_engine(url, readers=True)
+    cast(Table, cast(Any, InboxName).__table__).create(readers)
+    journal = Journal.open(url)
+    try:
+        mailboxes = Mailboxes(tmp_path / "mailboxes")
+        mailboxes.ensure(SENDER)
+        (mailboxes.inbox(SENDER) / "a.log").write_bytes(b"")
+        names = Names(mailboxes, StoredInbox(Store(make_engine(url)), journal, readers),
+                      {SENDER: {"c.log"}})  # fmt: skip
+        with readers.begin() as conn:
+            hold_names(conn, [(SENDER, "b.log")])
+        with readers.begin() as conn:
+            first = names.choose_stored(conn, SENDER, ["a.log", "b.log"])
+            assert first == ["a_2.log", "b_2.log"]
+            hold_names(conn, [(SENDER, name) for name in first])
+            (mailboxes.inbox(SENDER) / "e.log").write_bytes(b"")  # before the next batch
+            wanted = ["c.log", "e.log", "d.log", "d.log", "a.log"]
+            second = names.choose_stored(conn, SENDER, wanted)
+            assert second == ["c_2.log", "e_2.log", "d.log", "d_2.log", "a_3.log"]
+            hold_names(conn, [(SENDER, name) for name in second])
+        assert names.take(SENDER, "d.log") == "d_3.log"  # the store is asked
+        assert names.take(SENDER, "d.log") == "d_4.log"  # the promise too
+    finally:
+        await journal.close()
+        readers.dispose()

@@ -140,3 +140,39 @@ async def test_a_node_id_already_beating_is_refused(
         assert b"node node-a runs already" in err and err.count(b"\n") <= 2, err
     finally:
         first.stop()
+
+
+async def test_a_name_freed_through_one_node_is_given_again_by_the_other(
+    tmp_path: Path, parties: dict[str, Party]
+) -> None:
+    """A delivery kept in the store, placed by one node, removed by its recipient through
+    the other: the first node names the next delivery of that name with that name, not
+    `_2` (no node keeps names in memory: the store's are the truth)."""
+    data = tmp_path / "data"
+    settings = load_settings(None, data=data)
+    await prepare_data(settings, parties)
+    hub_fpr = (data / "hub-fingerprint").read_text().strip()
+    sender = parties[SENDER]
+    (tmp_path / "plain").write_bytes(GOOD)
+    sender.pgp.sign_encrypt(tmp_path / "plain", tmp_path / "sealed", hub_fpr, sender.fingerprint)
+    sealed = (tmp_path / "sealed").read_bytes()
+    kept = "SELECT name FROM inboxfile WHERE participant_id = :r ORDER BY name"
+    first, second = Node(data, "node-a"), Node(data, "node-b")
+    try:
+        await asyncio.gather(first.listening(), second.listening())
+        for round_ in range(2):
+            await upload(first, sender, [name(1)], sealed)
+
+            async def kept_once() -> bool:
+                return db_rows(settings, kept, r=RECIPIENT) == [(name(1),)]
+
+            await until(kept_once, 30)
+            async with sftp_client(second.port, parties[RECIPIENT]) as sftp:
+                listed = [n for n in await sftp.listdir("/inbox") if not n.startswith(".")]
+                assert listed == [name(1)], round_
+                await sftp.remove(f"/inbox/{name(1)}")
+            assert db_rows(settings, kept, r=RECIPIENT) == [], round_
+    finally:
+        first.stop()
+        second.stop()
+    assert delivered(settings) == [name(1), name(1)]
