@@ -282,3 +282,14 @@ class InboxName(SQLModel, table=True):
 
     participant_id: str = Field(primary_key=True, max_length=9)
     name: str = Field(primary_key=True)
+
+
+class SharedCount(SQLModel, table=True):
+    """A node's count toward a limit that holds across the nodes of one database (issue 17):
+    an address's defender score, a participant's open sessions... (`kind`). Each node writes
+    only its own rows; a node decides with its own count plus the other live nodes' rows."""
+
+    node: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(primary_key=True, max_length=16)
+    key: str = Field(primary_key=True, max_length=200)
+    count: int
