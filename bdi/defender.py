@@ -5,6 +5,11 @@ while, longer for a repeat offender (HUB.md, "Limits that protect the market").
 The bans live in memory, so that `is_banned` costs a dict lookup on every connection and
 request, and in the store, so that a restart keeps them and `bdi admin bans lift` (another
 process) reaches the running hub: `watch` reads the active bans again every `reload_s`.
+
+With several nodes on one database (`bdi.shared`), an address's score is the sum of its score
+on every live node: this node's, plus the others' as last read (about two seconds old at
+most), so that an attacker spreading its guesses over N nodes is not given N times the
+threshold.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from enum import StrEnum
 
 import structlog
 
+from bdi.shared import Sharing, Tally
 from bdi.store import bans
 from bdi.store.models import Ban
 from bdi.store.repo import Store
 
 log = structlog.get_logger("bdi.defender")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+SCORES = "score"  # the kind of the shared counts: an address's score on a node
 
 
 class Event(StrEnum):
@@ -93,6 +100,7 @@ class Defender:
         store: Store,
         policy: DefenderPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        sharing: Sharing | None = None,
     ) -> None:
         self.store, self.policy, self.clock = store, policy or DefenderPolicy(), clock
         self._safe = self.policy.safe_networks()
@@ -103,6 +111,9 @@ class Defender:
         self._saved: dict[str, float] = {}  # bans written (monotonic time) since a reload began
         self._writes: set[asyncio.Task[None]] = set()
         self.on_ban: Callable[[str, datetime], None] | None = None  # e.g. the operators' alert
+        self.shared: Tally | None = None  # the other nodes' scores (None: one node)
+        if sharing is not None:
+            self.shared = sharing.tally(SCORES, clock, self._recount)
 
     # --- what the listeners call ------------------------------------------------------------
 
@@ -127,6 +138,9 @@ class Defender:
         recent = self._recent(address, now)
         recent.append((now, weight))
         score = sum(w for _, w in recent)
+        if self.shared is not None:
+            self.shared.set(address, score, recent[0][0] + self.policy.window_s)
+            score += self.shared.other(address)
         if score < self.policy.threshold:
             return False
         self._ban(address, now, score, event)
@@ -158,8 +172,10 @@ class Defender:
                 fresh.setdefault(address, self._bans[address])
         for address, until in self._bans.items():
             if address not in fresh and until > now:  # lifted, not ended
-                self._events.pop(address, None)
+                self._forget(address)
                 self._offences.pop(address, None)
+        for address in fresh.keys() - self._bans.keys():  # banned by another node (or process)
+            self._forget(address)
         self._bans = fresh
         self._unsaved &= fresh.keys()
 
@@ -194,10 +210,28 @@ class Defender:
         if recent is None:
             self._bound_memory(now)
             recent = self._events[address] = deque()
+        self._expire(recent, now)
+        return recent
+
+    def _expire(self, recent: deque[tuple[float, int]], now: float) -> None:
         horizon = now - self.policy.window_s
         while recent and recent[0][0] <= horizon:
             recent.popleft()
-        return recent
+
+    def _recount(self, address: str) -> tuple[int, float | None]:
+        """The address's score here now, and when it falls next (for the shared row)."""
+        recent = self._events.get(address)
+        if recent is None:
+            return 0, None
+        self._expire(recent, self.clock())
+        if not recent:
+            return 0, None
+        return sum(w for _, w in recent), recent[0][0] + self.policy.window_s
+
+    def _forget(self, address: str) -> None:
+        """The address starts again from a clean score (here, and in its shared row)."""
+        if self._events.pop(address, None) is not None and self.shared is not None:
+            self.shared.set(address, 0)
 
     def _bound_memory(self, now: float) -> None:
         """Past `tracked_addresses`, forget the quiet addresses, then the oldest half."""
@@ -205,18 +239,18 @@ class Defender:
             return
         horizon = now - self.policy.window_s
         for address in [a for a, q in self._events.items() if not q or q[-1][0] <= horizon]:
-            del self._events[address]
+            self._forget(address)
         if len(self._events) >= self.policy.tracked_addresses:
             by_age = sorted(self._events, key=lambda a: self._events[a][-1][0])
             for address in by_age[: len(by_age) // 2 + 1]:
-                del self._events[address]
+                self._forget(address)
 
     def _ban(self, address: str, now: float, score: int, event: Event) -> None:
         offences = self._offences.get(address, 0)
         seconds = self.policy.ban_seconds(offences)
         self._offences[address] = offences + 1
         self._bans[address] = now + seconds
-        self._events.pop(address, None)
+        self._forget(address)
         log.info("defender.banned", address=address, score=score, cause=str(event),
                     seconds=seconds, offences=offences + 1,
                     until=_stamp(now + seconds).isoformat())  # fmt: skip
@@ -241,10 +275,10 @@ class Defender:
 
 @contextlib.asynccontextmanager
 async def defender_running(
-    store: Store, policy: DefenderPolicy | None = None
+    store: Store, policy: DefenderPolicy | None = None, sharing: Sharing | None = None
 ) -> AsyncIterator[Defender]:
     """A defender loaded from the store and kept in step with it while the hub runs."""
-    defender = Defender(store, policy)
+    defender = Defender(store, policy, sharing=sharing)
     await defender.load()
     task = asyncio.create_task(defender.watch())
     try:

@@ -36,6 +36,7 @@ from bdi.ops_api import ops_routes
 from bdi.pipeline.spool import Spool
 from bdi.pipeline.workers import Pipeline
 from bdi.sftp import HubSFTPServer
+from bdi.shared import shared_limits
 from bdi.ssh import Doors, HubSSHServer, Sessions
 from bdi.store.journal import Journal, sync_engine
 from bdi.watch import watch_forever
@@ -176,11 +177,14 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         for participant in await hub.store.participants():
             hub.mailboxes.ensure(participant.id)
             removed += hub.mailboxes.forget_unfinished_uploads(participant.id)
-        sessions, recent = Sessions(), RecentUploads()
-        defender = await stack.enter_async_context(
-            defender_running(hub.store, defender_policy(settings))
+        sharing = await stack.enter_async_context(  # None on SQLite: one node
+            shared_limits(hub.store, cluster.node.id, settings.node_lease_s)
         )
-        doors = Doors.build(hub, sessions, defender)
+        sessions, recent = Sessions.among(sharing), RecentUploads()
+        defender = await stack.enter_async_context(
+            defender_running(hub.store, defender_policy(settings), sharing)
+        )
+        doors = Doors.build(hub, sessions, defender, sharing)
         defender.on_ban = partial(_banned, hub, doors)
         stack.callback(doors.passwords.close)
         stack.push_async_callback(_finish, asyncio.create_task(doors.last_logins.run()))

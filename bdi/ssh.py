@@ -3,7 +3,9 @@ wait before its login (HUB.md, "Participants and credentials", "Limits that prot
 market"). Every login, password or key, right or wrong, is an event with its address.
 
 Policy lives here and in the injected `Gate`, `Sessions` and `PasswordCheck`; the SFTP
-subsystem behind a session is `bdi.sftp`.
+subsystem behind a session is `bdi.sftp`. With several nodes on one database (`bdi.shared`),
+the sessions per participant and the connections waiting per address are counted on every
+live node: this node's, plus the others' as last read (about two seconds old at most).
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from bdi.admin.passwords import hash_password, verify_password
 from bdi.config import Settings
 from bdi.defender import Defender, Event
 from bdi.hub import Hub, utcnow
+from bdi.shared import Sharing, Tally
 from bdi.store.models import Participant, SshKey
 from bdi.store.repo import Store
 from bdi.throttle import LoginThrottle
 
 log = structlog.get_logger("bdi.ssh")
+SESSIONS, WAITING = "sessions", "waiting"  # the kinds of the shared counts (bdi.shared)
 
 
 @dataclass
@@ -40,15 +44,33 @@ class Sessions:
     """Open connections per participant, with the credentials they logged in with."""
 
     open: dict[str, dict[asyncssh.SSHServerConnection, int]] = field(default_factory=dict)
+    shared: Tally | None = None  # the other nodes' sessions per participant (None: one node)
+
+    @classmethod
+    def among(cls, sharing: Sharing | None) -> Sessions:
+        """Sessions counted with the other nodes' when there are (`sharing`)."""
+        return cls(shared=sharing.tally(SESSIONS) if sharing is not None else None)
 
     def count(self, participant: str) -> int:
+        """This node's."""
         return len(self.open.get(participant, ()))
+
+    def total(self, participant: str) -> int:
+        """On every live node (the others' as last read): what the limit is checked on."""
+        here = self.count(participant)
+        return here if self.shared is None else here + self.shared.other(participant)
 
     def add(self, participant: str, conn: asyncssh.SSHServerConnection, version: int) -> None:
         self.open.setdefault(participant, {})[conn] = version
+        self._share(participant)
 
     def remove(self, participant: str, conn: asyncssh.SSHServerConnection) -> None:
         self.open.get(participant, {}).pop(conn, None)
+        self._share(participant)
+
+    def _share(self, participant: str) -> None:
+        if self.shared is not None:
+            self.shared.set(participant, self.count(participant))
 
     async def enforce(self, hub: Hub) -> None:
         """Close the sessions of disabled participants and of changed credentials."""
@@ -65,6 +87,7 @@ class Sessions:
                     )
                     conn.close()
                     conns.pop(conn, None)
+            self._share(participant)
 
 
 class Abortable(Protocol):
@@ -81,20 +104,26 @@ class Gate:
     up its oldest: a flood from a few addresses cannot keep everybody else out until its
     connections time out (seen: new logins refused for a minute under a banner flood)."""
 
-    def __init__(self, per_address: int, total: int) -> None:
+    def __init__(self, per_address: int, total: int, shared: Tally | None = None) -> None:
         self.per_address, self.total = per_address, total
         self.waiting: dict[str, list[Abortable]] = {}
+        self.shared = shared  # the other nodes' waiting per address (None: one node); the
+        # total is this node's own: it protects this node's file descriptors
 
     def count(self) -> int:
         return sum(map(len, self.waiting.values()))
 
     def enter(self, address: str, conn: Abortable) -> str | None:
         """None if the connection may wait for its login (it is then counted), else why not."""
-        if len(self.waiting.get(address, ())) >= self.per_address:
+        held = len(self.waiting.get(address, ()))
+        if self.shared is not None:
+            held += self.shared.other(address)
+        if held >= self.per_address:
             return PER_ADDRESS
         if self.count() >= self.total and not self._make_room(address):
             return TOTAL
         self.waiting.setdefault(address, []).append(conn)  # refused addresses leave no entry
+        self._share(address)
         return None
 
     def _make_room(self, newcomer: str) -> bool:
@@ -103,6 +132,7 @@ class Gate:
         if greediest == newcomer or len(held) <= 1:
             return False
         held.pop(0).abort()
+        self._share(greediest)
         return True
 
     def leave(self, address: str, conn: Abortable) -> None:
@@ -111,11 +141,17 @@ class Gate:
             held.remove(conn)
         if not held:
             self.waiting.pop(address, None)
+        self._share(address)
 
     def evict(self, address: str, *_: object) -> None:
         """Close every connection of `address` still waiting for its login (it is banned)."""
         for conn in self.waiting.pop(address, []):
             conn.abort()
+        self._share(address)
+
+    def _share(self, address: str) -> None:
+        if self.shared is not None:
+            self.shared.set(address, len(self.waiting.get(address, ())))
 
 
 PASSWORD_NICE = 10  # the password threads' nice value above the server's (Linux: per thread)
@@ -245,13 +281,19 @@ class Doors:
     account_reads: asyncio.Semaphore
 
     @classmethod
-    def build(cls, hub: Hub, sessions: Sessions, defender: Defender) -> Doors:
+    def build(
+        cls, hub: Hub, sessions: Sessions, defender: Defender, sharing: Sharing | None = None
+    ) -> Doors:
+        """`sharing`: the other nodes' counts, when there are (the limits hold across)."""
         settings: Settings = hub.settings
+        waiting = sharing.tally(WAITING) if sharing is not None else None
+        throttle = LoginThrottle(settings.login_failures, settings.login_failure_window_s,
+                                 sharing=sharing)  # fmt: skip
         return cls(
             hub,
             sessions,
-            LoginThrottle(settings.login_failures, settings.login_failure_window_s),
-            Gate(settings.preauth_per_address, settings.preauth_total),
+            throttle,
+            Gate(settings.preauth_per_address, settings.preauth_total, waiting),
             PasswordCheck(settings.password_threads),
             defender,
             LastLogins(hub.store),
@@ -380,7 +422,7 @@ class HubSSHServer(asyncssh.SSHServer):
         self._left_the_gate()
         user = self.conn.get_extra_info("username")
         limit = self.hub.settings.sessions_per_participant
-        if user and self.doors.sessions.count(user) >= limit:
+        if user and self.doors.sessions.total(user) >= limit:
             log.warning("session.refused", participant=user, address=self.address,
                         reason="too many sessions", limit=limit)  # fmt: skip
             self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS,
