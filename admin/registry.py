@@ -37,6 +37,14 @@ def role_of(edi_id: str, role: str | None, layout: Layout) -> str:
     return implied
 
 
+async def key_unused(store: Store, fingerprint: str, edi_id: str) -> None:
+    """One key, one participant: a signature must name its sender, and a delivery be
+    readable by its recipient alone (a key pasted for the wrong participant is refused)."""
+    for other in await store.participants():
+        if other.pgp_fingerprint == fingerprint and other.id != edi_id:
+            raise RegistrationError(f"key {fingerprint} is already that of {other.id}")
+
+
 async def register(
     store: Store,
     pgp: OpenPGP,
@@ -55,7 +63,7 @@ async def register(
     implied = role_of(edi_id, role, layout)
     if await store.participant(edi_id) is not None:
         raise RegistrationError(f"participant {edi_id} already exists")
-    pgp.inspect(pgp_key)
+    await key_unused(store, pgp.inspect(pgp_key).fingerprint, edi_id)
     fingerprint = pgp.import_public(pgp_key)
     password = new_password()
     participant = Participant(

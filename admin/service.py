@@ -19,7 +19,7 @@ import structlog
 
 from bdi.admin import overview
 from bdi.admin.passwords import hash_password, new_password
-from bdi.admin.registry import RegistrationError, register
+from bdi.admin.registry import RegistrationError, key_unused, register
 from bdi.alerts import Alert
 from bdi.alerts import send as send_alert
 from bdi.config import Settings
@@ -230,8 +230,10 @@ class AdminService:
         registered key itself, revoked (or its revocation certificate), revokes it."""
         row = await self._get(edi_id)
         try:
-            self.pgp.inspect(pgp_key)
+            await key_unused(self.store, self.pgp.inspect(pgp_key).fingerprint, edi_id)
             fingerprint = self.pgp.import_public(pgp_key)
+        except RegistrationError as exc:
+            raise AdminError(str(exc)) from exc
         except KeyProblem as exc:
             try:
                 return await self.revoke_pgp_key(edi_id, pgp_key)

@@ -181,6 +181,7 @@ async def test_bad_registrations_change_nothing(
         (["CIE000311", "--role", "pirate", "--pgp-key", str(kit.public_key)], "unknown role"),
         (["CIE000311", "--role", "courtier", "--pgp-key", str(kit.public_key)], "does not agree"),
         (["COU010234", "--pgp-key", str(kit.public_key)], "already exists"),
+        (["CIE000311", "--pgp-key", str(kit.public_key)], "already that of COU010234"),
         (["CIE000311", "--pgp-key", str(garbage)], ""),
         (["CIE000311", "--pgp-key", str(sign_only)], "encrypt"),
         (["CIE000311", "--pgp-key", str(expired)], "expired"),
@@ -193,6 +194,18 @@ async def test_bad_registrations_change_nothing(
         result = await run_bdi(*add, "--data", data, ok=False)
         assert result.returncode == 1, args
         assert result.stderr.count("\n") == 1 and reason in result.stderr, (args, result.stderr)
+    after = json.loads(
+        (await run_bdi("admin", "participant", "list", "--data", data, "--json")).stdout
+    )
+    assert after == before
+    other = await keygen("CIE000311", homes)
+    await register_cli(hub, other)
+    before = json.loads(
+        (await run_bdi("admin", "participant", "list", "--data", data, "--json")).stdout
+    )
+    set_key = ("admin", "participant", "set-key", "CIE000311", "--pgp-key", str(kit.public_key))
+    result = await run_bdi(*set_key, "--data", data, ok=False)
+    assert result.returncode == 1 and "already that of COU010234" in result.stderr
     after = json.loads(
         (await run_bdi("admin", "participant", "list", "--data", data, "--json")).stdout
     )
