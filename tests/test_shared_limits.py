@@ -331,3 +331,32 @@ async def test_sessions_spread_over_two_nodes_are_refused_at_the_cap_and_a_kille
         b.stop()
         rows = db_rows(settings, "SELECT count(*) FROM sharedcount WHERE node = 'node-b'")
         assert rows == [(0,)]  # a clean stop deletes the node's rows
+
+
+@two_nodes
+async def test_a_node_paused_past_its_lease_counts_no_more_until_it_beats_again(
+    tmp_path: Path, parties: dict[str, Party]
+) -> None:
+    """Its process is alive (not forgotten): only the lease leaves its rows out."""
+    party = parties[PARTICIPANT]
+    env = {"BDI_SESSIONS_PER_PARTICIPANT": "2", "BDI_NODE_BEAT_S": "0.5",
+           "BDI_NODE_LEASE_S": "3"}  # fmt: skip
+    async with (
+        two_serving(tmp_path, parties, **env) as (_, a, b),
+        session(a, party),
+        session(b, party),
+    ):
+
+        async def b_refuses() -> bool:
+            return await refused(b, party)
+
+        async def b_accepts() -> bool:
+            return not await refused(b, party)
+
+        await until(b_refuses, 10)
+        a.process.send_signal(signal.SIGSTOP)
+        try:
+            await until(b_accepts, 15)  # a silent past its lease
+        finally:
+            a.process.send_signal(signal.SIGCONT)
+        await until(b_refuses, 15)  # a beats again: its session counts again
