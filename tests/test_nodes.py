@@ -176,3 +176,49 @@ async def test_a_name_freed_through_one_node_is_given_again_by_the_other(
         first.stop()
         second.stop()
     assert delivered(settings) == [name(1), name(1)]
+
+
+def readme_nodes_example() -> str:
+    """The shell block of the README's "Several nodes (PostgreSQL)"."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = text.split("### Several nodes (PostgreSQL)", 1)[1]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def run_shell(script: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A shell of its own session: the nodes it starts in the background stop with it."""
+    return subprocess.Popen(["bash", "-euc", script], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+
+
+async def test_the_readmes_two_nodes_example_runs(tmp_path: Path) -> None:
+    """The README's example, as written, on this run's cluster, a data folder of its own and
+    free ports: `bdi init`, then two nodes that both join and listen."""
+    ports = {"2222": free_port(), "2223": free_port(), "8080": free_port(), "8081": free_port()}
+    script = readme_nodes_example()
+    url = script.split("BDI_DATABASE_URL='", 1)[1].split("'", 1)[0]
+    script = script.replace(url, os.environ["BDI_DATABASE_URL"])
+    script = script.replace("/srv/bdi", str(tmp_path / "bdi"))
+    for readme_port, port in ports.items():
+        script = script.replace(f"-port {readme_port}", f"-port {port}")
+    bin_dir = str(BDI.parent)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    shell = run_shell(script + "wait\n", env)
+    settings = load_settings(None, data=tmp_path / "bdi")
+    try:
+
+        async def both_listen() -> bool:
+            assert shell.poll() is None, shell.stderr
+            for port in (ports["2222"], ports["2223"]):
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    return False
+                writer.close()
+            return True
+
+        await until(both_listen, 60)
+        assert sorted(db_rows(settings, "SELECT id FROM node")) == [("a",), ("b",)]
+    finally:
+        os.killpg(shell.pid, signal.SIGTERM)
+        shell.communicate(timeout=60)
