@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import sqlite3
@@ -221,6 +222,7 @@ def make_case(work: Path, kind: str, size_mib: int, number: int, broker: Party, 
 class Floor:
     decrypt_s: float
     seal_s: float
+    cpu_s: float = 0.0  # gpg's CPU seconds, both calls
 
     @property
     def total(self) -> float:
@@ -231,6 +233,7 @@ def bare_gpg(hub: Hub, recipient: str, case: Case, work: Path) -> Floor:
     """The hub's own OpenPGP calls on the case's file, one after the other, into files."""
     pgp = OpenPGP(hub.settings.gnupg_home)
     plain, sealed = work / "floor.plain", work / "floor.sealed"
+    cpu = children_cpu()
     try:
         start = time.perf_counter()
         with plain.open("wb") as out:
@@ -240,10 +243,16 @@ def bare_gpg(hub: Hub, recipient: str, case: Case, work: Path) -> Floor:
             raise BenchError(f"bare gpg refused {case.name}: {verdict.reason}")
         start = time.perf_counter()
         pgp.sign_encrypt(plain, sealed, recipient, hub.fingerprint)
-        return Floor(decrypted, time.perf_counter() - start)
+        return Floor(decrypted, time.perf_counter() - start, children_cpu() - cpu)
     finally:
         plain.unlink(missing_ok=True)
         sealed.unlink(missing_ok=True)
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's reaped children (the gpg runs)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 # --- the hub ----------------------------------------------------------------------------
@@ -259,6 +268,7 @@ class Run:
     hwm_after: int
     logs: int  # `.log` files the sender received
     stages: str  # the job's `job.stages` event: ms per step
+    cpu: tuple[float, float] = (0.0, 0.0)  # the server's CPU seconds meanwhile: its own, gpg's
 
 
 def stages(log: Path) -> str:
@@ -320,11 +330,28 @@ async def upload(
             start = time.perf_counter()
             await sftp.put(str(case.sealed), f"/outbox/{case.name}")
             uploaded = time.perf_counter() - start
+            before = proc.cpu_times()
             await wait_done(hub, hub.inbox(RECIPIENT) / case.name)
             processed = time.perf_counter() - start - uploaded
+            cpu = cpu_used(before, proc.cpu_times())
         return Run(
-            uploaded, processed, idle, rss.peak, hwm, vm_hwm(pid), stored_logs(hub), stages(log)
-        )
+            uploaded, processed, idle, rss.peak, hwm, vm_hwm(pid), stored_logs(hub), stages(log),
+            cpu,
+        )  # fmt: skip
+
+
+def cpu_used(before: object, after: object) -> tuple[float, float]:
+    """CPU seconds between two `cpu_times()` of the server: its own threads', and those of
+    its children once reaped (the gpg it ran): on a machine others load, wall times stretch,
+    these hardly."""
+
+    def own(t: object) -> float:
+        return float(t.user + t.system)  # type: ignore[attr-defined]
+
+    def children(t: object) -> float:
+        return float(t.children_user + t.children_system)  # type: ignore[attr-defined]
+
+    return own(after) - own(before), children(after) - children(before)
 
 
 @contextlib.contextmanager
@@ -381,11 +408,13 @@ def report(case: Case, before: Floor, run: Run, after: Floor, emit: Emit) -> boo
     emit(
         f"    bare gpg: decrypt+verify {before.decrypt_s:.2f} / {after.decrypt_s:.2f} s, "
         f"sign+encrypt {before.seal_s:.2f} / {after.seal_s:.2f} s (before / after the hub): "
-        f"mean {floor:.2f} s -> {size / floor / MB:.0f} MB/s"
+        f"mean {floor:.2f} s -> {size / floor / MB:.0f} MB/s; CPU {before.cpu_s:.2f} / "
+        f"{after.cpu_s:.2f} s"
     )
     emit(
         f"    hub: upload {run.upload_s:.2f} s, processed {run.processed_s:.2f} s after it -> "
-        f"{size / run.processed_s / MB:.0f} MB/s; {run.logs} .log files; steps: {run.stages}"
+        f"{size / run.processed_s / MB:.0f} MB/s; {run.logs} .log files; steps: {run.stages}; "
+        f"CPU: server {run.cpu[0]:.2f} s, its gpg {run.cpu[1]:.2f} s"
     )
     emit(
         f"    server RSS: idle {run.idle / MB:.1f} MB, peak {run.peak / MB:.1f} MB, growth "

@@ -1,5 +1,6 @@
 """The running hub's upkeep, driven by the pipeline's sweep: the admins' redelivery requests
-(looked at every sweep) and the daily retention run (`mailbox/retention.py`).
+(looked at every sweep), the Suivi's text indexes brought up to date (`store/textindex.py`)
+and the daily retention run (`mailbox/retention.py`).
 
 At most one round runs at a time, as a task of its own, so that a long seal or a first purge
 of years never delays the sweep's retries.
@@ -21,11 +22,14 @@ from bdi.mailbox.retention import RetentionPolicy, apply_retention
 from bdi.mailbox.stored import StoredInbox
 from bdi.pipeline.faults import describe
 from bdi.pipeline.redeliver import Redeliveries
+from bdi.pipeline.stream import streaming
+from bdi.store import textindex
 from bdi.store.journal import Journal
 
 log = structlog.get_logger("bdi.pipeline")
 RETENTION_FIRST_S = 600.0  # after the start: a hub restarting in a loop does not purge in one
 RETENTION_EVERY_S = 24 * 3600.0
+INDEX_DEFERRED_S = 30.0  # the text indexes wait for big uploads at most this long
 
 
 def retention_policy(hub: Hub) -> RetentionPolicy:
@@ -37,7 +41,9 @@ def retention_policy(hub: Hub) -> RetentionPolicy:
 
 class Upkeep:
     def __init__(self, hub: Hub, journal: Journal, names: Names, stored: StoredInbox) -> None:
-        self.hub, self.stored = hub, stored
+        self.hub, self.stored, self.journal = hub, stored, journal
+        self.marked = False  # the store's text indexes follow their tables by a mark
+        self.indexed_at = time.monotonic()
         self.redeliveries = Redeliveries(hub, journal, names)
         self.clock: Callable[[], datetime] = utcnow  # the retention's `now` (tests move it)
         self.next_retention = time.monotonic() + RETENTION_FIRST_S
@@ -47,6 +53,7 @@ class Upkeep:
         """At start-up, before the SFTP port opens: finish the redeliveries a crash left
         planned (a recipient could otherwise delete such a file, then get it again)."""
         await asyncio.to_thread(self.redeliveries.run)
+        self.marked = await self.journal.run(textindex.marked)
 
     def tick(self) -> None:
         """From the sweep: start a round unless the last one is still running."""
@@ -58,9 +65,33 @@ class Upkeep:
             await asyncio.to_thread(self.redeliveries.run)
         except Exception as exc:  # the database may be busy: next time
             log.warning("redelivery.requests_unread", error=describe(exc))
+        await self.index_text()
         if time.monotonic() >= self.next_retention:
             self.next_retention = time.monotonic() + RETENTION_EVERY_S
             await self.retention()
+
+    async def index_text(self) -> None:
+        """Index the Suivi's new rows, a batch per transaction (other work joins the journal
+        between two), while no big upload is under way (its rows would queue behind), or
+        after INDEX_DEFERRED_S of them. The searches are exact meanwhile: they read the rows
+        past the marks by a scan."""
+        if not self.marked:
+            return
+        if streaming() and time.monotonic() - self.indexed_at < INDEX_DEFERRED_S:
+            return
+        self.indexed_at = time.monotonic()
+        total = 0
+        while True:
+            try:
+                done = await self.journal.run(textindex.catch_up)
+            except Exception as exc:  # the database may be busy: next time
+                log.warning("textindex.not_caught_up", error=describe(exc))
+                return
+            total += done
+            if not done or streaming():
+                break
+        if total:
+            log.debug("textindex.caught_up", rows=total)
 
     async def retention(self) -> None:
         try:
