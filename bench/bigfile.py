@@ -272,15 +272,20 @@ class Run:
 
 
 def stages(log: Path) -> str:
-    """The last `job.stages` of the server's log, as `prepare 1234 ms, plan ...`."""
-    found = ""
+    """The last `job.stages` of the server's log, as `prepare 1234 ms, plan ...`, and the
+    events it logged as warnings or errors (a job that failed and ran again, say)."""
+    found, wrong = "", []
     for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
         with contextlib.suppress(ValueError):
             event = json.loads(line)
-            if isinstance(event, dict) and event.get("event") == "job.stages":
+            if not isinstance(event, dict):
+                continue
+            if event.get("event") == "job.stages":
                 steps = ("prepare", "plan", "place", "flows")
                 found = ", ".join(f"{s} {event[s]} ms" for s in steps if s in event)
-    return found
+            elif event.get("level") in ("warning", "error", "critical"):
+                wrong.append(f"{event.get('event')}: {event.get('error', '')}"[:200])
+    return found + (f"; SERVER WARNINGS: {wrong}" if wrong else "")
 
 
 def vm_hwm(pid: int) -> int:
@@ -357,14 +362,16 @@ def cpu_used(before: object, after: object) -> tuple[float, float]:
 @contextlib.contextmanager
 def profiling(pid: int, case: Case) -> Iterator[None]:
     """With BIGFILE_PROFILE=DIR, py-spy samples the server (its threads, not gpg) meanwhile,
-    into DIR/<case>.txt (collapsed stacks: one line per stack with its count of samples)."""
+    into DIR/<case>.txt (collapsed stacks: one line per stack with its count of samples);
+    BIGFILE_PROFILE_ARGS adds py-spy options (`--gil`: only the thread holding the lock)."""
     folder = os.environ.get("BIGFILE_PROFILE")
     if not folder:
         yield
         return
     out = Path(folder) / f"{case.size_mib}-{case.kind}.txt"
     spy = Path(sys.executable).with_name("py-spy")
-    argv = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--threads", "-o", str(out)]
+    argv = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--threads", "-o", str(out),
+            *os.environ.get("BIGFILE_PROFILE_ARGS", "").split()]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.0)  # attached before the upload starts

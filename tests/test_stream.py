@@ -155,6 +155,38 @@ async def test_a_streamed_upload_has_the_small_paths_outcome(
     assert len([n for n in received if not n.endswith(".log")]) == 3
 
 
+async def test_a_section_refused_after_its_flows_were_made_leaves_none(
+    tmp_path: Path, parties: dict[str, Party], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A section refused by its footer's count, after its flows were spilled, between two
+    good ones (batches of 2 rows): the same deliveries, `.log` and Suivi rows as the small
+    path's, numbered without the refused section's flows."""
+    monkeypatch.setattr(stream, "ROWS_BATCH", 2)
+    name = "RCOU010234_00311_000001.edi"
+    sample = (SAMPLES / name).read_bytes()
+    good, bad, last = big_flows(sample, 3), big_flows(sample, 2), big_flows(sample, 4)
+    footer = bad.rstrip(b"\r\n").rsplit(b"\n", 1)[1]
+    wrong = footer[:35] + b"%08d" % (int(footer[35:43]) + 1) + footer[43:]
+    bad = bad.replace(footer, wrong)
+
+    def numbered(section: bytes, number: int) -> bytes:
+        """The section's number in its header and in its footer (columns 33-35)."""
+        head, _, rest = section.partition(b"\n")
+        body, _, end = rest.rstrip(b"\n").rpartition(b"\n")
+        head = head[: HEADER_NUMBER.start] + b"%03d" % number + head[HEADER_NUMBER.stop :]
+        end = end[:32] + b"%03d" % number + end[35:]
+        return head + b"\n" + body + b"\n" + end + b"\n"
+
+    data = good + numbered(bad, 2) + numbered(last, 3)
+    small = await route(tmp_path, parties, data, name, "COU010234", False, monkeypatch)
+    streamed = await route(tmp_path, parties, data, name, "COU010234", True, monkeypatch)
+    assert streamed == small
+    received, rows = small
+    logs = {n: v for n, v in received.items() if n.endswith(".log")}
+    assert len(logs) == 1, logs
+    assert len(rows) - 1 == 3 + 4
+
+
 async def test_flow_rows_are_stored_a_bounded_batch_at_a_time(
     tmp_path: Path, parties: dict[str, Party], monkeypatch: pytest.MonkeyPatch
 ) -> None:
