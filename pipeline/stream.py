@@ -196,6 +196,7 @@ class _Sealer:
         self.pump_error: BaseException | None = None
         self.spans: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
         self.stopping = False
+        self.buffer = bytearray(FEED)
         work = partial(hub.pgp.sign_encrypt, read, self.staged, fingerprint, hub.hub_fingerprint,
                        reserved=True)  # fmt: skip
         self.thread = threading.Thread(target=self._run, args=(work,), name="bdi-seal")
@@ -224,11 +225,15 @@ class _Sealer:
             self._close_pipe()  # gpg sees the end of its input
 
     def _copy(self, start: int, end: int) -> None:
+        """Through one buffer of the pump's own: a new FEED of bytes per chunk, freed in
+        another thread's arena than the job's, stayed in the process's memory."""
+        view = memoryview(self.buffer)
         while start < end and not self.stopping:
-            chunk = os.pread(self.spill, min(FEED, end - start), start)
-            if not chunk:
+            read = os.preadv(self.spill, [view[: min(FEED, end - start)]], start)
+            if not read:
                 raise ValueError(f"the plaintext ends before byte {end}")
-            start += len(chunk)
+            start += read
+            chunk = view[:read]
             _write_all(self.out, chunk)
             self.digest.update(chunk)
             if self.pipe >= 0:
