@@ -72,14 +72,15 @@ class Upkeep:
 
     async def index_text(self) -> None:
         """Index the Suivi's new rows, a batch per transaction (other work joins the journal
-        between two), while no big upload is under way (its rows would queue behind), or
-        after INDEX_DEFERRED_S of them. The searches are exact meanwhile: they read the rows
-        past the marks by a scan."""
+        between two), while no big upload is under way (its rows would queue behind); once
+        they were last up to date INDEX_DEFERRED_S ago, whatever is under way, so that big
+        uploads one after the other do not leave the searches more and more to scan. The
+        searches are exact meanwhile: they read the rows past the marks by a scan."""
         if not self.marked:
             return
-        if streaming() and time.monotonic() - self.indexed_at < INDEX_DEFERRED_S:
+        overdue = time.monotonic() - self.indexed_at >= INDEX_DEFERRED_S
+        if streaming() and not overdue:
             return
-        self.indexed_at = time.monotonic()
         total = 0
         while True:
             try:
@@ -88,7 +89,10 @@ class Upkeep:
                 log.warning("textindex.not_caught_up", error=describe(exc))
                 return
             total += done
-            if not done or streaming():
+            if not done:
+                self.indexed_at = time.monotonic()
+                break
+            if streaming() and not overdue:
                 break
         if total:
             log.debug("textindex.caught_up", rows=total)

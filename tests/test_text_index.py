@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from hubkit import HubUnderTest, Party, hub_running
+from hubkit import HubUnderTest, Party, hub_running, until
 from sqlalchemy import Connection, text
 from test_suivi_support import CIRCUIT, send
 
@@ -168,3 +168,20 @@ async def test_rows_changed_under_the_mark_keep_the_index_exact(hub: HubUnderTes
         assert await lag(hub) == 0
     assert await textindex.flows_by_clé(store, "QXM0") == [again]
     assert await assert_exact(store) > 0
+
+
+async def test_the_upkeep_catches_up_once_no_big_upload_is_under_way(
+    hub: HubUnderTest, tmp_path: Path
+) -> None:
+    """Rows left past the marks while a big upload was under way are indexed by the hub's
+    upkeep alone once it is over (its sweep: every second)."""
+    with indexing_held():
+        await send(hub, CIRCUIT[8], tmp_path)
+        if store_of(hub).engine.dialect.name == "sqlite":
+            assert await lag(hub) > 0
+
+    async def caught_up() -> bool:
+        return await lag(hub) == 0
+
+    await until(caught_up)
+    assert await assert_exact(store_of(hub)) > 0
