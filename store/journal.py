@@ -57,9 +57,12 @@ def sync_url(url: str) -> str:
 
 
 def sync_engine(url: str, readers: bool = False) -> Engine:
-    """The journal's one connection, or (`readers`) a pool for reads from worker threads
-    (SQLite's WAL lets them read beside the writer)."""
-    pool = {"pool_pre_ping": not url.startswith("sqlite")} if readers else {"poolclass": StaticPool}
+    """The journal's one connection, or (`readers`) a small pool for reads from worker
+    threads (SQLite's WAL lets them read beside the writer; the names' reads, its only use,
+    take one at a time under their lock: each node keeps few of PostgreSQL's connections)."""
+    pool: dict[str, Any] = {"poolclass": StaticPool}
+    if readers:
+        pool = {"pool_pre_ping": not url.startswith("sqlite"), "pool_size": 2, "max_overflow": 0}
     engine = create_engine(sync_url(url), connect_args=connect_args(url), **pool)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", sqlite_pragmas)
