@@ -79,6 +79,22 @@ async def sftp_client(port: int, party: Party) -> AsyncIterator[asyncssh.SFTPCli
         yield sftp
 
 
+async def password_login(port: int, user: str, password: str) -> str:
+    """'ok', 'denied' (a wrong password) or 'refused' (the connection is not served): one
+    SSH login and an SFTP listing, as a client of the hub's listening on `port`."""
+    try:
+        async with asyncssh.connect(
+            "127.0.0.1", port, username=user, password=password,
+            known_hosts=None, client_keys=None, agent_path=None, login_timeout=10,
+        ) as conn, conn.start_sftp_client() as sftp:  # fmt: skip
+            await sftp.listdir("/")
+    except asyncssh.PermissionDenied:
+        return "denied"
+    except (OSError, asyncssh.Error):
+        return "refused"
+    return "ok"
+
+
 @dataclass
 class HubUnderTest:
     settings: Settings

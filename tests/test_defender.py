@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncssh
 import httpx
 import pytest
 import pytest_asyncio
-from hubkit import HubUnderTest, Party, hub_running, make_parties
+from hubkit import HubUnderTest, Party, hub_running, make_parties, password_login
 from structlog.testing import capture_logs
 
 from bdi.admin.service import AdminService, NotFoundError
@@ -345,18 +344,7 @@ async def test_http_basic_guesses_ban_and_the_ban_survives_a_restart(
 
 
 async def ssh_login(hub: HubUnderTest, user: str, password: str) -> str:
-    """'ok', 'denied' (a wrong password) or 'refused' (the connection is not served)."""
-    try:
-        async with asyncssh.connect(
-            "127.0.0.1", hub.port, username=user, password=password,
-            known_hosts=None, client_keys=None, agent_path=None, login_timeout=10,
-        ) as conn, conn.start_sftp_client() as sftp:  # fmt: skip
-            await sftp.listdir("/")
-    except asyncssh.PermissionDenied:
-        return "denied"
-    except (OSError, asyncssh.Error):
-        return "refused"
-    return "ok"
+    return await password_login(hub.port, user, password)
 
 
 async def test_ssh_guesses_ban_the_address_on_every_listener(hub: HubUnderTest) -> None:

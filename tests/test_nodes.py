@@ -81,6 +81,17 @@ def delivered(settings: Settings) -> list[str]:
     return sorted(r[0] for r in db_rows(settings, query, r=RECIPIENT))
 
 
+async def prepared(tmp_path: Path, data: Path, parties: dict[str, Party]) -> tuple[Settings, bytes]:
+    """A data folder for the nodes, and GOOD sealed by the sender for its hub."""
+    settings = load_settings(None, data=data)
+    await prepare_data(settings, parties)
+    hub_fpr = (data / "hub-fingerprint").read_text().strip()
+    sender = parties[SENDER]
+    (tmp_path / "plain").write_bytes(GOOD)
+    sender.pgp.sign_encrypt(tmp_path / "plain", tmp_path / "sealed", hub_fpr, sender.fingerprint)
+    return settings, (tmp_path / "sealed").read_bytes()
+
+
 def name(n: int) -> str:
     return f"RCOU010234_00311_{n:06d}.edi"
 
@@ -89,13 +100,8 @@ async def test_two_nodes_share_the_work_and_one_finishes_the_jobs_of_the_other_k
     tmp_path: Path, parties: dict[str, Party]
 ) -> None:
     data = tmp_path / "data"
-    settings = load_settings(None, data=data)
-    await prepare_data(settings, parties)
-    hub_fpr = (data / "hub-fingerprint").read_text().strip()
+    settings, sealed = await prepared(tmp_path, data, parties)
     sender = parties[SENDER]
-    (tmp_path / "plain").write_bytes(GOOD)
-    sender.pgp.sign_encrypt(tmp_path / "plain", tmp_path / "sealed", hub_fpr, sender.fingerprint)
-    sealed = (tmp_path / "sealed").read_bytes()
     first = Node(data, "node-a", BDI_WORKERS="1")
     second = Node(data, "node-b")
     try:
@@ -149,13 +155,8 @@ async def test_a_name_freed_through_one_node_is_given_again_by_the_other(
     the other: the first node names the next delivery of that name with that name, not
     `_2` (no node keeps names in memory: the store's are the truth)."""
     data = tmp_path / "data"
-    settings = load_settings(None, data=data)
-    await prepare_data(settings, parties)
-    hub_fpr = (data / "hub-fingerprint").read_text().strip()
+    settings, sealed = await prepared(tmp_path, data, parties)
     sender = parties[SENDER]
-    (tmp_path / "plain").write_bytes(GOOD)
-    sender.pgp.sign_encrypt(tmp_path / "plain", tmp_path / "sealed", hub_fpr, sender.fingerprint)
-    sealed = (tmp_path / "sealed").read_bytes()
     kept = "SELECT name FROM inboxfile WHERE participant_id = :r ORDER BY name"
     first, second = Node(data, "node-a"), Node(data, "node-b")
     try:

@@ -19,7 +19,7 @@ import asyncssh
 import pgcluster
 import pytest
 import pytest_asyncio
-from hubkit import Party, db_rows, make_parties, prepare_data, sftp_client, until
+from hubkit import Party, db_rows, make_parties, password_login, prepare_data, sftp_client, until
 from sqlalchemy import select
 from test_nodes import Node
 
@@ -222,18 +222,7 @@ async def two_serving(
 
 
 async def login(node: Node, user: str, password: str) -> str:
-    """'ok', 'denied' (a wrong password) or 'refused' (the connection is not served)."""
-    try:
-        async with asyncssh.connect(
-            "127.0.0.1", node.port, username=user, password=password,
-            known_hosts=None, client_keys=None, agent_path=None, login_timeout=10,
-        ) as conn, conn.start_sftp_client() as sftp:  # fmt: skip
-            await sftp.listdir("/")
-    except asyncssh.PermissionDenied:
-        return "denied"
-    except (OSError, asyncssh.Error):
-        return "refused"
-    return "ok"
+    return await password_login(node.port, user, password)
 
 
 def counted(settings: Settings, node: str, kind: str, key: str) -> int:
