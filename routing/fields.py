@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, time
 from decimal import Decimal
 from functools import cache, lru_cache, partial
-from typing import cast
+from typing import TypeVar, cast
 
 from bdi.routing.layout import FieldSpec, Layout, RecordSpec
 
@@ -277,9 +277,9 @@ def _json_all(decoders: tuple[tuple[str, int, int, Decoder], ...]) -> Callable[[
             continue
         if decoder is _text:
             values[name] = f"q(t[{start}:{end}].rstrip(' '))"
-        else:
-            names[f"j{i}"] = _remembered(partial(_json_of, decoder))
-            values[name] = f"j{i}(t[{start}:{end}])"
+        else:  # a text met before: its JSON from the table inline, no call (JSON is never "")
+            names[f"j{i}"], names[f"m{i}"] = _memo(partial(_json_of, decoder))
+            values[name] = f"(m{i}.get(t[{start}:{end}]) or j{i}(t[{start}:{end}]))"
     if not values:
         return lambda _text: "{}"
     parts: list[str] = []
@@ -314,6 +314,7 @@ def field_decoder(spec: FieldSpec) -> Decoder:
     return _text
 
 
+T = TypeVar("T")
 _REMEMBERED = 4096  # texts of one field whose decoded values are kept (then all forgotten)
 
 
@@ -321,9 +322,15 @@ def _remembered(decoder: Decoder) -> Decoder:
     """The decoder, its answers kept for texts met again: a file's amounts and rates repeat
     (zeros above all), and building a Decimal costs ten times a dictionary lookup. Values
     are immutable, so one may be shared; the table is emptied when full."""
-    seen: dict[str, Value] = {}
+    return _memo(decoder)[0]
 
-    def decode(raw: str) -> Value:
+
+def _memo(decoder: Callable[[str], T]) -> tuple[Callable[[str], T], dict[str, T]]:
+    """`_remembered`, with its table: a compiled function may look a text up there itself
+    (the JSON of a big file's every amount and rate: a call less per field)."""
+    seen: dict[str, T] = {}
+
+    def decode(raw: str) -> T:
         value = seen.get(raw, seen)
         if value is seen:
             if len(seen) >= _REMEMBERED:
@@ -331,7 +338,7 @@ def _remembered(decoder: Decoder) -> Decoder:
             value = seen[raw] = decoder(raw)
         return value  # type: ignore[return-value]
 
-    return decode
+    return decode, seen
 
 
 def undecoded(raw: str) -> str | None:
