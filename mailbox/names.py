@@ -33,7 +33,7 @@ class Names:
             promised = self.reserved.setdefault(participant, set())
 
             def taken(candidate: str) -> bool:
-                return candidate in promised or bool(self.stored.held(participant, [candidate]))
+                return candidate in promised or self.stored.holds(participant, candidate)
 
             chosen = self.mailboxes.unique_name(participant, name, taken)
             promised.add(chosen)

@@ -9,14 +9,13 @@ job has chosen but not yet recorded is kept taken by the pipeline's promise (`Na
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from functools import partial
 
 from sqlalchemy import Engine
 
 from bdi.store.inbox import (
     StoredEntry,
-    held_among,
+    is_held,
     release_name,
     remove_file,
 )
@@ -28,11 +27,11 @@ class StoredInbox:
     def __init__(self, store: Store, journal: Journal, readers: Engine) -> None:
         self.store, self.journal, self.readers = store, journal, readers
 
-    def held(self, participant: str, names: Iterable[str]) -> set[str]:
-        """Which of `names` the store holds (in a worker thread: a read beside the journal,
+    def holds(self, participant: str, name: str) -> bool:
+        """Whether the store holds `name` (in a worker thread: a read beside the journal,
         never waiting for its commits)."""
         with self.readers.connect() as conn:
-            return held_among(conn, participant, names)
+            return is_held(conn, participant, name)
 
     async def released(self, participant: str, name: str) -> None:
         """A file of the inbox folder removed by its owner: its name is free again."""

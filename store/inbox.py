@@ -32,28 +32,19 @@ LOOKUP = 500  # names per query
 
 class NameTaken(RuntimeError):
     """A name is held already (another node gave it meanwhile, or a file of it left the
-    inbox unseen): the plan is made again, with another name. `pairs`: those known."""
-
-    def __init__(self, pairs: list[tuple[str, str]], detail: str = "") -> None:
-        super().__init__(detail or f"inbox names held already: {pairs}")
-        self.pairs = pairs
-
-
-CHECKED = 16  # a plan of more outputs (a streamed upload's .log files) leaves it to the key
+    inbox unseen): the plan is made again, with another name."""
 
 
 def hold_names(conn: Connection, names: Iterable[tuple[str, str]]) -> None:
     """Record (participant, name) pairs as taken in their inboxes, in the transaction that
-    plans their outputs; the primary key refuses a name held already."""
-    pairs = list(names)
-    if len(pairs) <= CHECKED:
-        held = [(p, n) for p, n in pairs if is_held(conn, p, n)]
-        if held:
-            raise NameTaken(held)
+    plans their outputs; the primary key refuses a name held already (the names were
+    chosen free a moment before: looking again first would cost a read each, to fail the
+    same transaction the same way)."""
+    rows = [{"participant_id": p, "name": n} for p, n in names]
     try:
-        insert_rows(conn, NAMES, [{"participant_id": p, "name": n} for p, n in pairs])
+        insert_rows(conn, NAMES, rows)
     except IntegrityError as exc:
-        raise NameTaken([], str(exc.orig).splitlines()[0]) from exc
+        raise NameTaken(str(exc.orig).splitlines()[0]) from exc
 
 
 def release_name(conn: Connection, participant: str, name: str) -> None:
