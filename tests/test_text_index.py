@@ -141,15 +141,19 @@ async def test_searches_are_exact_before_and_after_the_indexes_catch_up(
     assert len(await textindex.flows_by_clé(store, "QXJ0")) == 1
 
 
+async def new_flow(hub: HubUnderTest, flow_key: str, clé: str) -> int:
+    """A flow row written by the journal, as a job's would be; its id."""
+    insert = "INSERT INTO flow (layout, flow_key, optiflux_key) VALUES (:l, :k, :c)"
+    await journal(hub, insert, l=LAYOUT, k=flow_key, c=clé)
+    (last,) = await scan(store_of(hub), "SELECT max(id) FROM flow")
+    return int(last)
+
+
 async def test_rows_changed_under_the_mark_keep_the_index_exact(hub: HubUnderTest) -> None:
     """Deleted, updated, and inserted with an id at or under the mark (SQLite may give a new
     row the id of the last one deleted): the triggers index them as before."""
     store = store_of(hub)
-    await journal(
-        hub, "INSERT INTO flow (layout, flow_key, optiflux_key) VALUES (:l, 'K2', 'QXK002')",
-        l=LAYOUT,
-    )  # fmt: skip
-    (last,) = await scan(store, "SELECT max(id) FROM flow")
+    last = await new_flow(hub, "K2", "QXK002")
     if store.engine.dialect.name == "sqlite":
         await catch_up(hub)
     assert await textindex.flows_by_clé(store, "QXK0") == [last]
@@ -158,11 +162,7 @@ async def test_rows_changed_under_the_mark_keep_the_index_exact(hub: HubUnderTes
     assert await textindex.flows_by_clé(store, "QXL0") == [last]
     await journal(hub, "DELETE FROM flow WHERE id = :i", i=last)
     assert await textindex.flows_by_clé(store, "QXL0") == []
-    await journal(
-        hub, "INSERT INTO flow (layout, flow_key, optiflux_key) VALUES (:l, 'K3', 'QXM004')",
-        l=LAYOUT,
-    )  # fmt: skip
-    (again,) = await scan(store, "SELECT max(id) FROM flow")
+    again = await new_flow(hub, "K3", "QXM004")
     if store.engine.dialect.name == "sqlite":
         assert again == last  # the id reused, under the mark
         assert await lag(hub) == 0
