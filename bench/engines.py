@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
 import statistics
 import sys
 import tempfile
@@ -53,16 +52,15 @@ from hub_bench import (
     Party,
     Server,
     Upload,
+    bench_parties,
     cpu_now,
     empty_inbox,
     hub_agent,
     inboxes,
     make_inputs,
-    make_party,
     prepare,
     serving,
     sessions,
-    stop_agents,
     upload_all,
     visible,
     wait_for,
@@ -293,28 +291,18 @@ def run(emit: Emit) -> bool:
     if not BDI.exists():
         raise BenchError(f"{BDI} not found: run with the project's venv python")
     work = Path(tempfile.mkdtemp(prefix="bdi-engines-", dir="/tmp"))
-    parties: dict[str, Party] = {}
     load(emit)
-    try:
-        with no_url(), pg.cluster(durable=True) as template:
-            emit(f"PostgreSQL: {template} (fsync on); SQLite: synchronous=FULL")
-            for edi_id in (SENDER, RECIPIENT):
-                parties[edi_id] = make_party(edi_id)
-            engines = [prepared(work, "SQLite", None, parties, emit),
-                       prepared(work, "PostgreSQL", template, parties, emit)]  # fmt: skip
-            emit(
-                f"{FILES} small uploads per round and engine over {CLIENTS} SFTP sessions, "
-                f"one `bdi serve` per engine (both running, one working at a time)"
-            )
-            compare(work, engines, emit)
-        return True
-    finally:
-        homes = [p.pgp.home for p in parties.values()]
-        homes += [work / label / "data" / "gnupg" for label in ("SQLite", "PostgreSQL")]
-        stop_agents(homes)
-        for home in homes:
-            shutil.rmtree(home, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+    folders = [work / label / "data" for label in ("SQLite", "PostgreSQL")]
+    with bench_parties(work, folders) as parties, no_url(), pg.cluster(durable=True) as template:
+        emit(f"PostgreSQL: {template} (fsync on); SQLite: synchronous=FULL")
+        engines = [prepared(work, "SQLite", None, parties, emit),
+                   prepared(work, "PostgreSQL", template, parties, emit)]  # fmt: skip
+        emit(
+            f"{FILES} small uploads per round and engine over {CLIENTS} SFTP sessions, "
+            f"one `bdi serve` per engine (both running, one working at a time)"
+        )
+        compare(work, engines, emit)
+    return True
 
 
 if __name__ == "__main__":

@@ -918,6 +918,23 @@ def database(emit: Emit) -> Iterator[None]:
                 os.environ["BDI_DATABASE_URL"] = saved
 
 
+@contextlib.contextmanager
+def bench_parties(work: Path, data_folders: Sequence[Path]) -> Iterator[dict[str, Party]]:
+    """The sender's and the recipient's keys for a bench working in `work`; at the end their
+    gpg-agents and those of the hubs' data folders stopped, their homes and `work` removed."""
+    parties: dict[str, Party] = {}
+    try:
+        for edi_id in (SENDER, RECIPIENT):
+            parties[edi_id] = make_party(edi_id)
+        yield parties
+    finally:
+        homes = [p.pgp.home for p in parties.values()] + [d / "gnupg" for d in data_folders]
+        stop_agents(homes)
+        for home in homes:
+            shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def run(emit: Emit) -> bool:
     """Every part; HUB_BENCH_PART=speed or =memory runs one, on the database of
     HUB_BENCH_DATABASE (sqlite, the default, or postgresql)."""
@@ -927,18 +944,8 @@ def run(emit: Emit) -> bool:
     if part not in ("", "speed", "memory"):
         raise BenchError(f"{PART_VARIABLE}={part}: speed or memory")
     work = Path(tempfile.mkdtemp(prefix="bdi-hub-bench-", dir="/tmp"))
-    parties: dict[str, Party] = {}
-    try:
-        for edi_id in (SENDER, RECIPIENT):
-            parties[edi_id] = make_party(edi_id)
-        with database(emit):
-            return measure(work, parties, emit, part)
-    finally:
-        homes = [p.pgp.home for p in parties.values()] + [work / "data" / "gnupg"]
-        stop_agents(homes)
-        for home in homes:
-            shutil.rmtree(home, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+    with bench_parties(work, [work / "data"]) as parties, database(emit):
+        return measure(work, parties, emit, part)
 
 
 if __name__ == "__main__":

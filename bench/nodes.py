@@ -28,7 +28,6 @@ import collections
 import contextlib
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -42,15 +41,13 @@ from hub_bench import (
     BDI,
     FILES,
     RECIPIENT,
-    SENDER,
     BenchError,
     Emit,
     Hub,
     Party,
     Server,
-    make_party,
+    bench_parties,
     serving,
-    stop_agents,
 )
 
 ROUNDS = 6  # rounds, ordered one, two, two, one, one, two
@@ -192,20 +189,14 @@ def run(emit: Emit) -> bool:
     if not BDI.exists():
         raise BenchError(f"{BDI} not found: run with the project's venv python")
     work = Path(tempfile.mkdtemp(prefix="bdi-nodes-", dir="/tmp"))
-    parties: dict[str, Party] = {}
     load(emit)
-    try:
-        with no_url(), pg.cluster(durable=True) as template:
-            emit(f"PostgreSQL: {template} (fsync on)")
-            for edi_id in (SENDER, RECIPIENT):
-                parties[edi_id] = make_party(edi_id)
-            return measure(work, template, parties, emit)
-    finally:
-        homes = [p.pgp.home for p in parties.values()] + [work / "nodes" / "data" / "gnupg"]
-        stop_agents(homes)
-        for home in homes:
-            shutil.rmtree(home, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+    with (
+        bench_parties(work, [work / "nodes" / "data"]) as parties,
+        no_url(),
+        pg.cluster(durable=True) as template,
+    ):
+        emit(f"PostgreSQL: {template} (fsync on)")
+        return measure(work, template, parties, emit)
 
 
 if __name__ == "__main__":
