@@ -17,14 +17,18 @@ from bdi.store.journal import sync_engine
 
 TABLES = "job, output, movement, inboxfile, flow, flowoccurrence"
 
-# run as `python -c LOCKER <database url> <seconds>`: prints "locked", holds, lets go (on
-# SQLite it imports nothing more than sqlite3: it must hold the lock before a job ends)
+# run as `python -c LOCKER <database url> <seconds>`: prints "ready", waits for a line on
+# its standard input, then locks, prints "locked", holds, lets go. Started ahead, so that
+# the lock is taken within a millisecond of the line, before a job ends, however loaded
+# the machine (Python's start-up alone may take longer than the job).
 LOCKER = f"""
 import sys, time
 url, seconds = sys.argv[1], float(sys.argv[2])
 if url.startswith("sqlite"):
     import sqlite3
     lock = sqlite3.connect(url.split("///", 1)[1], isolation_level=None, timeout=30)
+    print("ready", flush=True)
+    sys.stdin.readline()
     lock.execute("BEGIN EXCLUSIVE")
     print("locked", flush=True)
     time.sleep(seconds)
@@ -33,6 +37,8 @@ else:
     from sqlalchemy import text
     from bdi.store.journal import sync_engine
     with sync_engine(url).connect() as conn:
+        print("ready", flush=True)
+        sys.stdin.readline()
         conn.execute(text("LOCK TABLE {TABLES} IN ACCESS EXCLUSIVE MODE"))
         print("locked", flush=True)
         time.sleep(seconds)

@@ -143,12 +143,16 @@ async def test_a_database_locked_by_another_process_for_30_s_delays_only(
     plain = big_plain(4 << 20)  # a job long enough to be caught by the lock
     sealed = hub.seal(SENDER, plain, tmp_path)
     database = hub.settings.db_url
+    locker = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", LOCKER, database, "30",
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert locker.stdin is not None and locker.stdout is not None
+    assert (await locker.stdout.readline()).strip() == b"ready"
     with capture_logs() as logs:
         await hub.upload(SENDER, name(9), sealed)
-        locker = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", LOCKER, database, "30", stdout=subprocess.PIPE
-        )
-        assert locker.stdout is not None
+        locker.stdin.write(b"go\n")
+        await locker.stdin.drain()
         assert (await locker.stdout.readline()).strip() == b"locked"
         await locker.wait()
         await delivered_once(hub, [name(9)])
