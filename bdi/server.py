@@ -198,7 +198,7 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
 
         routes = ops_routes(hub, read_state, token_hash_file(settings))
         web_port = await stack.enter_async_context(
-            web_server(hub, web_secret(settings), defender, routes)
+            web_server(hub, web_secret(settings), defender, routes, sharing)
         )
         server = RunningServer(hub, pipeline, acceptor, sessions, web_port, doors)
         log.info("server.started", host=settings.host, sftp_port=server.sftp_port,

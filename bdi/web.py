@@ -27,11 +27,16 @@ from bdi.datadir import token_hash_file
 from bdi.defender import Defender, Event, defender_running
 from bdi.hub import Hub
 from bdi.probes import readiness
+from bdi.shared import Sharing
 from bdi.suivi import textindex
 from bdi.suivi.app import create_app
 from bdi.suivi.auth import Lockout
 from bdi.suivi.headers import SecurityHeaders
 from bdi.uploads_api import create_uploads_api
+
+# the kinds of the shared counts of failed web logins: per (id, address), per id (the slow-down)
+SUIVI = ("suivi_pairs", "suivi_ids")  # the Suivi's and /api/uploads' participants
+CONSOLE = ("console_pairs", "console_ids")  # the console's operators
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -65,7 +70,7 @@ def _admin_service(hub: Hub, defender: Defender) -> AdminService:
     return dataclasses.replace(service_for(hub, "api"), after_ban_change=defender.refresh)
 
 
-def _console(hub: Hub, secret_key: str, defender: Defender) -> ASGIApp:
+def _console(hub: Hub, secret_key: str, defender: Defender, sharing: Sharing | None) -> ASGIApp:
     """The operators' console: the admin service of the CLI and the API, acting for the
     operator logged in, from its address; its failed logins feed the defender."""
 
@@ -85,6 +90,7 @@ def _console(hub: Hub, secret_key: str, defender: Defender) -> ASGIApp:
         secret_key=secret_key,
         facts=facts,
         secure_cookies=settings.tls_cert is not None,
+        lockout=shared_lockout(sharing, CONSOLE),
         on_failure=lambda address, unknown: defender.record(
             address, Event.CONSOLE_LOGIN, unknown_user=unknown
         ),
@@ -97,10 +103,12 @@ def create_web_app(
     defender: Defender,
     lockout: Lockout | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    sharing: Sharing | None = None,
 ) -> ASGIApp:
     """Every route of the web port; failed logins on any of them feed `defender`, and the
-    passwords of the Suivi and /api/uploads share one `lockout` (per id, per address)."""
-    lockout = lockout or Lockout()
+    passwords of the Suivi and /api/uploads share one `lockout` (per id, per address),
+    counted with the other nodes' through `sharing`."""
+    lockout = lockout or shared_lockout(sharing)
     admin = create_admin_api(
         lambda: _admin_service(hub, defender),
         token_hash_file(hub.settings),
@@ -120,7 +128,9 @@ def create_web_app(
         Mount("/api/admin", app=admin),
         Mount("/api/uploads", app=create_uploads_api(hub, lockout, defender)),
         # named: its route names (login, static…) stay out of the Suivi's lookups
-        Mount("/exploitation", app=_console(hub, secret_key, defender), name="exploitation"),
+        Mount(
+            "/exploitation", app=_console(hub, secret_key, defender, sharing), name="exploitation"
+        ),
         Mount("/", app=suivi),
     ]
     return SecurityHeaders(BanGate(Starlette(routes=routes), defender))
@@ -133,12 +143,23 @@ def _ssl_kwargs(hub: Hub) -> dict[str, Any]:
     return {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
 
 
+def shared_lockout(sharing: Sharing | None, kinds: tuple[str, str] = SUIVI) -> Lockout:
+    """A lockout of the web port; with several nodes, its counts summed over the live ones
+    (`kinds`: the shared counts' kinds, per (id, address) and per id)."""
+    lockout = Lockout()
+    if sharing is not None:
+        pairs = sharing.tally(kinds[0], lockout.clock, lockout.recount_pair)
+        lockout.share(pairs, sharing.tally(kinds[1], lockout.clock, lockout.recount_id))
+    return lockout
+
+
 @contextlib.asynccontextmanager
 async def web_server(
     hub: Hub,
     secret_key: str,
     defender: Defender | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    sharing: Sharing | None = None,
 ) -> AsyncIterator[int]:
     """Serve the web app on the configured port; yield the port actually bound.
 
@@ -147,20 +168,24 @@ async def web_server(
     async with contextlib.AsyncExitStack() as stack:
         if defender is None:
             defender = await stack.enter_async_context(defender_running(hub.store))
-        serving = _serving(hub, secret_key, defender, extra_routes)
+        serving = _serving(hub, secret_key, defender, extra_routes, sharing)
         port = await stack.enter_async_context(serving)
         yield port
 
 
 @contextlib.asynccontextmanager
 async def _serving(
-    hub: Hub, secret_key: str, defender: Defender, extra_routes: Sequence[BaseRoute]
+    hub: Hub,
+    secret_key: str,
+    defender: Defender,
+    extra_routes: Sequence[BaseRoute],
+    sharing: Sharing | None,
 ) -> AsyncIterator[int]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((hub.settings.host, hub.settings.web_port))
     config = uvicorn.Config(
-        create_web_app(hub, secret_key, defender, extra_routes=extra_routes),
+        create_web_app(hub, secret_key, defender, extra_routes=extra_routes, sharing=sharing),
         log_config=None,
         access_log=False,
         lifespan="off",

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -178,6 +178,24 @@ class _Failures:
     last: float = 0.0
     locked_until: float = 0.0
 
+    def live(self, now: float, quiet_s: float) -> int:
+        """The failures that still count: none after a lock served or a quiet spell (the
+        next failure starts again from one, see `Lockout._count`)."""
+        if self.locked_until > now:
+            return self.count
+        return 0 if self.locked_until or now - self.last > quiet_s else self.count
+
+    def falls_at(self, quiet_s: float) -> float:
+        return self.locked_until or self.last + quiet_s
+
+
+class SharedCounts(Protocol):
+    """The same counts on the other nodes of one database (`bdi.shared.Tally`)."""
+
+    def other(self, key: str) -> int: ...
+
+    def set(self, key: str, count: int, falls_at: float | None = None) -> None: ...
+
 
 Pair = tuple[str, str]  # (EDI id, source address)
 K = TypeVar("K", str, Pair)
@@ -185,37 +203,76 @@ K = TypeVar("K", str, Pair)
 
 @dataclass
 class Lockout:
-    """Failure counts per (id, address) and per id, in memory (one process serves the web
-    port); shared by the Suivi's login and `/api/uploads`."""
+    """Failure counts per (id, address) and per id, in memory; shared by the Suivi's login
+    and `/api/uploads`. With several nodes on one database (`share`), the other live nodes'
+    counts add to this node's (as last read, two seconds old at most): N nodes do not give
+    a guesser N times the tries. A success forgets this node's failures only."""
 
     policy: LockoutPolicy = field(default_factory=LockoutPolicy)
     clock: Callable[[], float] = time.monotonic
     _pairs: dict[Pair, _Failures] = field(default_factory=dict)
     _ids: dict[str, _Failures] = field(default_factory=dict)
+    _shared_pairs: SharedCounts | None = None
+    _shared_ids: SharedCounts | None = None
+
+    def share(self, pairs: SharedCounts, ids: SharedCounts) -> None:
+        """Count with the other nodes: `pairs` keyed by `pair_key`, `ids` by the id; each
+        asks `recount_pair` / `recount_id` when a count is due to fall."""
+        self._shared_pairs, self._shared_ids = pairs, ids
 
     def locked(self, user: str, address: str) -> bool:
-        entry = self._pairs.get((user.upper(), address))
-        return entry is not None and entry.locked_until > self.clock()
+        pair, now = (user.upper(), address), self.clock()
+        entry = self._pairs.get(pair)
+        if entry is not None and entry.locked_until > now:
+            return True
+        if self._shared_pairs is None:
+            return False
+        here = entry.live(now, self.policy.lock_seconds) if entry is not None else 0
+        return here + self._shared_pairs.other(pair_key(pair)) >= self.policy.max_failures
 
     def delay(self, user: str) -> float:
         """How long to hold the answer to the next attempt on this id, from any address."""
         entry = self._ids.get(user.upper())
-        if entry is None or self.clock() - entry.last > self.policy.lock_seconds:
+        count = entry.live(self.clock(), self.policy.lock_seconds) if entry is not None else 0
+        if self._shared_ids is not None:
+            count += self._shared_ids.other(user.upper())
+        if count == 0:
             return 0.0
-        extra = entry.count - self.policy.free_failures + 1
+        extra = count - self.policy.free_failures + 1
         return min(self.policy.max_delay, max(0, extra) * self.policy.delay_step)
 
     def failed(self, user: str, address: str) -> None:
         now, user = self.clock(), user.upper()
-        self._count(self._ids, user, now)
+        entry = self._count(self._ids, user, now)
         pair = self._count(self._pairs, (user, address), now)
-        if pair.count >= self.policy.max_failures:
+        others = self._shared_pairs.other(pair_key((user, address))) if self._shared_pairs else 0
+        if pair.count + others >= self.policy.max_failures:
             pair.locked_until = now + self.policy.lock_seconds
+        quiet = self.policy.lock_seconds
+        if self._shared_ids is not None:
+            self._shared_ids.set(user, entry.count, entry.falls_at(quiet))
+        if self._shared_pairs is not None:
+            self._shared_pairs.set(pair_key((user, address)), pair.count, pair.falls_at(quiet))
 
     def succeeded(self, user: str, address: str) -> None:
         """The owner is here: its id is no longer slowed down, its address not counted."""
-        self._pairs.pop((user.upper(), address), None)
-        self._ids.pop(user.upper(), None)
+        user = user.upper()
+        if self._pairs.pop((user, address), None) and self._shared_pairs is not None:
+            self._shared_pairs.set(pair_key((user, address)), 0)
+        if self._ids.pop(user, None) and self._shared_ids is not None:
+            self._shared_ids.set(user, 0)
+
+    def recount_pair(self, key: str) -> tuple[int, float | None]:
+        """A pair's failures here now, and when they fall next (for its shared row)."""
+        user, _, address = key.rpartition(" ")
+        return self._recount(self._pairs.get((user, address)))
+
+    def recount_id(self, key: str) -> tuple[int, float | None]:
+        return self._recount(self._ids.get(key))
+
+    def _recount(self, entry: _Failures | None) -> tuple[int, float | None]:
+        count = entry.live(self.clock(), self.policy.lock_seconds) if entry is not None else 0
+        return (count, entry.falls_at(self.policy.lock_seconds)) if entry and count else (0, None)
 
     def _count(self, table: dict[K, _Failures], key: K, now: float) -> _Failures:
         if key not in table:
@@ -234,3 +291,8 @@ class Lockout:
         stale = [k for k, v in table.items() if v.locked_until <= now]
         for key in sorted(stale, key=lambda k: table[k].last)[: len(stale) // 2 + 1]:
             del table[key]
+
+
+def pair_key(pair: Pair) -> str:
+    """The id and the address in one string (an address holds no space)."""
+    return f"{pair[0]} {pair[1]}"

@@ -41,9 +41,9 @@ def free_port() -> int:
 
 class Node:
     def __init__(self, data: Path, name: str, **env: str) -> None:
-        self.name, self.port = name, free_port()
+        self.name, self.port, self.web_port = name, free_port(), free_port()
         argv = [str(BDI), "serve", "--data", str(data), "--sftp-port", str(self.port),
-                "--web-port", "0"]  # fmt: skip
+                "--web-port", str(self.web_port)]  # fmt: skip
         environ = {**os.environ, "BDI_NODE_ID": name, **env}
         self.process = subprocess.Popen(argv, env=environ, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE)  # fmt: skip

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import cast
 
 import asyncssh
+import httpx
 import pgcluster
 import pytest
 import pytest_asyncio
 from hubkit import Party, db_rows, make_parties, password_login, prepare_data, sftp_client, until
 from sqlalchemy import select
+from test_console_support import csrf_of
 from test_nodes import Node
 
 from bdi.config import Settings, load_settings
@@ -32,7 +34,9 @@ from bdi.store.db import make_engine
 from bdi.store.models import Node as NodeRow
 from bdi.store.repo import Store
 from bdi.store.schema import upgrade_to_head
+from bdi.suivi.auth import LockoutPolicy
 from bdi.throttle import LoginThrottle
+from bdi.web import CONSOLE, SUIVI, shared_lockout
 
 ATTACKER = "203.0.113.9"
 PARTICIPANT = "COU010234"
@@ -170,6 +174,46 @@ async def test_failed_passwords_on_two_nodes_pause_the_pair(store: Store) -> Non
     assert not here.blocked(pair) and not there.blocked(pair)
 
 
+async def test_web_login_failures_on_two_nodes_lock_the_pair_at_the_total(store: Store) -> None:
+    clock, policy = Clock(), LockoutPolicy(max_failures=10, lock_seconds=900)
+    a, b = Sharing(store, "a", 20), Sharing(store, "b", 20)
+    here, there = shared_lockout(a), shared_lockout(b)
+    here.policy = there.policy = policy
+    here.clock = there.clock = clock
+    for tally in (*a.tallies.values(), *b.tallies.values()):
+        tally.clock = clock
+    for _ in range(6):
+        here.failed(PARTICIPANT, ATTACKER)
+    for _ in range(3):
+        there.failed(PARTICIPANT, ATTACKER)
+    await synced(a, b)
+    assert not there.locked(PARTICIPANT, ATTACKER)
+    assert there.delay(PARTICIPANT) == policy.max_delay  # 9 failures on the id in all
+    there.failed(PARTICIPANT, ATTACKER)  # the tenth, on node b
+    assert there.locked(PARTICIPANT, ATTACKER)
+    assert not there.locked(PARTICIPANT, "198.51.100.20")  # the owner's own address
+    await synced(a, b)
+    assert here.locked(PARTICIPANT, ATTACKER)
+    clock.now += 901  # the lock served, the failures quiet: both rows fall
+    await synced(a, b)
+    assert not here.locked(PARTICIPANT, ATTACKER) and not there.locked(PARTICIPANT, ATTACKER)
+    assert here.delay(PARTICIPANT) == there.delay(PARTICIPANT) == 0.0
+    assert await limits.others(store, "x", alive_since()) == []
+
+
+async def test_a_web_login_that_succeeds_clears_its_node_s_shared_failures(store: Store) -> None:
+    a, b = Sharing(store, "a", 20), Sharing(store, "b", 20)
+    here, there = shared_lockout(a), shared_lockout(b)
+    for _ in range(4):
+        here.failed(PARTICIPANT, ATTACKER)
+    await synced(a, b)
+    assert there.delay(PARTICIPANT) > 0
+    here.succeeded(PARTICIPANT, ATTACKER)
+    await synced(a, b)
+    assert there.delay(PARTICIPANT) == 0.0
+    assert await limits.others(store, "x", alive_since()) == []
+
+
 class Waiting:
     def abort(self) -> None:
         pass
@@ -261,6 +305,39 @@ async def test_guesses_spread_over_two_nodes_ban_the_address_at_the_total(
         await until(a_refuses, 10)  # the ban reaches the other node
         query = "SELECT score FROM ban WHERE address = '127.0.0.1'"
         assert [r[0] >= 30 for r in db_rows(settings, query)] == [True]
+
+
+@two_nodes
+async def test_web_login_failures_on_a_node_are_counted_for_the_others(
+    tmp_path: Path, parties: dict[str, Party]
+) -> None:
+    """The web port's lockouts (the Suivi's login and /api/uploads; the console's) write their
+    counts for the other nodes; what they do with them: the tests on `shared_lockout` above."""
+    async with two_serving(tmp_path, parties, BDI_DEFENDER_THRESHOLD="1000") as (settings, a, _):
+        url = f"http://127.0.0.1:{a.web_port}/api/uploads/RCOU010234_00311_000001.edi"
+        async with httpx.AsyncClient(auth=(PARTICIPANT, "guess"), timeout=30) as client:
+
+            async def answers() -> bool:
+                with contextlib.suppress(httpx.TransportError):
+                    return (await client.get(url, auth=None)).status_code == 401
+                return False
+
+            await until(answers, 30)
+            for _ in range(3):
+                assert (await client.get(url)).status_code == 401
+        console = f"http://127.0.0.1:{a.web_port}/exploitation/connexion"
+        async with httpx.AsyncClient(timeout=30) as client:
+            for _ in range(2):
+                form = {"csrf": csrf_of((await client.get(console)).text),
+                        "identifiant": "ops", "mot_de_passe": "guess"}  # fmt: skip
+                assert (await client.post(console, data=form)).status_code == 401
+
+        async def a_wrote() -> bool:
+            pair = counted(settings, "node-a", SUIVI[0], f"{PARTICIPANT} 127.0.0.1")
+            ops = counted(settings, "node-a", CONSOLE[0], "OPS 127.0.0.1")
+            return (pair, counted(settings, "node-a", SUIVI[1], PARTICIPANT), ops) == (3, 3, 2)
+
+        await until(a_wrote, 10)
 
 
 @contextlib.asynccontextmanager
