@@ -58,7 +58,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -1082,29 +1082,45 @@ async def measure(work: Path, parties: dict[str, Party], emit: Emit) -> bool:
     return target(phases[1], TARGET_ATTACK_S, emit) and quiet_ok
 
 
+@dataclass
+class Workplace:
+    folder: Path
+    homes: list[Path]  # GnuPG homes, short paths (agent sockets)
+    parties: dict[str, Party] = field(default_factory=dict)
+    passed: bool = False
+
+
+@contextlib.contextmanager
+def workplace(name: str, homes: int, keep: bool, logs: str, emit: Emit) -> Iterator[Workplace]:
+    """A run's work folder and GnuPG homes: the parties' agents stopped and the homes removed
+    at the end, the folder too unless asked to keep it or the run did not pass."""
+    place = Workplace(
+        Path(tempfile.mkdtemp(prefix=f"bdi-{name}-", dir="/tmp")),
+        [Path(tempfile.mkdtemp(prefix="g", dir="/tmp")) for _ in range(homes)],
+    )
+    try:
+        yield place
+    finally:
+        for party in place.parties.values():
+            party.pgp.stop_agent()
+        for home in place.homes:
+            shutil.rmtree(home, ignore_errors=True)
+        if keep or not place.passed:
+            emit(f"work folder kept ({logs}): {place.folder}")
+        else:
+            shutil.rmtree(place.folder, ignore_errors=True)
+
+
 def run(emit: Emit, keep: bool = False) -> bool:
     if not BDI.exists():
         raise RuntimeError(f"{BDI} not found: run with the project's venv python")
     emit(f"open files limit of this process: {raise_open_files()}")
-    work = Path(tempfile.mkdtemp(prefix="bdi-attack-", dir="/tmp"))
-    parties: dict[str, Party] = {}
-    homes: list[Path] = []
-    passed = False
-    try:
-        for edi_id in participant_ids():
-            homes.append(Path(tempfile.mkdtemp(prefix="g", dir="/tmp")))  # short: agent socket
-            parties[edi_id] = make_party(edi_id, homes[-1])
-        passed = asyncio.run(measure(work, parties, emit))
-        return passed
-    finally:
-        for party in parties.values():
-            party.pgp.stop_agent()
-        for home in homes:
-            shutil.rmtree(home, ignore_errors=True)
-        if keep or not passed:
-            emit(f"work folder kept (hub.log, attacker.log): {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    ids = participant_ids()
+    with workplace("attack", len(ids), keep, "hub.log, attacker.log", emit) as place:
+        for edi_id, home in zip(ids, place.homes, strict=True):
+            place.parties[edi_id] = make_party(edi_id, home)
+        place.passed = asyncio.run(measure(place.folder, place.parties, emit))
+        return place.passed
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,10 +51,8 @@ import json
 import os
 import re
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections import Counter
@@ -80,6 +78,7 @@ from attack import (
     spread,
     warm_up,
     why,
+    workplace,
 )
 from hub_bench import small_files
 from soak import Hub, free_port, kill_agent, prepare
@@ -88,6 +87,7 @@ from soak_support import Party, make_party
 from bdi.admin.passwords import hash_password, verify_password
 from bdi.admin.registry import register
 from bdi.config import load_settings
+from bdi.crypto import OpenPGP
 from bdi.datadir import open_hub
 from bdi.routing.layout import default_layout
 
@@ -266,8 +266,20 @@ class Member:
     address: str
 
 
-async def register_crowd(data: Path, crowd_key: str) -> list[Member]:
-    """PARTICIPANTS brokers, each with its issued password and an SSH key of its own."""
+def openpgp_keys(home: Path, count: int) -> list[str]:
+    """`count` public OpenPGP keys (the hub refuses a key registered for another participant;
+    the crowd never uploads, so their private halves stay here)."""
+    pgp = OpenPGP(home)
+    try:
+        uids = (f"{CROWD_ID.format(n)} <crowd{n}@example.test>" for n in range(count))
+        return [pgp.export_public(pgp.generate_key(uid)) for uid in uids]
+    finally:
+        pgp.stop_agent()
+
+
+async def register_crowd(data: Path, crowd_keys: Sequence[str]) -> list[Member]:
+    """PARTICIPANTS brokers, each with its issued password, an SSH key and an OpenPGP key of
+    its own."""
     hub = await open_hub(load_settings(None, data=data))
     members = []
     try:
@@ -277,7 +289,7 @@ async def register_crowd(data: Path, crowd_key: str) -> list[Member]:
             public = key.export_public_key().decode()
             registered = await register(
                 hub.store, hub.pgp, hub.mailboxes, default_layout(), edi_id=edi_id,
-                name=f"Foule {index}", email="", pgp_key=crowd_key, role=None,
+                name=f"Foule {index}", email="", pgp_key=crowd_keys[index], role=None,
                 ssh_keys=[public], now=datetime.now(UTC),
             )  # fmt: skip
             private = key.export_private_key().decode()
@@ -530,11 +542,13 @@ def environment(**values: str) -> Any:
                 os.environ[k] = v
 
 
-async def measure(work: Path, parties: dict[str, Party], crowd_key: str, emit: Emit) -> bool:
+async def measure(
+    work: Path, parties: dict[str, Party], crowd_keys: Sequence[str], emit: Emit
+) -> bool:
     data = work / "data"
     started = time.monotonic()
     hub_fpr = prepare(BDI, data, parties, work)
-    members = await register_crowd(data, crowd_key)
+    members = await register_crowd(data, crowd_keys)
     plain = small_files(WARM_UPS + CANARY_FILES)
     sealed = seal_many([(parties[CANARY], p) for _, p in plain], hub_fpr)
     uploads = [(name, s) for (name, _), s in zip(plain, sealed, strict=True)]
@@ -574,27 +588,12 @@ def run(emit: Emit, keep: bool = False) -> bool:
     if not BDI.exists():
         raise RuntimeError(f"{BDI} not found: run with the project's venv python")
     emit(f"open files limit of this process: {raise_open_files()}")
-    work = Path(tempfile.mkdtemp(prefix="bdi-crowd-", dir="/tmp"))
-    homes = [Path(tempfile.mkdtemp(prefix="g", dir="/tmp")) for _ in range(3)]  # short: agents
-    parties: dict[str, Party] = {}
-    passed = False
-    try:
-        for edi_id, home in zip((CANARY, CANARY_TO), homes, strict=False):
-            parties[edi_id] = make_party(edi_id, home)
-        crowd = make_party(CROWD_ID.format(0), homes[2])
-        crowd_key = crowd.pgp.export_public(crowd.fingerprint)
-        crowd.pgp.stop_agent()
-        passed = asyncio.run(measure(work, parties, crowd_key, emit))
-        return passed
-    finally:
-        for party in parties.values():
-            party.pgp.stop_agent()
-        for home in homes:
-            shutil.rmtree(home, ignore_errors=True)
-        if keep or not passed:
-            emit(f"work folder kept (hub.log, clients.log): {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    with workplace("crowd", 3, keep, "hub.log, clients.log", emit) as place:
+        for edi_id, home in zip((CANARY, CANARY_TO), place.homes, strict=False):
+            place.parties[edi_id] = make_party(edi_id, home)
+        crowd_keys = openpgp_keys(place.homes[2], PARTICIPANTS)
+        place.passed = asyncio.run(measure(place.folder, place.parties, crowd_keys, emit))
+        return place.passed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
