@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -216,3 +216,65 @@ async def test_sigkill_loses_and_duplicates_nothing(
     folder = settings.data / "contents"
     files = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
     assert files == sorted(path for _, path, _ in movements if path)
+
+
+def many_flows(flows: int) -> bytes:
+    """The good sample's section with its flow repeated: a streamed upload of `flows` flows."""
+    [section] = parse_file(GOOD)
+    return write_file([replace(section, records=section.records * flows)])
+
+
+async def job_state(
+    settings: Settings, name: str, wanted: str, stored: Callable[[list[int]], bool] = bool
+) -> list[int]:
+    """Wait for the upload's job to reach `wanted` with its movements' flow rows stored so
+    far passing `stored` (polled: the server is another process); those rows."""
+    query = "SELECT state FROM job WHERE upload_name = :n"
+    async with asyncio.timeout(120):
+        while True:
+            rows = flow_rows(settings, name)
+            if [r[0] for r in db_rows(settings, query, n=name)] == [wanted] and stored(rows):
+                return rows
+            await asyncio.sleep(0.005)
+
+
+def flow_rows(settings: Settings, name: str) -> list[int]:
+    query = (
+        "SELECT count(o.id) FROM movement m LEFT JOIN flowoccurrence o ON o.movement_id = m.id"
+        " WHERE m.file_name = :n GROUP BY m.id"
+    )
+    return [int(row[0]) for row in db_rows(settings, query, n=name)]
+
+
+@pytest.mark.slow
+async def test_a_streamed_upload_killed_while_read_then_while_its_flows_are_stored(
+    tmp_path: Path, parties: dict[str, Party]
+) -> None:
+    """SIGKILL while a big upload is read (its job `received`), then again while its flows
+    are stored (`planned`, some of its flow rows in: the job resumed stores them again):
+    after each restart the job goes on, and in the end the recipient has the delivery once
+    and the Suivi each flow once."""
+    settings = load_settings(None, data=tmp_path / "data", sftp_port=free_port())
+    await prepare_data(settings, parties)
+    me, flows, name = parties[SENDER], 20_000, "RCOU010234_00311_777001.edi"
+    hub_fpr = (settings.data / "hub-fingerprint").read_text().strip()
+    (tmp_path / "plain").write_bytes(many_flows(flows))
+    me.pgp.sign_encrypt(tmp_path / "plain", tmp_path / "sealed", hub_fpr, me.fingerprint)
+    server = Server(settings)
+    server.start()
+    try:
+        await listening(settings.sftp_port)
+        await upload_once(settings, me, name, (tmp_path / "sealed").read_bytes())
+        assert await job_state(settings, name, "received", lambda rows: True) == []  # no plan
+        server.kill()
+        server.start()
+        stored = await job_state(settings, name, "planned", lambda rows: sum(rows) > 0)
+        server.kill()
+        server.start()
+        await job_state(settings, name, "done", lambda rows: True)
+    finally:
+        server.stop()
+    assert server.kills == 2 and len(stored) == 1 and 0 < stored[0] < flows  # caught mid-way
+    assert flow_rows(settings, name) == [flows]  # one movement, each flow once
+    assert inbox_names(settings, RECIPIENT) == [name]  # placed once, under its own name
+    assert inbox_names(settings, SENDER) == []
