@@ -1,6 +1,7 @@
 """Limits that hold across the nodes of one database (issue 17; HUB.md, "Limits that protect
 the market"): the defender's score per address, the failed passwords per user and address,
-the connections waiting for their login per address, the sessions per participant.
+the connections waiting for their login per address, the sessions per participant, the failed
+web logins per id and address and per id (`bdi.web.shared_lockout`).
 
 Each node counts its own in memory, as a lone node does, and decides with its own count plus
 the other live nodes', as last read: a login costs no round trip to the database. Every
