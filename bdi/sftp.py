@@ -16,6 +16,9 @@ from typing import TypeVar
 import asyncssh
 import structlog
 from asyncssh import SFTPAttrs, SFTPName
+from asyncssh.constants import FXP_WRITE
+from asyncssh.packet import SSHPacket, String, UInt64
+from asyncssh.sftp import SFTPServerHandler
 
 from bdi.mailbox.view import (
     BadName,
@@ -111,12 +114,38 @@ def _open_attrs(file_obj: object) -> SFTPAttrs:
     return SFTPAttrs.from_local(os.fstat(file_obj.fd))
 
 
+_Handler = Callable[[SFTPServerHandler, SSHPacket], Awaitable[object]]
+_TRAILER_TOLERATED = "_bdi_tolerates_write_trailers"
+
+
+def tolerate_write_trailers() -> None:
+    """Have asyncssh's SFTP server ignore bytes past a WRITE request's data, as OpenSSH's
+    sftp-server does: rclone (its SFTP library) sends the last, short write of a file with
+    more bytes after the data, and asyncssh refused that write (bad message),
+    so that rclone's close took in a truncated upload, and its retries others (HUB.md: rclone
+    with its defaults, one command, one upload). The data itself is read by its length, as
+    before; only what follows it is dropped. asyncssh keeps its request handlers in one
+    table for every server of the process: the hub's are its only ones."""
+    table: dict[object, _Handler] = getattr(SFTPServerHandler, "_packet_handlers")  # noqa: B009
+    strict = table[FXP_WRITE]
+    if getattr(strict, _TRAILER_TOLERATED, False):
+        return
+
+    async def write(handler: SFTPServerHandler, packet: SSHPacket) -> object:
+        handle, offset, data = packet.get_string(), packet.get_uint64(), packet.get_string()
+        return await strict(handler, SSHPacket(String(handle) + UInt64(offset) + String(data)))
+
+    setattr(write, _TRAILER_TOLERATED, True)
+    table[FXP_WRITE] = write
+
+
 class HubSFTPServer(asyncssh.SFTPServer):
     """One SFTP session of one participant."""
 
     def __init__(self, chan: asyncssh.SSHServerChannel[bytes], view: MailboxView) -> None:
         super().__init__(chan)
         self.view = view
+        tolerate_write_trailers()  # before the session's first request
 
     def _run(self, op: str, call: Callable[[], Awaitable[T]]) -> Awaitable[T]:
         return _mapped(call, op, self.view.participant)

@@ -183,6 +183,23 @@ async def test_rclone_copy(desk: Desk) -> None:
     await delivered_once(desk.hub, name)
 
 
+async def test_rclone_copies_a_file_whose_last_write_is_short_once_and_whole(desk: Desk) -> None:
+    """rclone (its SFTP library) sends the last WRITE of a file with bytes past its data, as
+    OpenSSH's sftp-server ignores: a file of 100 000 bytes (not a multiple of its 32 KiB
+    writes) is taken in once, whole (here not OpenPGP: one .log answers it)."""
+    needs("rclone")
+    name = "RCOU010234_00311_000509.edi"
+    (desk.folder / name).write_bytes(os.urandom(100_000))
+    await rclone_remote(desk)
+    await desk.run("rclone", "copyto", name, f"hub:/outbox/{name}")
+    await desk.hub.settled()
+    async with desk.hub.server.hub.store.session() as s:
+        sizes = (await s.exec(select(Job.size).where(col(Job.upload_name) == name))).all()
+    assert list(sizes) == [100_000]
+    logs = [n for n in await desk.hub.inbox(SENDER) if name.removesuffix(".edi") in n]
+    assert len(logs) == 1, logs
+
+
 def lftp_script(desk: Desk, *commands: str) -> str:
     """lftp's own `ssh` only told where the hub's host key is, then the commands."""
     ssh = f"ssh -a -x -o UserKnownHostsFile={desk.known_hosts} -o PubkeyAuthentication=no"
