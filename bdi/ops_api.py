@@ -1,6 +1,8 @@
 """The operators' probes on the web port: `/healthz` (the process answers), `/readyz` (it can
 do its work: JSON naming the check that failed, 503) and `/metrics` (Prometheus text, behind
-the admin token or the metrics token)."""
+the admin token or the metrics token). A wrong token there is a failed login like one on
+/api/admin: it is told to the defender (HUB.md, "any HTTP API"), and the web port's ban gate
+refuses a banned address here as on every other route."""
 
 from __future__ import annotations
 
@@ -9,20 +11,27 @@ import hmac
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bdi.admin.api import token_ok
+from bdi.admin.api import FailureHook, token_ok
 from bdi.hub import Hub
 from bdi.metrics import State
 from bdi.probes import readiness
 
+log = structlog.get_logger("bdi.ops_api")
 StateReader = Callable[[], Awaitable[State]]
 
 
-def ops_routes(hub: Hub, read_state: StateReader, token_file: Path) -> list[Route]:
+def ops_routes(
+    hub: Hub, read_state: StateReader, token_file: Path, on_failure: FailureHook | None = None
+) -> list[Route]:
+    """The probes; `on_failure` is told the address of each wrong token offered (the hub's
+    defender), as the admin API's is."""
+
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -41,6 +50,10 @@ def ops_routes(hub: Hub, read_state: StateReader, token_file: Path) -> list[Rout
         if not (
             token_ok(header, token_file) or _metrics_token_ok(header, hub.settings.metrics_token)
         ):
+            if header and on_failure is not None:  # a token offered, and wrong: a guess
+                address = request.client.host if request.client else ""
+                log.info("ops_api.token_refused", address=address, path=request.url.path)
+                on_failure(address)
             return JSONResponse({"error": "missing or wrong token"}, 401,
                                 headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         hub.metrics.refresh(await read_state())

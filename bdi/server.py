@@ -20,7 +20,7 @@ from bdi import probes
 from bdi.cluster import Cluster
 from bdi.config import Settings
 from bdi.datadir import hub_key_file, open_hub, serve_lock, token_hash_file, web_secret
-from bdi.defender import DefenderPolicy, defender_running
+from bdi.defender import DefenderPolicy, Event, defender_running
 from bdi.hub import Hub, utcnow
 from bdi.mailbox.quota import Quota
 from bdi.mailbox.stored import StoredInbox
@@ -196,7 +196,10 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         async def read_state() -> State:
             return await probes.state(hub, pipeline, sessions, len(defender.banned()))
 
-        routes = ops_routes(hub, read_state, token_hash_file(settings))
+        routes = ops_routes(  # a wrong token on /metrics is a guess, as on /api/admin
+            hub, read_state, token_hash_file(settings),
+            on_failure=lambda address: defender.record(address, Event.ADMIN_BEARER),
+        )  # fmt: skip
         web_port = await stack.enter_async_context(
             web_server(hub, web_secret(settings), defender, routes, sharing)
         )
