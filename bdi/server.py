@@ -15,6 +15,8 @@ from functools import partial
 
 import asyncssh
 import structlog
+from asyncssh.kex import get_kex_algs
+from asyncssh.mac import get_mac_algs
 
 from bdi import probes
 from bdi.cluster import Cluster
@@ -210,6 +212,44 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         yield server
 
 
+# OpenSSH 9.2p1's default server lists (myproposal.h; sshd_config(5) KexAlgorithms, MACs), as
+# HUB.md promises ("Uploading"): asyncssh's own defaults add SHA-1 group14, rsa2048-sha256,
+# curve448, group15/17, secp256k1 and @ssh.com MACs. The ciphers are settings.ssh_ciphers.
+OPENSSH_KEX = (
+    "sntrup761x25519-sha512@openssh.com",
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+    "ecdh-sha2-nistp256",
+    "ecdh-sha2-nistp384",
+    "ecdh-sha2-nistp521",
+    "diffie-hellman-group-exchange-sha256",
+    "diffie-hellman-group16-sha512",
+    "diffie-hellman-group18-sha512",
+    "diffie-hellman-group14-sha256",
+)
+OPENSSH_MACS = (
+    "umac-64-etm@openssh.com",
+    "umac-128-etm@openssh.com",
+    "hmac-sha2-256-etm@openssh.com",
+    "hmac-sha2-512-etm@openssh.com",
+    "hmac-sha1-etm@openssh.com",
+    "umac-64@openssh.com",
+    "umac-128@openssh.com",
+    "hmac-sha2-256",
+    "hmac-sha2-512",
+    "hmac-sha1",
+)
+
+
+def _supported(names: tuple[str, ...], known: list[bytes]) -> list[str]:
+    """`names`, in order, less those this asyncssh lacks (sntrup761 needs liboqs)."""
+    return [name for name in names if name.encode() in known]
+
+
+SSH_KEX_ALGS = _supported(OPENSSH_KEX, get_kex_algs())
+SSH_MAC_ALGS = _supported(OPENSSH_MACS, get_mac_algs())
+
+
 async def _listen(
     doors: Doors, sftp: Callable[[asyncssh.SSHServerChannel[bytes]], HubSFTPServer]
 ) -> asyncssh.SSHAcceptor:
@@ -222,6 +262,8 @@ async def _listen(
         sftp_factory=sftp,
         allow_scp=False,
         encryption_algs=list(settings.ssh_ciphers),  # AES-GCM first: +40 % small files
+        kex_algs=SSH_KEX_ALGS,
+        mac_algs=SSH_MAC_ALGS,  # the host key algorithms: those of its key (ssh-ed25519)
         login_timeout=settings.login_grace_s,
         agent_forwarding=False,
         x11_forwarding=False,
