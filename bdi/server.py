@@ -213,9 +213,11 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
 
 
 # OpenSSH 9.2p1's default server lists (myproposal.h; sshd_config(5) KexAlgorithms, MACs), as
-# HUB.md promises ("Uploading"): asyncssh's own defaults add SHA-1 group14, rsa2048-sha256,
+# HUB.md promises ("Uploading"), led by the post-quantum mlkem768x25519-sha256 that OpenSSH
+# offers first since 9.9: asyncssh's own defaults add SHA-1 group14, rsa2048-sha256,
 # curve448, group15/17, secp256k1 and @ssh.com MACs. The ciphers are settings.ssh_ciphers.
 OPENSSH_KEX = (
+    "mlkem768x25519-sha256",
     "sntrup761x25519-sha512@openssh.com",
     "curve25519-sha256",
     "curve25519-sha256@libssh.org",

@@ -1,8 +1,9 @@
 """The SSH algorithms a real hub offers are OpenSSH's defaults (HUB.md, "Uploading"): its
 KEXINIT, read off the wire, lists OpenSSH 9.2p1's default key exchanges and MACs (less what
-asyncssh lacks), the configured ciphers in their order and its ed25519 host key; each of them
-negotiates, asyncssh's extras (SHA-1 group14, curve448, @ssh.com MACs…) are refused, and
-OpenSSH's `ssh` forcing SHA-1 group14 is refused while `sftp` with its defaults connects."""
+asyncssh lacks; mlkem768x25519-sha256 first, as OpenSSH >= 9.9), the configured ciphers in
+their order and its ed25519 host key; each of them negotiates, asyncssh's extras (SHA-1
+group14, curve448, @ssh.com MACs…) are refused, and OpenSSH's `ssh` forcing SHA-1 group14 is
+refused while `sftp` with its defaults connects."""
 
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 SENDER = "COU010234"
 TIMEOUT = 30
-# OpenSSH 9.2p1's defaults (myproposal.h: KEX_SERVER_KEX, KEX_SERVER_MAC)
+# OpenSSH 9.2p1's defaults (myproposal.h: KEX_SERVER_KEX, KEX_SERVER_MAC), led by the
+# post-quantum key exchange OpenSSH offers first since 9.9
 OPENSSH_9_2_KEX = [
+    "mlkem768x25519-sha256",
     "sntrup761x25519-sha512@openssh.com", "curve25519-sha256", "curve25519-sha256@libssh.org",
     "ecdh-sha2-nistp256", "ecdh-sha2-nistp384", "ecdh-sha2-nistp521",
     "diffie-hellman-group-exchange-sha256", "diffie-hellman-group16-sha512",
@@ -105,7 +108,7 @@ def supported(names: list[str], known: list[bytes]) -> list[str]:
 async def test_the_hub_offers_openssh_defaults(hub: HubUnderTest) -> None:
     offer = await server_offer(hub.port)
     assert offer.kex == SSH_KEX_ALGS == supported(OPENSSH_9_2_KEX, get_kex_algs())
-    assert offer.kex[0] in ("sntrup761x25519-sha512@openssh.com", "curve25519-sha256")
+    assert offer.kex[0] == "mlkem768x25519-sha256"  # post-quantum first, as OpenSSH >= 9.9
     assert offer.macs == SSH_MAC_ALGS == OPENSSH_9_2_MACS  # asyncssh has every one
     assert offer.ciphers == list(hub.settings.ssh_ciphers)  # AES-GCM first, as configured
     assert offer.host_keys == ["ssh-ed25519"]
