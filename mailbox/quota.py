@@ -59,7 +59,8 @@ class Quota:
         return True
 
     def release(self, participant: str, size: int) -> None:
-        """The participant removed `size` bytes: room again at once."""
+        """`size` bytes of the participant's are gone (a file removed, an upload discarded):
+        room again at once, not only when the mailbox is measured again."""
         measure = self._measures.get(participant)
         if measure is not None:
             measure.used = max(0, measure.used - size)

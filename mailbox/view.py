@@ -16,6 +16,12 @@ spool, injected), so the mailbox room never imports the pipeline.
 Ordinary clients work with their default settings (HUB.md, "Uploading"): a name taken in
 still answers `stat` and `setstat` for a while (`RecentUploads`), and a temporary upload is
 written in place under its name, so that a client can resume it after a cut.
+
+A handle whose write failed is dead: its upload is discarded at once (its bytes no longer
+count against the quota) and its later writes and its close fail with the same error, so
+that no client reads OK for bytes that went nowhere. A handle on a temporary upload dies too
+when the file leaves its name through another handle (taken in, renamed, removed): nothing
+changes an upload once taken in (`OpenTemporaries`).
 """
 
 from __future__ import annotations
@@ -26,11 +32,14 @@ import posixpath
 import stat
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import Protocol
+
+import structlog
 
 from bdi.mailbox.quota import Quota
 from bdi.mailbox.storage import Mailboxes
@@ -44,6 +53,7 @@ ROOT, KEY, OUTBOX, INBOX = "", "hub-public-key.asc", "outbox", "inbox"
 MAX_NAME_BYTES = 255  # what a file system takes: a longer name could never be a file
 RECENT_S = 600.0  # how long a name taken in still answers stat and setstat
 RECENT_PER_PARTICIPANT = 256  # names remembered per participant, the newest ones
+log = structlog.get_logger("bdi.mailbox")
 
 
 def is_temporary(name: str) -> bool:
@@ -79,6 +89,14 @@ class TooManyOpen(ViewError):
 
 class BadName(ViewError):
     pass
+
+
+class Detached(ViewError):
+    """The temporary upload a handle writes left its name through another handle."""
+
+
+class Busy(ViewError):
+    """The temporary upload is being taken in: it cannot be opened, renamed nor removed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +145,10 @@ class UploadHandle:
     file, or the temporary upload itself under its name (`temporary`: resumable).
 
     Opened for append (`append`), every write goes to the current end, whatever its offset:
-    that is how a client resumes an upload it opened again."""
+    that is how a client resumes an upload it opened again.
+
+    `error`: why the handle is dead (its upload discarded, or its file gone from its name);
+    kept without traceback, raised anew at each later write and at the close."""
 
     name: str
     path: Path
@@ -135,12 +156,19 @@ class UploadHandle:
     buffer: bytearray | None = None
     budget: MemoryBudget | None = None
     size: int = 0
-    failed: bool = False
+    error: Exception | None = None
     append: bool = False
     temporary: bool = False
 
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
     def at(self, offset: int) -> int:
-        """Where a write asked at `offset` lands."""
+        """Where a write asked at `offset` lands: for append, at the file's end, wherever
+        another handle on it (same session or not) took it."""
+        if self.append and self.fd >= 0:
+            self.size = os.fstat(self.fd).st_size
         return self.size if self.append else offset
 
     def write(self, offset: int, data: bytes) -> None:
@@ -189,11 +217,64 @@ class UploadHandle:
             os.close(self.fd)
             self.fd = -1
 
-    def discard(self) -> None:
+    def discard(self) -> int:
+        """Remove what the upload holds; the bytes freed."""
+        freed = len(self.buffer) if self.buffer is not None else 0
         if self.fd >= 0:
+            freed = os.fstat(self.fd).st_size  # another handle may have written further
             self.close_file()
             self.path.unlink(missing_ok=True)
         self._release()
+        return freed
+
+    def detach(self, error: ViewError) -> None:
+        """Its file left its name (taken in, renamed, removed): the handle lets it be."""
+        self.error = error
+        self.close_file()
+        self._release()
+
+
+class OpenTemporaries:
+    """The handles writing each temporary upload, all sessions together (a temporary upload
+    is in place under its name: its path is the key), and the ones being taken in.
+
+    When the file leaves its name through one handle or session, the other handles on it are
+    detached: else their writes would still reach the file, in the spool once taken in."""
+
+    def __init__(self) -> None:
+        self._handles: dict[Path, list[UploadHandle]] = {}
+        self._taking: set[Path] = set()
+
+    def add(self, handle: UploadHandle) -> None:
+        self._handles.setdefault(handle.path, []).append(handle)
+
+    def forget(self, handle: UploadHandle) -> None:
+        handles = self._handles.get(handle.path, [])
+        self._handles[handle.path] = [h for h in handles if h is not handle]
+        if not self._handles[handle.path]:
+            del self._handles[handle.path]
+
+    def detach(self, path: Path, error: ViewError) -> int:
+        """How many handles were on `path`."""
+        handles = self._handles.pop(path, [])
+        for handle in handles:
+            handle.detach(error)
+        return len(handles)
+
+    def check(self, path: Path) -> None:
+        if path in self._taking:
+            raise Busy("fichier en cours de prise en charge")
+
+    @contextmanager
+    def taking_in(self, path: Path) -> Iterator[None]:
+        """While the file at `path` is moved to the spool (in a thread), no handle may
+        reach it under its name."""
+        self.check(path)
+        self._taking.add(path)
+        try:
+            yield
+        finally:
+            self._taking.discard(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +287,8 @@ class Recent:
 
 
 class RecentUploads:
-    """The names each participant's uploads were taken in under lately, with size and time.
+    """What the sessions share of the participants' uploads: the names they were taken in
+    under lately, with size and time, and the temporary uploads open for writing (`writing`).
 
     Clients check an upload just made although its name has left the outbox (paramiko's put
     stats it, rclone and WinSCP set its times): for `keep_s` it still answers. Per
@@ -220,6 +302,7 @@ class RecentUploads:
     ) -> None:
         self.clock, self.keep_s, self.bound = clock, keep_s, bound
         self._names: dict[str, OrderedDict[str, Recent]] = {}
+        self.writing = OpenTemporaries()
 
     def add(self, participant: str, name: str, size: int) -> None:
         now = self.clock()
@@ -327,6 +410,11 @@ class MailboxView:
         folder = self.mailboxes.inbox if place.area == INBOX else self.mailboxes.outbox
         return folder(self.participant) / place.name
 
+    @property
+    def writing(self) -> OpenTemporaries:
+        """Shared by all sessions (held by `recent`): a file is written from any of them."""
+        return self.recent.writing
+
     # -- listing and attributes ---------------------------------------------------------
     async def entries(self, place: Place) -> list[Entry]:
         if place.name is not None or place.area == KEY:
@@ -412,66 +500,116 @@ class MailboxView:
         if place.area != OUTBOX or place.name is None:
             raise Denied("dépôt dans /outbox/ seulement")
         if is_temporary(place.name):
-            return _open_temporary(self._file(place), place.name, truncate, append)
+            self.writing.check(self._file(place))
+            handle = _open_temporary(self._file(place), place.name, truncate, append)
+            self.writing.add(handle)
+            return handle
         path = self.mailboxes.new_upload(self.participant)
         return UploadHandle(place.name, path, buffer=bytearray(), budget=self.budget, append=append)
 
     def write(self, handle: UploadHandle, offset: int, data: bytes) -> None:
+        """A write that fails discards the upload (too large, over the quota, or a hole in
+        it): the handle is dead, its later writes fail alike."""
+        if handle.error is not None:
+            raise _again(handle.error)
         end = handle.at(offset) + len(data)
         if end > self.max_upload:
-            handle.failed = True
-            raise TooLarge(f"fichier plus grand que le maximum de {self.max_upload} octets")
+            too_large = f"fichier plus grand que le maximum de {self.max_upload} octets"
+            raise self._fail(handle, TooLarge(too_large))
         grows = end - handle.size
         if grows > 0 and self.quota is not None and not self.quota.take(self.participant, grows):
-            handle.failed = True
-            raise OverQuota("quota dépassé")
+            raise self._fail(handle, OverQuota("quota dépassé"))
         try:
             handle.write(offset, data)
-        except OSError:
-            handle.failed = True  # a hole in the upload: its close takes nothing in
+        except OSError as exc:
+            if grows > 0 and self.quota is not None:
+                self.quota.release(self.participant, grows)
+            self._fail(handle, exc)
             raise
 
-    async def close_upload(self, handle: UploadHandle) -> None:
-        """Take the upload in; if that fails, nothing of it is left (the client sends it again)."""
-        if handle.failed:
-            handle.discard()
-            return
+    def _fail(self, handle: UploadHandle, error: Exception) -> Exception:
+        """Kill the handle with `error` (returned, to be raised)."""
+        handle.error = _again(error)
+        freed = self._discard(handle)
+        log.info("upload.discarded", participant=self.participant, file=handle.name,
+                 reason=str(error), freed=freed)  # fmt: skip
+        return error
+
+    def _discard(self, handle: UploadHandle) -> int:
+        """Nothing of the upload is left, and its bytes count no more against the quota
+        (not only when it is measured again); the other handles on its file lose it too.
+        The bytes freed."""
         if handle.temporary:
+            self.writing.forget(handle)
+            self._detach(handle.path, "fichier supprimé entre-temps")
+        freed = handle.discard()
+        if self.quota is not None:
+            self.quota.release(self.participant, freed)
+        return freed
+
+    def _detach(self, path: Path, why: str) -> None:
+        """The temporary upload at `path` leaves its name: the handles on it die."""
+        if handles := self.writing.detach(path, Detached(why)):
+            log.info("upload.detached", participant=self.participant, file=path.name,
+                     handles=handles, reason=why)  # fmt: skip
+
+    async def close_upload(self, handle: UploadHandle) -> None:
+        """Take the upload in; if that fails, nothing of it is left (the client sends it
+        again). A dead handle's close fails as its writes did: nothing is taken in."""
+        if handle.error is not None:
+            raise _again(handle.error)
+        if handle.temporary:
+            self.writing.forget(handle)
             handle.close_file()
             return
-        if handle.buffer is not None:
-            data = handle.take_buffer()
-            await self.spool.take_in_bytes(self.participant, data, handle.name)
-        else:
-            handle.close_file()
-            try:
-                await self.spool.take_in(self.participant, handle.path, handle.name)
-            finally:
-                handle.path.unlink(missing_ok=True)  # moved away if it was taken in
+        try:
+            if handle.buffer is not None:
+                data = handle.take_buffer()
+                await self.spool.take_in_bytes(self.participant, data, handle.name)
+            else:
+                handle.close_file()
+                try:
+                    await self.spool.take_in(self.participant, handle.path, handle.name)
+                finally:
+                    handle.path.unlink(missing_ok=True)  # moved away if it was taken in
+        except Exception:
+            if self.quota is not None:
+                self.quota.release(self.participant, handle.size)
+            raise
         self.recent.add(self.participant, handle.name, handle.size)
 
     def abandon_upload(self, handle: UploadHandle) -> None:
         """The session ended before the client closed the upload: it was never acknowledged,
         so it is not taken in (the client sends it again). A temporary upload stays as far
         as it was written, for the client to resume."""
-        if handle.temporary and not handle.failed:
+        if handle.error is not None:
+            return  # discarded, or its file gone, already
+        if handle.temporary:
+            self.writing.forget(handle)
             handle.close_file()
         else:
-            handle.discard()
+            self._discard(handle)
 
     async def rename(self, old: Place, new: Place) -> None:
         """To a temporary name: a plain rename. To any other name: the upload is taken in;
         if that fails, the temporary upload is left as it was."""
         if old.area != OUTBOX or new.area != OUTBOX or not old.name or not new.name:
             raise Denied("seuls les dépôts de /outbox/ se renomment")
-        source = self._file(old)
+        source, target = self._file(old), self._file(new)
         if not source.is_file():
             raise NotFound("introuvable")
         if is_temporary(new.name):
-            source.replace(self._file(new))
+            self.writing.check(source)
+            self.writing.check(target)
+            self._detach(source, "fichier renommé entre-temps")
+            self._detach(target, "fichier remplacé entre-temps")
+            source.replace(target)
             return
         size = source.stat().st_size
-        await self.spool.take_in(self.participant, source, new.name)
+        self.writing.check(source)
+        self._detach(source, "fichier pris en charge entre-temps")
+        with self.writing.taking_in(source):
+            await self.spool.take_in(self.participant, source, new.name)
         self.recent.add(self.participant, new.name, size)
 
     async def remove(self, place: Place) -> None:
@@ -484,6 +622,9 @@ class MailboxView:
     async def _remove(self, place: Place, name: str) -> int:
         """The size of the file removed."""
         path = self._file(place)
+        if place.area == OUTBOX:
+            self.writing.check(path)
+            self._detach(path, "fichier supprimé entre-temps")
         try:
             size = path.stat().st_size
             path.unlink()
@@ -527,6 +668,11 @@ def _open_temporary(path: Path, name: str, truncate: bool, append: bool) -> Uplo
     fd = os.open(path, flags, 0o600)
     size = os.fstat(fd).st_size
     return UploadHandle(name, path, fd=fd, size=size, append=append, temporary=True)
+
+
+def _again(error: Exception) -> Exception:
+    """A copy of `error`, without its traceback (nor the frames and bytes it holds)."""
+    return type(error)(*error.args)
 
 
 def _client_name(area: str, name: str) -> bool:

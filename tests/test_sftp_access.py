@@ -564,23 +564,26 @@ async def test_an_upload_over_the_maximum_is_refused_by_the_sftp_layer(
     outbox_dir = hub.settings.mailboxes / ATTACKER / "outbox"
     on_disk = {p.name for p in outbox_dir.iterdir()}
 
-    # one write past the maximum
+    # one write past the maximum (the handle is dead: its close fails alike)
     name = "RCOU010234_00311_000201.edi"
-    async with mallory.open(f"/outbox/{name}", "wb") as f:
-        with pytest.raises(asyncssh.SFTPFailure, match="maximum"):
-            await f.write(os.urandom(MAX_UPLOAD + 1))
+    with pytest.raises(asyncssh.SFTPFailure, match="maximum"):
+        async with mallory.open(f"/outbox/{name}", "wb") as f:
+            with pytest.raises(asyncssh.SFTPFailure, match="maximum"):
+                await f.write(os.urandom(MAX_UPLOAD + 1))
 
     # writes up to the maximum are fine; the one that crosses it fails
     name2 = "RCOU010234_00311_000202.edi"
-    async with mallory.open(f"/outbox/{name2}", "wb") as f:
-        await f.write(b"x" * (MAX_UPLOAD - 10), 0)
-        with pytest.raises(asyncssh.SFTPFailure, match="maximum"):
-            await f.write(b"y" * 11, MAX_UPLOAD - 10)
+    with pytest.raises(asyncssh.SFTPFailure, match="maximum"):
+        async with mallory.open(f"/outbox/{name2}", "wb") as f:
+            await f.write(b"x" * (MAX_UPLOAD - 10), 0)
+            with pytest.raises(asyncssh.SFTPFailure, match="maximum"):
+                await f.write(b"y" * 11, MAX_UPLOAD - 10)
 
     # a sparse write far beyond the maximum, and a temporary name, are refused just the same
-    async with mallory.open(f"/outbox/{name}.part", "wb") as f:
-        with pytest.raises(asyncssh.SFTPFailure, match="maximum"):
-            await f.write(b"z", 1 << 40)
+    with pytest.raises(asyncssh.SFTPFailure, match="maximum"):
+        async with mallory.open(f"/outbox/{name}.part", "wb") as f:
+            with pytest.raises(asyncssh.SFTPFailure, match="maximum"):
+                await f.write(b"z", 1 << 40)
 
     await hub.settled()
     assert await job_count(hub) == jobs
