@@ -572,10 +572,9 @@ class MailboxView:
                     await self.spool.take_in(self.participant, handle.path, handle.name)
                 finally:
                     handle.path.unlink(missing_ok=True)  # moved away if it was taken in
-        except Exception:
+        finally:  # taken in (moved to the spool) or refused: out of the outbox either way
             if self.quota is not None:
                 self.quota.release(self.participant, handle.size)
-            raise
         self.recent.add(self.participant, handle.name, handle.size)
 
     def abandon_upload(self, handle: UploadHandle) -> None:
@@ -610,6 +609,8 @@ class MailboxView:
         self._detach(source, "fichier pris en charge entre-temps")
         with self.writing.taking_in(source):
             await self.spool.take_in(self.participant, source, new.name)
+        if self.quota is not None:  # moved to the spool: out of the outbox
+            self.quota.release(self.participant, size)
         self.recent.add(self.participant, new.name, size)
 
     async def remove(self, place: Place) -> None:

@@ -193,6 +193,20 @@ async def test_uploads_too_large_give_their_bytes_back_at_once(
         await sftp.remove("/outbox/after.part")
 
 
+@pytest.mark.parametrize("temporary", [False, True])
+async def test_uploads_taken_in_leave_the_quota_at_once(hub: HubUnderTest, temporary: bool) -> None:
+    """Three uploads of 900 KB taken in (at their close, or at the rename of their .part),
+    then one more at once: what left the outbox for the spool counts no more (not merely
+    after the next measure, 5 s later)."""
+    async with hub.sftp(HOARDER) as sftp:
+        for n in range(4):
+            name = f"/outbox/RCIE000638_00311_0003{n}{int(temporary)}.edi"
+            await put(sftp, name + (".part" if temporary else ""), b"k" * 900_000)
+            if temporary:
+                await sftp.rename(name + ".part", name)
+        assert not outbox(hub, HOARDER)
+
+
 # -- B. an upload taken in no longer changes --------------------------------------------------
 @pytest.mark.parametrize("mode", ["ab", "wb"])
 async def test_an_upload_taken_in_by_another_session_no_longer_changes(
