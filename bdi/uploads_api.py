@@ -4,6 +4,9 @@
 Its passwords go through the Suivi's throttling (one `Lockout` for both: a pair (id,
 address) that failed too often is refused even the right password for a while, an id that
 fails from anywhere is answered more slowly) and tell the defender of each failure.
+
+Every answer is JSON, and an error's is a short French `{"error": …}` (HUB.md), whatever the
+path or method asked: Starlette's own answers (a plain English `Not Found`) never go out.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import binascii
 
 import structlog
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -23,6 +27,14 @@ from bdi.hub import Hub
 from bdi.suivi.auth import Lockout, check_password
 
 log = structlog.get_logger("bdi.uploads_api")
+# what an error answer says, by its status (any other: REFUSED)
+ERRORS = {
+    401: "authentification requise",
+    404: "adresse inconnue",
+    405: "méthode non permise",
+    500: "erreur interne du hub, réessayez plus tard",  # what went wrong: in the hub's log
+}
+REFUSED = "requête refusée"
 
 
 def _credentials(header: str | None) -> tuple[str, str] | None:
@@ -37,10 +49,21 @@ def _credentials(header: str | None) -> tuple[str, str] | None:
 
 def _refused() -> Response:
     return JSONResponse(
-        {"error": "authentication required"},
-        401,
-        headers={"WWW-Authenticate": 'Basic realm="bdi"'},
+        {"error": ERRORS[401]}, 401, headers={"WWW-Authenticate": 'Basic realm="bdi"'}
     )
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    """Starlette's refusal of a path or method (an unknown path, such as a name holding a
+    '/', or a method other than GET), said as every other error of the API."""
+    assert isinstance(exc, HTTPException)
+    error = ERRORS.get(exc.status_code, REFUSED)
+    return JSONResponse({"error": error}, exc.status_code, headers=exc.headers)
+
+
+async def _internal(_: Request, exc: Exception) -> Response:
+    """A failure of the hub's (raised again once answered, for the server's log)."""
+    return JSONResponse({"error": ERRORS[500]}, 500)
 
 
 class UploadsApi:
@@ -100,4 +123,7 @@ def create_uploads_api(
     hub: Hub, lockout: Lockout | None = None, defender: Defender | None = None
 ) -> Starlette:
     api = UploadsApi(hub, lockout or Lockout(), defender)
-    return Starlette(routes=[Route("/{name}", api.status, methods=["GET"])])
+    return Starlette(
+        routes=[Route("/{name}", api.status, methods=["GET"])],
+        exception_handlers={HTTPException: _http_error, Exception: _internal},
+    )

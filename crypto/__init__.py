@@ -7,6 +7,8 @@ from bdi.crypto.openpgp import (
     KeyProblem,
     OpenPGP,
     OpenPGPError,
+    Reason,
+    Refusal,
     Verified,
 )
 
@@ -17,5 +19,7 @@ __all__ = [
     "KeyProblem",
     "OpenPGP",
     "OpenPGPError",
+    "Reason",
+    "Refusal",
     "Verified",
 ]

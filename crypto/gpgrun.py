@@ -5,7 +5,7 @@ moves data between gpg's pipes and us, the parsing of status lines, and the stop
 that goes past its Guard (CPU time, a watch on its status lines). It decides nothing about
 what the lines mean (openpgp does, and hands in the watch).
 
-Imports nothing of the project (the standard library only).
+Imports refusals of the project (the names of its stops), and nothing else of it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from bdi.crypto.refusals import Reason, Refusal
 
 __all__ = [
     "OPTIONS", "FileSink", "GpgResult", "GpgRunner", "Guard", "Sink", "Status", "Writer", "pipe",
@@ -59,7 +61,7 @@ class GpgResult:
 
     status: str  # gpg's status lines
     returncode: int  # negative when killed
-    stopped: str = ""  # why we killed gpg for what it was given ("" if we did not)
+    stopped: Reason | None = None  # why we killed gpg for what it was given (None: we did not)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,7 @@ class Guard:
 
     cpu_seconds: float = math.inf  # CPU time allowed before any output, and ...
     cpu_per_output_byte: float = 0.0  # ... this much more per byte of plaintext out
-    watch: Callable[[bytes], str] | None = None
+    watch: Callable[[bytes], Reason | None] | None = None
 
     def cpu_allowed(self, output: int) -> float:
         return self.cpu_seconds + self.cpu_per_output_byte * output
@@ -334,38 +336,38 @@ class _Run:
         self, proc: subprocess.Popen[bytes], sink: Sink | FileSink | None, guard: Guard
     ) -> None:
         self.proc, self.sink, self.guard = proc, sink, guard
-        self.stopped = ""
+        self.stopped: Reason | None = None
         self._cpu_checked = time.monotonic()
         self._watched = 0  # status bytes the watch has seen
 
     def check(self, status: _StatusPipe) -> None:
         """Kill gpg at the first excess: output, status, CPU time, or the watch's word."""
-        if not self.stopped:
+        if self.stopped is None:
             self.stopped = self._excess(status)
-            if self.stopped and self.proc.poll() is None:
+            if self.stopped is not None and self.proc.poll() is None:
                 self.proc.kill()  # stop now: the pipes then drain and close
 
-    def _excess(self, status: _StatusPipe) -> str:
+    def _excess(self, status: _StatusPipe) -> Reason | None:
         if self.sink is not None and self.sink.too_large:
-            return "too large"
+            return Reason(Refusal.TOO_LARGE)
         if status.too_large:
-            return "too many status lines"
+            return Reason(Refusal.TOO_MANY_STATUS_LINES)
         if self.guard.watch is not None and len(status.data) > self._watched:
             self._watched = len(status.data)
-            if reason := self.guard.watch(bytes(status.data)):
+            if (reason := self.guard.watch(bytes(status.data))) is not None:
                 return reason
         return self._cpu_excess()
 
-    def _cpu_excess(self) -> str:
+    def _cpu_excess(self) -> Reason | None:
         now = time.monotonic()
         if math.isinf(self.guard.cpu_seconds) or now - self._cpu_checked < _CPU_CHECK_S:
-            return ""
+            return None
         self._cpu_checked = now
         allowed = self.guard.cpu_allowed(self.sink.size if self.sink is not None else 0)
         used = _cpu_seconds(self.proc.pid)
         if used is not None and used > allowed:
-            return f"too much work (over {allowed:.1f} s of CPU)"
-        return ""
+            return Reason(Refusal.TOO_MUCH_WORK, allowed)
+        return None
 
 
 def _cpu_seconds(pid: int) -> float | None:

@@ -14,9 +14,9 @@ flood of recipient packets is refused in microseconds); while gpg runs, its CPU 
 status lines are watched, for what only decryption shows. Past a bound the verdict is a
 refusal naming it, never GpgUnavailable (that one is the hub's fault, and retried).
 
-Imports gpgrun (running gpg), keys (describing and validating keys) and packets (the survey
-of a message's packets) of the project, and nothing else of it: never the store or the
-mailbox.
+Imports gpgrun (running gpg), keys (describing and validating keys), packets (the survey
+of a message's packets) and refusals (why a message is refused) of the project, and nothing
+else of it: never the store or the mailbox.
 """
 
 from __future__ import annotations
@@ -48,10 +48,11 @@ from bdi.crypto.keys import (
     revoked_only,
 )
 from bdi.crypto.packets import Bounds, survey
+from bdi.crypto.refusals import Reason, Refusal
 
 __all__ = [
     "Bounds", "GpgUnavailable", "KeyInfo", "KeyProblem", "OpenPGP", "OpenPGPError", "Plaintext",
-    "Verified", "pipe",
+    "Reason", "Refusal", "Verified", "pipe",
 ]  # fmt: skip
 
 # gpg reports NO_SECKEY or pkdecrypt_failed both for a message not encrypted to us and when
@@ -60,15 +61,15 @@ __all__ = [
 _OPINIONS = 3
 _SUN_PATH_MAX = 107  # a Unix socket path is 108 bytes including its final NUL
 _USABLE_TTL = 10.0  # seconds a can_encrypt_to answer is trusted while the keyring is unchanged
-_AGENT_SENSITIVE = "not decryptable"
+_AGENT_SENSITIVE = Reason(Refusal.NOT_DECRYPTABLE)
 _FAILURES = frozenset({"INV_RECP", "INV_SGNR", "FAILURE", "ERROR", "KEYEXPIRED", "KEYREVOKED"})
 _SIGNATURE_PROBLEMS = (
-    ("NO_PUBKEY", "unknown key"),
-    ("REVKEYSIG", "revoked key"),
-    ("EXPKEYSIG", "expired key"),
-    ("EXPSIG", "expired signature"),
-    ("BADSIG", "bad signature"),
-    ("ERRSIG", "bad signature"),
+    ("NO_PUBKEY", Refusal.UNKNOWN_KEY),
+    ("REVKEYSIG", Refusal.REVOKED_KEY),
+    ("EXPKEYSIG", Refusal.EXPIRED_KEY),
+    ("EXPSIG", Refusal.EXPIRED_SIGNATURE),
+    ("BADSIG", Refusal.BAD_SIGNATURE),
+    ("ERRSIG", Refusal.BAD_SIGNATURE),
 )
 # status lines whose count, once past the most a real message has, dooms the verdict: gpg
 # is stopped there (packets inside the encrypted data are seen only by gpg)
@@ -103,7 +104,7 @@ class Verified:
 
     ok: bool
     signer: str | None  # PRIMARY key fingerprint of the signer
-    reason: str  # short English reason when not ok, "" when ok
+    reason: Reason | None  # why not, when not ok (str(): in English, for the hub's log)
     size: int  # plaintext bytes gpg produced (all of them are in dst when ok)
 
 
@@ -267,7 +268,7 @@ class OpenPGP:
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
         surveyed = survey(src, self.bounds)
-        if surveyed.problem:  # gpg never sees it
+        if surveyed.problem is not None:  # gpg never sees it
             return Verified(False, None, surveyed.problem, 0)
         verdict = self._decrypt_once(src, out, max_bytes)
         if verdict.ok or verdict.reason != _AGENT_SENSITIVE:
@@ -277,12 +278,12 @@ class OpenPGP:
     def decrypt_verify_to_fd(self, src: Path | bytes, fd: int, max_bytes: int) -> Verified:
         """decrypt_verify_into, gpg writing the plaintext itself into the open file `fd`
         (empty; a reader may follow it as it grows): for a big upload, nothing of it
-        passes through Python. Past max_bytes gpg is stopped and the verdict is "too
-        large" (the file may then hold a little more than max_bytes)."""
+        passes through Python. Past max_bytes gpg is stopped and the verdict is TOO_LARGE
+        (the file may then hold a little more than max_bytes)."""
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
         surveyed = survey(src, self.bounds)
-        if surveyed.problem:
+        if surveyed.problem is not None:
             return Verified(False, None, surveyed.problem, 0)
         verdict = self._decrypt_once(src, None, max_bytes, fd)
         if verdict.ok or verdict.reason != _AGENT_SENSITIVE:
@@ -299,8 +300,8 @@ class OpenPGP:
         if isinstance(sink, FileSink) and result.returncode > 0:
             _raise_if_full(fd)  # gpg's write failed: the hub's fault, not the file's
         if sink.too_large:
-            return Verified(False, None, "too large", sink.size)
-        if result.stopped:  # we stopped gpg for what the message asked of it
+            return Verified(False, None, Reason(Refusal.TOO_LARGE), sink.size)
+        if result.stopped is not None:  # we stopped gpg for what the message asked of it
             return Verified(False, None, result.stopped, sink.size)
         if result.returncode < 0:  # killed, and not by us
             raise GpgUnavailable(f"gpg was killed (signal {-result.returncode})")
@@ -420,52 +421,52 @@ class OpenPGP:
 # -- decrypt+verify verdict -------------------------------------------------------------
 
 
-def _doomed(status: bytes, recipients: int) -> str:
-    """The refusal the status lines so far already make certain, "" if none yet: gpg met
+def _doomed(status: bytes, recipients: int) -> Reason | None:
+    """The refusal the status lines so far already make certain, None if none yet: gpg met
     more recipient packets than allowed, or a second encrypted packet, signature or
     plaintext (the verdict accepts exactly one of each), inside the encrypted data."""
     seen = Counter(_WATCHED.findall(status))
     if seen[b"ENC_TO"] > recipients:
-        return f"too many recipients (over {recipients})"
+        return Reason(Refusal.TOO_MANY_RECIPIENTS, recipients)
     if seen[b"BEGIN_DECRYPTION"] > 1:
-        return "more than one encrypted packet"
+        return Reason(Refusal.SEVERAL_ENCRYPTED)
     if seen[b"NEWSIG"] > 1:
-        return "several signatures"
+        return Reason(Refusal.SEVERAL_SIGNATURES)
     if seen[b"PLAINTEXT"] > 1:
-        return "malformed message"
-    return ""
+        return Reason(Refusal.MALFORMED)
+    return None
 
 
 def _verdict(status: Status, returncode: int, sink: Sink | FileSink) -> Verified:
     """Decide on one decryption; each refusal names the first thing wrong."""
     reason = _refusal(status)
     if reason is None and status.count("PLAINTEXT") != 1:
-        reason = "malformed message"
+        reason = Reason(Refusal.MALFORMED)
     if reason is None and returncode != 0:
-        reason = f"gpg failed (exit {returncode})"
+        reason = Reason(Refusal.GPG_FAILED, returncode)
     signer = _signer(status)
     if reason is None and signer is None:
-        reason = "bad signature"
+        reason = Reason(Refusal.BAD_SIGNATURE)
     if reason is not None:
         return Verified(False, None, reason, sink.size)
-    return Verified(True, signer, "", sink.size)
+    return Verified(True, signer, None, sink.size)
 
 
-def _refusal(status: Status) -> str | None:
+def _refusal(status: Status) -> Reason | None:
     """Encrypted to this home, decrypted, then exactly one good signature by a known key."""
     if not status.count("BEGIN_DECRYPTION"):
         signed = status.count("PLAINTEXT") or status.count("NEWSIG")
-        return "not encrypted" if signed else "not OpenPGP"
+        return Reason(Refusal.NOT_ENCRYPTED if signed else Refusal.NOT_OPENPGP)
     if status.count("DECRYPTION_FAILED") or not status.count("DECRYPTION_OKAY"):
-        return "not decryptable"
+        return Reason(Refusal.NOT_DECRYPTABLE)
     signatures = status.count("NEWSIG")
     if signatures != 1:
-        return "not signed" if signatures == 0 else "several signatures"
-    for keyword, reason in _SIGNATURE_PROBLEMS:
+        return Reason(Refusal.NOT_SIGNED if signatures == 0 else Refusal.SEVERAL_SIGNATURES)
+    for keyword, refusal in _SIGNATURE_PROBLEMS:
         if status.count(keyword):
-            return reason
+            return Reason(refusal)
     if status.count("GOODSIG") != 1 or status.count("VALIDSIG") != 1:
-        return "bad signature"
+        return Reason(Refusal.BAD_SIGNATURE)
     return None
 
 

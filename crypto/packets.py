@@ -11,7 +11,7 @@ is bounded while gpg runs (openpgp watches its status lines and its CPU time).
 The reading streams: packet bodies are skipped (seeked over in a binary file), armour is
 decoded a block at a time, and the survey stops at the first bound crossed.
 
-Imports nothing of the project (the standard library only).
+Imports refusals of the project, and nothing else of it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Protocol
+
+from bdi.crypto.refusals import Reason, Refusal
 
 __all__ = ["Bounds", "Header", "PacketError", "Survey", "headers", "survey"]
 
@@ -80,14 +82,14 @@ class Header:
 
 @dataclass(frozen=True, slots=True)
 class Survey:
-    """What the packet headers of a message show; `problem` is the refusal, "" if none."""
+    """What the packet headers of a message show; `problem` is the refusal, None if none."""
 
     packets: int = 0
     recipients: int = 0
     encrypted: int = 0  # encrypted data packets
     armoured: bool = False
     readable: bool = True  # False: the framing broke (gpg then says what is wrong)
-    problem: str = ""
+    problem: Reason | None = None
 
 
 def survey(source: Path | bytes, bounds: Bounds) -> Survey:
@@ -136,19 +138,19 @@ def _tally(seen: Survey, header: Header) -> Survey:
     )
 
 
-def _excess(seen: Survey, header: Header, bounds: Bounds) -> str:
-    """The first bound this header crosses, as the refusal's detail; "" if none.
+def _excess(seen: Survey, header: Header, bounds: Bounds) -> Reason | None:
+    """The first bound this header crosses, as the refusal; None if none.
 
     A compressed packet outside the encryption could hold any number of packets that only
     gpg would see: no real upload has one (a signed-only message is compressed, and not
     encrypted: refused either way)."""
     if seen.recipients > bounds.recipients:
-        return f"too many recipients (over {bounds.recipients})"
+        return Reason(Refusal.TOO_MANY_RECIPIENTS, bounds.recipients)
     if seen.packets > bounds.packets:
-        return f"too many OpenPGP packets (over {bounds.packets})"
+        return Reason(Refusal.TOO_MANY_PACKETS, bounds.packets)
     if header.tag == COMPRESSED:
-        return "not encrypted" if not seen.encrypted else "compressed data after the message"
-    return ""
+        return Reason(Refusal.COMPRESSED_AFTER if seen.encrypted else Refusal.NOT_ENCRYPTED)
+    return None
 
 
 # -- packet framing -------------------------------------------------------------------------

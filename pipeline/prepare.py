@@ -26,10 +26,11 @@ from typing import IO, Protocol
 
 import structlog
 
+from bdi.crypto.openpgp import Reason, Refusal, Verified
 from bdi.hub import Hub
 from bdi.mailbox.storage import fsync_dir
 from bdi.pipeline.plan import Content, Upload, group_by_recipient, occurrence
-from bdi.routing.errors import Code, Problem
+from bdi.routing.errors import Code, Problem, decryption_detail
 from bdi.routing.flows import iter_flows
 from bdi.routing.logs import LogFile, log_files, whole_upload_log
 from bdi.routing.model import FileReport, Flow
@@ -83,13 +84,13 @@ class Plain:
     def __init__(self, hub: Hub, job: JobRef, sender: Party) -> None:
         self.hub, self.job, self.sender = hub, job, sender
         self._text: IO[bytes] | None = None
-        self.refusal = ""  # why the OpenPGP layer refused the upload, for its .log
+        self.refusal: Problem | None = None  # the OpenPGP layer refused the upload: its .log
 
     def open(self) -> IO[bytes] | None:
         """The plaintext, rewound; None if the upload is not signed by its sender."""
-        if self._text is None and not self.refusal:
+        if self._text is None and self.refusal is None:
             found = decrypt(self.hub, self.job, self.sender)
-            if isinstance(found, str):
+            if isinstance(found, Problem):
                 self.refusal = found
             else:
                 self._text = found
@@ -114,7 +115,8 @@ def prepare(hub: Hub, job: JobRef, plain: Plain, keys: dict[str, str], now: date
     assert job.id is not None
     stream = plain.open()
     if stream is None:
-        problem = Problem(Code.DECHIFFREMENT, detail=plain.refusal)
+        problem = plain.refusal
+        assert problem is not None
         return Prepared(None, [whole_upload_log(job.upload_name, problem, now, hub.layout)])
     upload = Upload(job.id, plain.sender.id, job.upload_name, job.received_at)
     report, flows = check_plain(hub, stream, upload, keys)
@@ -137,9 +139,9 @@ def prepare(hub: Hub, job: JobRef, plain: Plain, keys: dict[str, str], now: date
     return prepared
 
 
-def decrypt(hub: Hub, job: JobRef, sender: Party) -> IO[bytes] | str:
-    """The upload's plaintext if it is signed by the sender's key, else why not (the
-    detail of its DECHIFFREMENT line: the sender learns which bound or check it failed)."""
+def decrypt(hub: Hub, job: JobRef, sender: Party) -> IO[bytes] | Problem:
+    """The upload's plaintext if it is signed by the sender's key, else its DECHIFFREMENT
+    problem (`refused`)."""
     spool = hub.settings.spool
     plain: IO[bytes] = tempfile.SpooledTemporaryFile(PLAIN_IN_MEMORY, "w+b", dir=str(spool))  # noqa: SIM115
     try:
@@ -152,16 +154,23 @@ def decrypt(hub: Hub, job: JobRef, sender: Party) -> IO[bytes] | str:
     if result.ok and result.signer == sender.fingerprint:
         return plain
     plain.close()
-    reason = result.reason if not result.ok else "signed by another key than the sender's"
+    return refused(job, sender.id, result)
+
+
+def refused(job: JobRef, participant: str, verdict: Verified) -> Problem:
+    """The DECHIFFREMENT problem of an upload refused by the OpenPGP layer, or signed by
+    another key than its sender's. The hub's log tells why in English (the bound crossed,
+    gpg's exit code); the sender's `.log`, in a short French detail (routing.errors)."""
+    reason = verdict.reason if verdict.reason is not None else Reason(Refusal.OTHER_SIGNER)
     log.info(
         "upload.refused",
         job=job.id,
-        participant=sender.id,
+        participant=participant,
         file=job.upload_name,
         code=Code.DECHIFFREMENT.value,
-        reason=reason,
+        reason=str(reason),
     )
-    return reason
+    return Problem(Code.DECHIFFREMENT, detail=decryption_detail(reason.refusal, reason.bound))
 
 
 def check_plain(

@@ -57,7 +57,6 @@ from bdi.pipeline.prepare import (
     seal,
     seal_small,
 )
-from bdi.routing.errors import Code, Problem
 from bdi.routing.logs import LogFile, log_files, log_line, log_name, whole_upload_log
 from bdi.routing.model import FileReport, Flow, SectionReport
 from bdi.routing.scan import CheckContext, SectionChecked, check_lines
@@ -563,10 +562,7 @@ def _prepare(hub: Hub, job: JobRef, sender: Party, keys: dict[str, str], now: da
 
 
 def _refused(hub: Hub, job: JobRef, verdict: Verified, now: datetime) -> Prepared:
-    reason = verdict.reason if not verdict.ok else "signed by another key than the sender's"
-    log.info("upload.refused", job=job.id, participant=job.participant_id, file=job.upload_name,
-             code=Code.DECHIFFREMENT.value, reason=reason)  # fmt: skip
-    problem = Problem(Code.DECHIFFREMENT, detail=reason)
+    problem = preparing.refused(job, job.participant_id, verdict)
     return Prepared(None, [whole_upload_log(job.upload_name, problem, now, hub.layout)])
 
 

@@ -159,36 +159,40 @@ def test_recipient_flood_is_refused_at_the_first_one_too_many() -> None:
     for message in (flood, armour(flood)):
         started = time.process_time()
         found = survey(message, Bounds())
-        assert found.problem == "too many recipients (over 16)" and found.recipients == 17
+        assert str(found.problem) == "too many recipients (over 16)" and found.recipients == 17
         assert time.process_time() - started < 0.05
-    assert survey(PKESK * 16 + SEIPD, Bounds()).problem == ""
-    assert survey(PKESK * 3 + SEIPD, Bounds(recipients=2)).problem.startswith("too many recip")
+    assert survey(PKESK * 16 + SEIPD, Bounds()).problem is None
+    assert str(survey(PKESK * 3 + SEIPD, Bounds(recipients=2)).problem) == (
+        "too many recipients (over 2)"
+    )
 
 
 def test_symmetric_recipients_count_too() -> None:
     skesk = b"\x8c\x0d" + bytes(13)
-    assert survey(skesk * 17 + SEIPD, Bounds()).problem == "too many recipients (over 16)"
+    assert str(survey(skesk * 17 + SEIPD, Bounds()).problem) == "too many recipients (over 16)"
 
 
 def test_packet_flood_is_refused() -> None:
     marker = b"\xa8\x03PGP"
-    assert survey(marker * 65 + PKESK + SEIPD, Bounds()).problem == (
+    assert str(survey(marker * 65 + PKESK + SEIPD, Bounds()).problem) == (
         "too many OpenPGP packets (over 64)"
     )
-    assert survey(marker * 61 + PKESK + SEIPD, Bounds()).problem == ""
+    assert survey(marker * 61 + PKESK + SEIPD, Bounds()).problem is None
 
 
 def test_compressed_data_outside_the_encryption_is_refused() -> None:
     """What it holds only gpg would see (a flood of recipients compresses to nothing)."""
     compressed = new(8, b"\x01" + bytes(10))
-    assert survey(compressed, Bounds()).problem == "not encrypted"
-    assert survey(MESSAGE + compressed, Bounds()).problem == "compressed data after the message"
+    assert str(survey(compressed, Bounds()).problem) == "not encrypted"
+    assert str(survey(MESSAGE + compressed, Bounds()).problem) == (
+        "compressed data after the message"
+    )
 
 
 def test_a_bound_crossed_before_the_framing_breaks_still_refuses() -> None:
-    assert survey(PKESK * 17 + b"\x00junk", Bounds()).problem.startswith("too many recipients")
+    assert str(survey(PKESK * 17 + b"\x00junk", Bounds()).problem).startswith("too many recip")
     broken = survey(PKESK + b"\x00junk", Bounds())
-    assert broken.problem == "" and not broken.readable and broken.recipients == 1
+    assert broken.problem is None and not broken.readable and broken.recipients == 1
 
 
 def test_cpu_budget_grows_with_the_message() -> None:

@@ -67,7 +67,7 @@ async def test_files_signed_by_a_revoked_key_are_refused(hub: HubUnderTest, tmp_
         .rstrip()
         .endswith(
             " RCOU010234_00311_000002.edi section 0 line 0 DECHIFFREMENT fichier illisible, non"
-            " signé ou signé par une autre clé que celle de l'émetteur (revoked key)"
+            " signé ou signé par une autre clé que celle de l'émetteur (clé de signature révoquée)"
         )
     )
     shown = await show(hub, SENDER)
