@@ -181,7 +181,7 @@ class UploadHandle:
                 self.buffer.extend(bytes(offset - len(self.buffer)))  # a hole reads as zeros
             self.buffer[offset:end] = data
         else:
-            os.pwrite(self.fd, data, offset)
+            _write_at(self.fd, data, offset)
         self.size = max(self.size, end)
 
     def take_buffer(self) -> bytes:
@@ -200,7 +200,7 @@ class UploadHandle:
     def _spill(self) -> None:
         assert self.buffer is not None
         self.fd = _create(self.path)
-        os.write(self.fd, self.buffer)  # at most UPLOAD_IN_MEMORY bytes: one write
+        _write_at(self.fd, self.buffer, 0)
         self._release()
 
     def _release(self) -> None:
@@ -681,6 +681,15 @@ def _client_name(area: str, name: str) -> bool:
     return not name.startswith(".") or (
         area == OUTBOX and name.startswith(TEMP_PREFIX) and is_temporary(name)
     )
+
+
+def _write_at(fd: int, data: bytes | bytearray, offset: int) -> None:
+    """All of `data` at `offset`: a write the disk cannot hold whole is cut short first (the
+    next one raises), and a short count taken for the whole would acknowledge lost bytes."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def _create(path: Path) -> int:

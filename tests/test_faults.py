@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import asyncssh
 import pytest
 from dblock import LOCKER
 from hubkit import FAST, HubUnderTest, Party, hub_running, make_parties
@@ -133,6 +134,27 @@ async def test_a_full_disk_delays_a_job_which_goes_once_room_is_back(
         assert not [e for e in logs if e["event"] in ("upload.refused", "job.quarantined")]
         delivery = (await hub.inbox(RECIPIENT))[name(7)]
         assert hub.open_delivery(RECIPIENT, delivery, tmp_path)[0] == plain
+
+
+async def test_a_write_the_disk_cannot_hold_whole_fails_and_nothing_is_taken_in(
+    small_disk: Path, parties: dict[str, Party]
+) -> None:
+    """One write request of 600 KB with 300 KB of room: the disk takes what it can (a short
+    write), and the request must fail rather than be acknowledged, its upload with it."""
+    async with hub_running(small_disk / "data", parties) as hub:
+        await hub.settled()
+        async with hub.sftp(SENDER) as sftp:
+            filler = fill(small_disk, leave=300_000)
+            try:
+                upload = await sftp.open(f"/outbox/{name(8)}", "wb", block_size=1 << 20)
+                with pytest.raises(asyncssh.SFTPFailure):
+                    await upload.write(os.urandom(600_000))
+                with pytest.raises(asyncssh.SFTPFailure):
+                    await upload.close()
+            finally:
+                filler.unlink()
+        await hub.settled()
+        assert await hub.inbox(SENDER) == {}  # nothing taken in: no .log of a truncated upload
 
 
 @pytest.mark.slow
