@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -81,8 +82,8 @@ async def test_an_agent_killed_again_and_again_refuses_nothing(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A file system of its own for the data folder, small enough to fill."""
-    mount = Path(f"/tmp/bdi-full-{os.getpid()}")
-    mount.mkdir(exist_ok=True)
+    # a folder of its own per test: on PostgreSQL the data folder's path names its database
+    mount = Path(tempfile.mkdtemp(prefix="bdi-full-", dir="/tmp"))
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)],
         capture_output=True,
