@@ -67,6 +67,21 @@ def _no_failure_hook(address: str) -> None:
     """The API served alone, without a defender."""
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def token_guessed(
+    request: Request, header: str | None, on_failure: FailureHook, event: str
+) -> None:
+    """A wrong token: if one was offered at all, a guess, logged as `event` and told to
+    `on_failure` (the hub's defender); no token at all is no guess."""
+    if header:
+        address = client_address(request)
+        log.info(event, address=address, path=request.url.path)
+        on_failure(address)
+
+
 def endpoint(
     service: Callable[[], AdminService],
     token_file: Path,
@@ -76,11 +91,9 @@ def endpoint(
 ) -> Callable[[Request], Awaitable[Response]]:
     async def run(request: Request) -> Response:
         header = request.headers.get("authorization")
-        address = request.client.host if request.client else ""
+        address = client_address(request)
         if not token_ok(header, token_file):
-            if header:  # a token offered, and wrong: a guess
-                log.info("admin_api.token_refused", address=address, path=request.url.path)
-                on_failure(address)
+            token_guessed(request, header, on_failure, "admin_api.token_refused")
             return JSONResponse(
                 {"error": "missing or wrong admin token"},
                 401,

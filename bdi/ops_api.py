@@ -11,18 +11,16 @@ import hmac
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bdi.admin.api import FailureHook, token_ok
+from bdi.admin.api import FailureHook, token_guessed, token_ok
 from bdi.hub import Hub
 from bdi.metrics import State
 from bdi.probes import readiness
 
-log = structlog.get_logger("bdi.ops_api")
 StateReader = Callable[[], Awaitable[State]]
 
 
@@ -50,10 +48,8 @@ def ops_routes(
         if not (
             token_ok(header, token_file) or _metrics_token_ok(header, hub.settings.metrics_token)
         ):
-            if header and on_failure is not None:  # a token offered, and wrong: a guess
-                address = request.client.host if request.client else ""
-                log.info("ops_api.token_refused", address=address, path=request.url.path)
-                on_failure(address)
+            if on_failure is not None:
+                token_guessed(request, header, on_failure, "ops_api.token_refused")
             return JSONResponse({"error": "missing or wrong token"}, 401,
                                 headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         hub.metrics.refresh(await read_state())
