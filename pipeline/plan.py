@@ -4,7 +4,7 @@ occurrences) and `.log` files. Pure: names are chosen by the caller-supplied `na
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -68,8 +68,11 @@ def comment(layout: Layout, sender: str, recipient: str, flow: Flow) -> str:
     return label
 
 
-def occurrence(layout: Layout, upload: Upload, recipient: str, flow: Flow, seq: int) -> Occurrence:
-    """The row of one flow in one recipient's movement (the store adds the ids)."""
+def occurrence(
+    layout: Layout, upload: Upload, recipient: str, flow: Flow, seq: int, shift: int = 0
+) -> Occurrence:
+    """The row of one flow in one recipient's movement (the store adds the ids); `shift`
+    takes the flow's bytes from the checked file to the recipient's content (`shifts`)."""
     row = {
         "seq": seq,
         "layout": flow.layout,
@@ -80,11 +83,29 @@ def occurrence(layout: Layout, upload: Upload, recipient: str, flow: Flow, seq: 
         "fields_json": flow.fields_json or fields_json(flow.fields),
         "lines_json": _json_list([{"control": line.control, **_plain(line.fields)}
                                   for line in flow.lines]),
-        "grid_json": flow.grid_json or _json_list([_plain(g) for g in flow.grid]),
+        "grid_json": "[]",  # read from the content now (`content_start`): see FlowOccurrence
+        "content_start": flow.start + shift,
+        "content_end": flow.end + shift,
+        "office_codes": office_codes(flow.offices),
         "producer_code": _text(flow.fields.get("producer_code")),
         "insured_folded": fold(_text(flow.fields.get("insured_name"))),
     }  # fmt: skip
     return recipient, flow.key, row
+
+
+def office_codes(offices: Sequence[str]) -> str:
+    """' 00311 00452 ': each code between spaces, so that a search for one is a substring."""
+    return f" {' '.join(offices)} " if offices else ""
+
+
+def shifts(spans: Iterable[tuple[int, int]]) -> dict[int, int]:
+    """The spans of one recipient's content in the checked file, in order: what to add to a
+    byte's offset in the file to have its offset in the content, by each span's start."""
+    out, size = {}, 0
+    for start, end in spans:
+        out[start] = size - start
+        size += end - start
+    return out
 
 
 _AS_IS = frozenset({str, int, type(None)})  # most values: no conversion to call for

@@ -29,11 +29,11 @@ import structlog
 from bdi.crypto.openpgp import Reason, Refusal, Verified
 from bdi.hub import Hub
 from bdi.mailbox.storage import fsync_dir
-from bdi.pipeline.plan import Content, Upload, group_by_recipient, occurrence
+from bdi.pipeline.plan import Content, Upload, group_by_recipient, occurrence, shifts
 from bdi.routing.errors import Code, Problem, decryption_detail
 from bdi.routing.flows import iter_flows
 from bdi.routing.logs import LogFile, log_files, whole_upload_log
-from bdi.routing.model import FileReport, Flow
+from bdi.routing.model import FileReport, Flow, SectionReport
 from bdi.routing.scan import CheckContext, SectionChecked, check_lines
 from bdi.store.jobs import JobRef, Occurrence, OutputRef, Party
 
@@ -43,7 +43,8 @@ PLAIN_IN_MEMORY = 1 << 20  # bytes of plaintext kept in memory per job before sp
 CONTENT_IN_ROW = 64 * 1024  # a recipient's content up to this size is kept in the store
 BATCH = 500  # flow occurrences per transaction: memory stays flat whatever the file's size
 FLOWS_IN_ONE_PASS = 1 << 20  # plaintext bytes up to which the checks also collect the flows
-Sections = Mapping[int, tuple[str, str]]  # delivered section number -> (flow code, recipient)
+# delivered section number -> (flow code, recipient, its `shifts` to the recipient's content)
+Sections = Mapping[int, tuple[str, str, int]]
 Batches = Generator[list[Occurrence], None, None]
 
 
@@ -128,7 +129,7 @@ def prepare(hub: Hub, job: JobRef, plain: Plain, keys: dict[str, str], now: date
         else:
             text = hub.contents() / content.name
             prepared.staged[recipient] = seal(hub, job, text, recipient, keys[recipient])
-    sections = {s.number: (s.flow_code, s.recipient_id) for s in report.delivered_sections}
+    sections = delivered(report.delivered_sections)
     if sections:
         batches = occurrence_batches(hub, plain, upload, sections, flows)
         prepared.flows = next(batches, [])
@@ -240,8 +241,8 @@ def occurrence_batches(
     """The flow occurrences of the delivered sections, in batches: from `flows` (those of
     the accepted sections, in file order) or else read from the plaintext (nothing else may
     read it until the last batch is taken)."""
-    accepted = {number: code for number, (code, _) in sections.items()}
-    seq = dict.fromkeys((recipient for _, recipient in sections.values()), 0)
+    accepted = {number: code for number, (code, _, _) in sections.items()}
+    seq = dict.fromkeys((recipient for _, recipient, _ in sections.values()), 0)
     if flows is None:
         found = iter_flows(plain.checked(), hub.layout, accepted)
     else:  # a section accepted by its checks is not delivered if the file is refused
@@ -249,28 +250,36 @@ def occurrence_batches(
     while batch := list(itertools.islice(found, BATCH)):
         rows = []
         for flow in batch:
-            recipient = sections[flow.section][1]
-            rows.append(occurrence(hub.layout, upload, recipient, flow, seq[recipient]))
+            _, recipient, shift = sections[flow.section]
+            rows.append(occurrence(hub.layout, upload, recipient, flow, seq[recipient], shift))
             seq[recipient] += 1
         yield rows
 
 
+def delivered(reports: Sequence[SectionReport]) -> dict[int, tuple[str, str, int]]:
+    """The `Sections` of a checked upload's delivered sections."""
+    moved: dict[int, int] = {}
+    for group in group_by_recipient(reports).values():
+        moved.update(shifts((s.start, s.end) for s in group))
+    return {s.number: (s.flow_code, s.recipient_id, moved[s.start]) for s in reports}
+
+
 def delivered_sections(
     hub: Hub, stream: IO[bytes], outputs: Sequence[OutputRef]
-) -> dict[int, tuple[str, str]]:
+) -> dict[int, tuple[str, str, int]]:
     """Section number -> (flow code, recipient) of every delivered section, from the headers
     (a resumed job: its check report is gone, its outputs' byte ranges are stored)."""
-    starts = {start: o.participant_id for o in outputs if o.kind == "delivery"
-              for start, _ in ranges(o.ranges)}  # fmt: skip
+    starts = {start: (o.participant_id, shift) for o in outputs if o.kind == "delivery"
+              for start, shift in shifts(ranges(o.ranges)).items()}  # fmt: skip
     code = hub.layout.header.field("flow_code")
-    found: dict[int, tuple[str, str]] = {}
+    found: dict[int, tuple[str, str, int]] = {}
     number, offset = 0, 0
     for raw in stream:
         if raw[:10] == b"1111111111":
             number += 1
             if offset in starts:
                 flow_code = raw[code.start : code.end].decode(hub.layout.encoding)
-                found[number] = (flow_code, starts[offset])
+                found[number] = (flow_code, *starts[offset])
         offset += len(raw)
     return found
 

@@ -344,15 +344,18 @@ class Spills:
         self.rows.close()
         self.logs.close()
 
-    def occurrences(self, recipients: dict[int, str]) -> Batches:
-        """The flow rows of the delivered sections (section -> recipient), in batches,
-        numbered per recipient in file order."""
+    def occurrences(self, placed: dict[int, tuple[str, int]]) -> Batches:
+        """The flow rows of the delivered sections (section -> its recipient and the shift
+        of its bytes into the recipient's content), in batches, numbered per recipient in
+        file order."""
         seq: Counter[str] = Counter()
         records = self.rows.records()
         while batch := list(itertools.islice(records, ROWS_BATCH)):
             rows: list[Occurrence] = []
             for section, key, row in batch:
-                recipient = recipients[section]
+                recipient, shift = placed[section]
+                row["content_start"] += shift
+                row["content_end"] += shift
                 row["seq"] = seq[recipient]
                 seq[recipient] += 1
                 rows.append((recipient, key, row))
@@ -374,6 +377,7 @@ class _Job:
         self.upload = Upload(job.id, job.participant_id, job.upload_name, job.received_at)
         self.recipients: dict[str, _Recipient] = {}
         self.accepted: list[SectionReport] = []
+        self.placed: dict[int, tuple[str, int]] = {}  # section -> recipient, `shifts`
         self.refused: Counter[str] = Counter()  # problem codes of the refused sections
         self.first_refused: list[SectionReport] = []  # the first LOGGED_SECTIONS of them
         self.spills = Spills(
@@ -387,7 +391,7 @@ class _Job:
     def context(self) -> CheckContext:
         return CheckContext(self.upload.upload_name, self.upload.sender, self.can_receive,
                             self.hub.layout, collect_flows=True, on_flow=self.flow,
-                            keep_sections=False, grid_values=False)  # fmt: skip
+                            keep_sections=False)  # fmt: skip
 
     def can_receive(self, recipient: str) -> bool:
         """`recipient_ready`, asked once per recipient and job: each asking looks at the
@@ -428,6 +432,7 @@ class _Job:
         recipient = self.recipients.get(report.recipient_id)
         if recipient is None:
             recipient = self.recipients[report.recipient_id] = _Recipient(report.recipient_id)
+        self.placed[report.number] = (recipient.id, recipient.size - report.start)
         recipient.spans.append((report.start, report.end))
         recipient.size += report.end - report.start
         if recipient.sealer is not None:
@@ -474,8 +479,7 @@ class _Job:
                 prepared.sealed[recipient.id] = sealed
         if files:
             fsync_dir(self.hub.contents())  # their names too, before a movement refers to them
-        sections = {s.number: s.recipient_id for s in self.accepted}
-        batches = self.spills.occurrences(sections)
+        batches = self.spills.occurrences(self.placed)
         first = next(batches, [])
         if len(first) < ROWS_BATCH:  # with the plan
             prepared.flows = first

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from bdi.routing.fields import RecordCodec, Value, codecs_for
 from bdi.routing.layout import FlowLayout, Layout
 from bdi.routing.model import Flow, FlowLine
 
 REJECTED_STATES = frozenset({"R", "C"})
+ALLOCATION, GRID_MARKER = "allocation", "4444444444"  # a répartition and its grid's lines
 
 
 def aggregate_control(states: str) -> str:
@@ -31,6 +34,29 @@ def flow_key(parts: tuple[str, ...], values: Mapping[str, Value]) -> str:
     return "|".join(out)
 
 
+def _office_slice(flow_layout: FlowLayout, codecs: Mapping[str, RecordCodec]) -> slice | None:
+    """Where a répartition's grid record has its office code; None for other layouts."""
+    if flow_layout.name != ALLOCATION or GRID_MARKER not in flow_layout.records:
+        return None
+    spec = codecs[flow_layout.records[GRID_MARKER]].spec.field("office_code")
+    return slice(spec.start, spec.end)
+
+
+def grid_records(records: bytes, layout: Layout, flow_layout: str) -> list[dict[str, Any]]:
+    """The répartition grid of a flow whose records are `records` (its `start`-`end` bytes
+    in a content): each grid line as the Suivi shows it, the values of its JSON form; none
+    for a flow of another layout."""
+    if flow_layout != ALLOCATION:
+        return []
+    codec = codecs_for(layout)[layout.layouts[ALLOCATION].records[GRID_MARKER]]
+    out = []
+    for raw in records.splitlines():
+        text = raw.decode(layout.encoding)
+        if text[:10] == GRID_MARKER:
+            out.append(json.loads(codec.json_text(text)))
+    return out
+
+
 def _state(text: str) -> str:
     """The control state of a record ('' for a line too short to hold one)."""
     return text[10:11]
@@ -45,52 +71,51 @@ class FlowBuilder:
         flow_code: str,
         section: int,
         codecs: Mapping[str, RecordCodec],
-        grid_values: bool = True,
     ) -> None:
         self.layout = flow_layout
-        self.grid_values = grid_values  # False: grid records only as JSON
         self.flow_code = flow_code
         self.section = section
         self.codecs = codecs
+        self.office = _office_slice(flow_layout, codecs)
         self._reset()
 
     def _reset(self) -> None:
         self.head: dict[str, Value] | None = None
         self.head_json: str | None = None
-        self.head_line = 0
+        self.head_line = self.start = self.end = 0
         self.states: list[str] = []
         self.lines: list[FlowLine] = []
-        self.grid: list[dict[str, Value]] = []
-        self.grid_json: list[str] = []
+        self.offices: list[str] = []
         self.reject_message: str | None = None
 
-    def record(self, line: int, marker: str, text: str) -> Flow | None:
-        """Take a functional record of this flow layout; return the flow it completes, if any."""
+    def record(self, line: int, marker: str, text: str, at: tuple[int, int]) -> Flow | None:
+        """Take a functional record of this flow layout, at bytes `at` of the file (from its
+        start to after its terminator); return the flow it completes, if any."""
         done = None
         starts = marker == self.layout.flow_starts_with
         if self.layout.flow_ends_with is None:
             if starts:
                 done = self._complete()
             if starts or self.head is not None:
-                self._add(line, marker, text)
+                self._add(line, marker, text, at)
             return done
-        return self._add_account(line, marker, text)
+        return self._add_account(line, marker, text, at)
 
-    def _add(self, line: int, marker: str, text: str) -> None:
-        codec = self.codecs[self.layout.records[marker]]
+    def _add(self, line: int, marker: str, text: str, at: tuple[int, int]) -> None:
         if self.head is None:
-            self.head, self.head_line = codec.decode(text), line
+            codec = self.codecs[self.layout.records[marker]]
+            self.head, self.head_line, self.start = codec.decode(text), line, at[0]
             self.head_json = codec.json_text(text)
-        elif marker == "4444444444" and self.layout.name == "allocation":
-            if self.grid_values:
-                self.grid.append(codec.decode(text))
-            self.grid_json.append(codec.json_text(text))
+        elif marker == GRID_MARKER and self.office is not None:
+            self.offices.append(text[self.office].strip())
         self.states.append(_state(text))
+        self.end = at[1]
 
-    def _add_account(self, line: int, marker: str, text: str) -> Flow | None:
+    def _add_account(self, line: int, marker: str, text: str, at: tuple[int, int]) -> Flow | None:
         codec = self.codecs[self.layout.records[marker]]
         if not self.states:
-            self.head_line = line
+            self.head_line, self.start = line, at[0]
+        self.end = at[1]
         state = _state(text)
         self.states.append(state)
         if marker == self.layout.flow_starts_with:
@@ -123,9 +148,10 @@ class FlowBuilder:
             fields=head,
             reject_message=self.reject_message,
             lines=tuple(self.lines),
-            grid=tuple(self.grid),
             fields_json=self.head_json,
-            grid_json=f"[{', '.join(self.grid_json)}]" if self.grid_json else "[]",
+            start=self.start,
+            end=self.end,
+            offices=tuple(self.offices),
         )
         self._reset()
         return flow
@@ -150,7 +176,10 @@ def iter_flows(
     message = layout.reject.field("reject_message")
     builder: FlowBuilder | None = None
     number = 0
+    offset = 0
     for line, raw in enumerate(lines, start=1):
+        at = (offset, offset + len(raw))
+        offset = at[1]
         text = raw.rstrip(b"\r\n").decode(layout.encoding)
         marker = text[:10]
         if marker == "1111111111":
@@ -166,7 +195,7 @@ def iter_flows(
         elif marker == "7777777777":
             builder.reject(text[message.start : message.end])
         elif marker in builder.layout.records:
-            flow = builder.record(line, marker, text)
+            flow = builder.record(line, marker, text, at)
             if flow is not None:
                 yield flow
 

@@ -35,11 +35,16 @@ class Flow:
     fields: Mapping[str, Value]
     reject_message: str | None = None
     lines: tuple[FlowLine, ...] = ()
-    grid: tuple[Mapping[str, Value], ...] = ()
-    # the Suivi's JSON of `fields` and of `grid` (as `json.dumps` writes them, filler left
-    # out), written from the records' text by the checks; None: to make from the values
+    # the Suivi's JSON of `fields` (as `json.dumps` writes them, filler left out), written
+    # from the record's text by the checks; None: to make from the values
     fields_json: str | None = None
-    grid_json: str | None = None
+    # where the flow's records are in the checked file: from its first record's first byte
+    # to its last record's terminator. The Suivi reads a répartition's grid from there
+    # (`grid_records`) rather than keeping it: the grid is most of a flow's bytes.
+    start: int = 0
+    end: int = 0
+    # the office codes of a répartition's grid, in file order (the AASO search, §8.9)
+    offices: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -44,9 +44,6 @@ class CheckContext:
     # False: the final report lists no section (each came with its SectionChecked event),
     # so that a file of a hundred thousand sections keeps no report of each
     keep_sections: bool = True
-    # False: a flow's grid records are only written as JSON (`Flow.grid_json`), not decoded
-    # (`Flow.grid` empty), for a caller that stores flows and reads none of their values
-    grid_values: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +134,6 @@ class _Section:
                 self.report.flow_code,
                 number,
                 self.codecs,
-                grid_values=ctx.grid_values,
             )
             if self.flow_layout and ctx.collect_flows and not self.problems
             else None
@@ -183,8 +179,9 @@ class _Section:
             return self.layout.flow_layout(code)
         return None
 
-    def line(self, line: int, offset_end: int, text: str) -> None:
-        self.report.last_line, self.report.end = line, offset_end
+    def line(self, line: int, at: tuple[int, int], text: str) -> None:
+        """One line after the header, at bytes `at` of the file (terminator included)."""
+        self.report.last_line, self.report.end = line, at[1]
         if text[:10] == FOOTER:
             self._footer(line, text)
             return
@@ -196,7 +193,7 @@ class _Section:
         if marker == REJECT:
             self._reject(line, text)
         elif self.flow_layout is not None and marker in self.flow_layout.records:
-            self._functional(line, marker, text)
+            self._functional(line, marker, text, at)
         else:
             self._add(Problem(Code.TYPE_ENREG, line, marker))
 
@@ -223,7 +220,7 @@ class _Section:
             )
             self.pending_reject = None
 
-    def _functional(self, line: int, marker: str, text: str) -> None:
+    def _functional(self, line: int, marker: str, text: str, at: tuple[int, int]) -> None:
         assert self.flow_layout is not None
         ends = self.flow_layout.flow_ends_with or self.flow_layout.flow_starts_with
         if self.settled:  # counted for the report's flow counts, not checked further
@@ -242,7 +239,7 @@ class _Section:
             self.pending_reject = line
         self.flow_starts += marker == ends
         if self.builder is not None:
-            flow = self.builder.record(line, marker, text)
+            flow = self.builder.record(line, marker, text, at)
             if flow is not None:
                 self._flow(flow)
 
@@ -361,7 +358,7 @@ def check_lines(lines: Iterable[bytes], ctx: CheckContext) -> Iterator[Event]:
             section = _Section(ctx, number, line_no, offset, text)
             section.report.end = end
         elif section is not None:
-            section.line(line_no, end, text)
+            section.line(line_no, (offset, end), text)
             if section.footer_seen:
                 yield _closed(section, report, ctx)
                 section = None

@@ -45,7 +45,7 @@ _IDS = select(OUTPUT.c.seq, OUTPUT.c.id).where(
 # the occurrence's columns in the order of the SQLite statement's values
 _OCCURRENCE = ("movement_id", "flow_id", "seq", "layout", "flow_code", "optiflux_key", "control",
                "comment", "fields_json", "lines_json", "grid_json", "producer_code",
-               "insured_folded")  # fmt: skip
+               "insured_folded", "content_start", "content_end", "office_codes")  # fmt: skip
 _ROW = _OCCURRENCE[2:]  # those of the row as the pipeline makes it
 ROWS_PER_STATEMENT = 500  # SQLite keeps a statement's last values (its copies): 1.5 MB
 _NEW_FLOWS = (

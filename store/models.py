@@ -141,7 +141,12 @@ class FlowOccurrence(SQLModel, table=True):
     comment: str = ""
     fields_json: str = "{}"
     lines_json: str = "[]"
-    grid_json: str = "[]"
+    grid_json: str = "[]"  # the répartition grid of a row recorded before revision 0007
+    # where the flow's records are in its movement's content (the grid is read from there);
+    # None for a row recorded before revision 0007
+    content_start: int | None = None
+    content_end: int | None = None
+    office_codes: str = Field(default="", sa_column_kwargs={"server_default": ""})
     # Suivi search columns (OPTIFLUX.md §8.4), copied from the head record so that the
     # commonest criteria run on indexes: the code apporteur, and the insured name folded
     # (trimmed, upper case) for case-insensitive substring matching on any database (by

@@ -528,13 +528,17 @@ class SuiviApp:
             raise not_found()
         if number > found.page.pages:
             raise HTTPException(400, "numéro de page hors du fichier")
+        flows = found.page.items
+        if any(f.span is not None for f in flows):
+            src = await contents.source_of(store, self.hub.contents(), found.movement)
+            flows = await contents.with_grids(src, flows, layout)
         return self.render(
             request,
             "file.html",
             ctx,
             movement=found.movement,
             page=found.page,
-            groups=self._file_groups(request, found.page.items, dict(found.counts)),
+            groups=self._file_groups(request, flows, dict(found.counts)),
             params=request.query_params,
             with_page=views.with_page,
             day=paris_date,

@@ -10,8 +10,8 @@ if LF and CRLF terminators are mixed. The download (`?brut=1`) streams the whole
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
 from math import ceil
 from pathlib import Path
 from typing import Protocol
@@ -19,12 +19,15 @@ from typing import Protocol
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from bdi.store.models import StoredContent
+from bdi.routing.flows import grid_records
+from bdi.routing.layout import Layout
+from bdi.store.models import Movement, StoredContent
 from bdi.store.repo import Store
 from bdi.suivi import queries, sql
 
 LF = 0x0A
 DOWNLOAD_CHUNK = 1024 * 1024
+GRID_WINDOW = 4 * 1024 * 1024
 
 
 class ContentGone(Exception):
@@ -81,15 +84,51 @@ class StoredSource:
 async def source(store: Store, contents: Path, user: str, movement_id: int) -> Source | None:
     """The content of a file its sender or recipient opens (§8.1); None otherwise."""
     row = await queries.movement(store, user, movement_id)
-    if row is None:
-        return None
+    return None if row is None else await source_of(store, contents, row)
+
+
+async def source_of(store: Store, contents: Path, row: Movement) -> Source | None:
+    """The content of a movement the user was found to see; None if it has none."""
     if not row.content_path:  # kept in the store
         stmt = select(func.length(col(StoredContent.data))).where(
-            col(StoredContent.movement_id) == movement_id
+            col(StoredContent.movement_id) == row.id
         )
         found = await sql.all_rows(store, stmt)
-        return StoredSource(store, movement_id, int(found[0][0] or 0)) if found else None
+        return StoredSource(store, row.id or 0, int(found[0][0] or 0)) if found else None
     return await asyncio.to_thread(_file_source, contents, row.content_path)
+
+
+async def with_grids(
+    src: Source | None, flows: list[queries.FileFlow], layout: Layout
+) -> list[queries.FileFlow]:
+    """The flows with their répartition grids read from the content: the records of
+    consecutive flows by one read of up to GRID_WINDOW bytes (a page of 100 répartitions is
+    one read of ~320 KB). A content gone leaves the grids empty."""
+    out = list(flows)
+    for window in _windows([(i, f.span) for i, f in enumerate(flows) if f.span is not None]):
+        low, high = window[0][1][0], max(span[1] for _, span in window)
+        try:
+            data = b"" if src is None else await src.read(low, high - low)
+        except ContentGone:
+            data = b""
+        for i, (start, end) in window:
+            records = data[start - low : end - low]
+            out[i] = replace(flows[i], grid=grid_records(records, layout, flows[i].hit.layout))
+    return out
+
+
+def _windows(
+    spans: list[tuple[int, tuple[int, int]]],
+) -> Iterator[list[tuple[int, tuple[int, int]]]]:
+    """The spans cut into runs that each fit one read of GRID_WINDOW bytes at most."""
+    run: list[tuple[int, tuple[int, int]]] = []
+    for item in sorted(spans, key=lambda item: item[1][0]):
+        if run and item[1][1] - run[0][1][0] > GRID_WINDOW:
+            yield run
+            run = []
+        run.append(item)
+    if run:
+        yield run
 
 
 def _file_source(contents: Path, name: str) -> FileSource | None:

@@ -7,7 +7,6 @@ seed (send, answer, reject, re-send, distribute) moves the flow by itself.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -171,11 +170,11 @@ async def load_referential(store: Store) -> Referential:
     return Referential({r.code: r.type for r in rows}, {r.code: r.edi_id for r in rows if r.edi_id})
 
 
-def aaso_offices(optiflux_key: str, grid: list[dict[str, Any]], ref: Referential) -> set[str]:
-    """Type B office codes of the lines other than the clé's office (§8.9)."""
+def aaso_offices(optiflux_key: str, office_codes: str, ref: Referential) -> set[str]:
+    """Type B office codes of the grid's lines other than the clé's office (§8.9);
+    `office_codes` as the row keeps them (' 00311 00452 ')."""
     office = optiflux_key[4:9]
-    codes = {str(line.get("office_code") or "").strip() for line in grid}
-    return {c for c in codes if c and c != office and ref.types.get(c) == "B"}
+    return {c for c in office_codes.split() if c != office and ref.types.get(c) == "B"}
 
 
 def audience(hit: Hit, aasos: set[str], ref: Referential) -> set[str]:
@@ -205,13 +204,13 @@ def _answered_later() -> ColumnElement[bool]:
 def _concerns(user: str, ref: Referential) -> ColumnElement[bool]:
     """SQL pre-filter: sent by the user, or naming one of its codes (re-checked in Python)."""
     codes = ref.codes_of(user)
-    named = [sql.contains(col(Occ.grid_json), f'"office_code": "{c}"') for c in codes]
+    named = [sql.contains(col(Occ.office_codes), f" {c} ") for c in codes]
     return or_(col(Mov.sender_id) == user, col(Occ.producer_code).in_(codes), *named)
 
 
 def incomplete_stmt(layout: Layout, user: str, ref: Referential) -> Select[Any]:
     return (
-        select(*sql.ROW_COLUMNS, sql.GRID)
+        select(*sql.ROW_COLUMNS, sql.OFFICES)
         .join(Mov, sql.JOIN)
         .where(
             col(Occ.flow_code) == "REP",
@@ -231,9 +230,7 @@ async def incomplete_rows(store: Store, layout: Layout, user: str) -> AsyncGener
     seen: set[int] = set()
     async for row in sql.stream(store, incomplete_stmt(layout, user, ref)):
         hit = hit_of(row)
-        aasos = aaso_offices(
-            str(hit.values.get("optiflux_key") or ""), json.loads(row.grid_json), ref
-        )
+        aasos = aaso_offices(str(hit.values.get("optiflux_key") or ""), row.office_codes, ref)
         if hit.flow_id in seen or not aasos or user not in audience(hit, aasos, ref):
             continue
         seen.add(hit.flow_id)

@@ -511,21 +511,19 @@ async def movement(store: Store, user: str, movement_id: int) -> Movement | None
 
 @dataclass(frozen=True, slots=True)
 class FileFlow:
+    """A flow of a file; its répartition grid is read from the file's content, where its
+    records are (`span`), by `contents.with_grids` (a row recorded before revision 0007 kept
+    its grid as JSON: `grid` given, `span` None)."""
+
     hit: Hit
     grid: list[dict[str, Any]]
+    span: tuple[int, int] | None = None
 
 
-async def file_flows(store: Store, user: str, movement_id: int) -> list[FileFlow] | None:
-    """The flows of a file, in file order, with their répartition grids."""
-    if await movement(store, user, movement_id) is None:
-        return None
-    stmt = (
-        select(*sql.ROW_COLUMNS, sql.GRID)
-        .join(Mov, sql.JOIN)
-        .where(col(Occ.movement_id) == movement_id)
-    )
-    rows = await sql.all_rows(store, stmt.order_by(col(Occ.seq)))
-    return [FileFlow(hit_of(r), json.loads(r.grid_json)) for r in rows]
+def file_flow(row: Any) -> FileFlow:
+    if row.content_start is None:
+        return FileFlow(hit_of(row), json.loads(row.grid_json))
+    return FileFlow(hit_of(row), [], (row.content_start, row.content_end))
 
 
 @dataclass(frozen=True, slots=True)
@@ -590,12 +588,12 @@ def _file_order(movement_id: int) -> Select[Any]:
 async def _flow_slice(store: Store, movement_id: int, start: int, end: int) -> list[FileFlow]:
     ids = _file_order(movement_id).offset(start).limit(end - start)
     stmt = (
-        select(*sql.ROW_COLUMNS, sql.GRID)
+        select(*sql.ROW_COLUMNS, *sql.GRID)
         .join(Mov, sql.JOIN)
         .where(col(Occ.id).in_(ids))
         .order_by(col(Occ.id))
     )
-    return [FileFlow(hit_of(r), json.loads(r.grid_json)) for r in await sql.all_rows(store, stmt)]
+    return [file_flow(r) for r in await sql.all_rows(store, stmt)]
 
 
 async def flow_position(store: Store, movement_id: int, flow_id: int) -> int | None:

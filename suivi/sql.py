@@ -38,7 +38,13 @@ ROW_COLUMNS: tuple[Label[Any], ...] = (
     col(Mov.file_type).label("file_type"),
 )
 LINES: Label[Any] = col(Occ.lines_json).label("lines_json")
-GRID: Label[Any] = col(Occ.grid_json).label("grid_json")
+# a répartition's grid: where its records are in the content, or its JSON (an older row)
+GRID: tuple[Label[Any], ...] = (
+    col(Occ.content_start).label("content_start"),
+    col(Occ.content_end).label("content_end"),
+    col(Occ.grid_json).label("grid_json"),
+)
+OFFICES: Label[Any] = col(Occ.office_codes).label("office_codes")
 # Only movements whose file is in place count: a planned delivery is not yet a passage.
 JOIN = and_(col(Mov.id) == col(Occ.movement_id), col(Mov.delivered))
 NEWEST_FIRST = (col(Mov.created_at).desc(), col(Mov.id).desc(), col(Occ.id).desc())

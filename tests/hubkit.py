@@ -28,6 +28,8 @@ from bdi.pipeline.retries import RetryPolicy
 from bdi.routing.layout import default_layout
 from bdi.server import RunningServer, run_server
 from bdi.store.journal import sync_engine
+from bdi.suivi import contents
+from bdi.suivi.queries import FileFlow, file_flow_page
 
 
 @dataclass
@@ -248,3 +250,14 @@ def days_earlier(settings: Settings, column: str, days: int) -> str:
     if settings.db_url.startswith("sqlite"):
         return f"datetime({column}, '-{days} days')"
     return f"{column} - interval '{days} days'"
+
+
+async def file_flows(hub: HubUnderTest, user: str, movement_id: int) -> list[FileFlow] | None:
+    """A file's flows with their grids, as the Suivi's detail page reads them (on one page);
+    None when the user may not open the file."""
+    inner = hub.server.hub
+    found = await file_flow_page(inner.store, inner.layout, user, movement_id, 1, 100_000)
+    if found is None:
+        return None
+    src = await contents.source_of(inner.store, inner.contents(), found.movement)
+    return await contents.with_grids(src, found.page.items, inner.layout)

@@ -38,10 +38,10 @@ from bdi.pipeline.plan import (
     occurrence,
     plan_outputs,
 )
-from bdi.pipeline.prepare import copy_ranges, delivered_sections
+from bdi.pipeline.prepare import copy_ranges, delivered, delivered_sections
 from bdi.routing.errors import Code
 from bdi.routing.fields import codecs_for, encode_field
-from bdi.routing.flows import iter_flows
+from bdi.routing.flows import grid_records, iter_flows
 from bdi.routing.layout import FieldSpec, RecordSpec, default_layout
 from bdi.routing.logs import log_files
 from bdi.routing.model import FileReport, Flow
@@ -58,6 +58,7 @@ NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 ACTIVE = parse_referential((SAMPLES / "referentiel.toml").read_text("utf-8"), LAYOUT).mailboxes
 HUB = cast("Hub", SimpleNamespace(layout=LAYOUT))  # `delivered_sections` reads hub.layout only
 HEADER, FOOTER, REJECT = b"1111111111", b"9999999999", b"7777777777"
+LF = 0x0A
 VALUE_TYPES = (str, int, Decimal, date, time, type(None))
 T = TypeVar("T")
 INPUTS = [0]  # uploads through `exercise`, told at the end of the module's tests
@@ -101,9 +102,9 @@ def exercise(data: bytes, name: str, uploader: str) -> Outcome:
     flows = [f for e in events if isinstance(e, SectionChecked) for f in e.flows]
     _assert_sections(report, data)
     _assert_flows(report, flows, data)
-    delivered = {s.number: (s.flow_code, s.recipient_id) for s in report.delivered_sections}
+    delivered_now = delivered(report.delivered_sections)
     upload = Upload(1, uploader, name, NOW)
-    rows = _occurrences(upload, delivered, flows)
+    rows = _occurrences(upload, delivered_now, flows)
     outputs = plan_outputs(
         upload,
         report,
@@ -112,7 +113,20 @@ def exercise(data: bytes, name: str, uploader: str) -> Outcome:
         lambda recipient: _split(data, report, recipient),
     )
     _assert_plan(report, outputs, rows, data)
+    _assert_spans(outputs, rows, [f for f in flows if f.section in delivered_now], data)
     return Outcome(report, flows, rows, outputs)
+
+
+def _assert_spans(
+    outputs: list[PlannedOutput], rows: list[Occurrence], flows: list[Flow], data: bytes
+) -> None:
+    """Each row's bytes of its recipient's content are its flow's bytes of the upload."""
+    contents = {o.output.participant_id: o.content for o in outputs if o.output.kind == "delivery"}
+    assert len(rows) == len(flows)
+    for (recipient, _, row), flow in zip(rows, flows, strict=True):
+        content = contents[recipient]
+        assert content is not None
+        assert content[row["content_start"] : row["content_end"]] == data[flow.start : flow.end]
 
 
 def _assert_sections(report: FileReport, data: bytes) -> None:
@@ -134,23 +148,38 @@ def _assert_flows(report: FileReport, flows: list[Flow], data: bytes) -> None:
     assert [(f.section, f.line) for f in flows] == sorted((f.section, f.line) for f in flows)
     for flow in flows:
         assert flow.control in ("S", "V", "R")
-        for values in (flow.fields, *(line.fields for line in flow.lines), *flow.grid):
+        for values in (flow.fields, *(line.fields for line in flow.lines)):
             assert all(isinstance(v, VALUE_TYPES) for v in values.values())
         assert flow.fields_json == fields_json(flow.fields)
-        assert flow.grid_json == json.dumps([json.loads(fields_json(g)) for g in flow.grid])
+        _assert_records(flow, data)
     assert list(iter_flows(io.BytesIO(data), LAYOUT, accepted)) == flows
 
 
+def _assert_records(flow: Flow, data: bytes) -> None:
+    """A flow's bytes are whole records, its first one its head; its grid read from them
+    is the JSON of each grid record's decoded values, and has the flow's office codes."""
+    records = data[flow.start : flow.end]
+    assert flow.start == 0 or data[flow.start - 1] == LF
+    assert records.endswith(b"\n") or flow.end == len(data)
+    assert records[:10].decode() in LAYOUT.layouts[flow.layout].records
+    grid = grid_records(records, LAYOUT, flow.layout)
+    codec = codecs_for(LAYOUT)["allocation_4"]
+    lines = [r.decode("latin-1") for r in records.splitlines() if r[:10] == b"4444444444"]
+    wanted = [json.loads(fields_json(codec.decode(text))) for text in lines]
+    assert grid == (wanted if flow.layout == "allocation" else [])
+    assert flow.offices == tuple(str(g["office_code"] or "").strip() for g in grid)
+
+
 def _occurrences(
-    upload: Upload, delivered: dict[int, tuple[str, str]], flows: list[Flow]
+    upload: Upload, delivered: dict[int, tuple[str, str, int]], flows: list[Flow]
 ) -> list[Occurrence]:
     """The rows `occurrence_batches` gives, in one batch."""
-    seq = dict.fromkeys((recipient for _, recipient in delivered.values()), 0)
+    seq = dict.fromkeys((recipient for _, recipient, _ in delivered.values()), 0)
     rows = []
     for flow in flows:
         if flow.section in delivered:
-            recipient = delivered[flow.section][1]
-            rows.append(occurrence(LAYOUT, upload, recipient, flow, seq[recipient]))
+            _, recipient, shift = delivered[flow.section]
+            rows.append(occurrence(LAYOUT, upload, recipient, flow, seq[recipient], shift))
             seq[recipient] += 1
     return rows
 
@@ -179,9 +208,9 @@ def _assert_plan(
     for _, _, row in rows:
         for column in ("fields_json", "lines_json", "grid_json"):
             json.loads(row[column])
-    delivered = {s.number: (s.flow_code, s.recipient_id) for s in report.delivered_sections}
     outs = [o.output for o in outputs]
-    assert delivered_sections(HUB, io.BytesIO(data), outs) == delivered
+    assert delivered_sections(HUB, io.BytesIO(data), outs) == delivered(report.delivered_sections)
+
     for s in report.delivered_sections[:3]:
         _assert_delivered_alone(data[s.start : s.end], report.upload_name, s.number)
 

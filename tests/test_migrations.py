@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import tarfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -64,9 +65,9 @@ def tables_and_columns(url: str) -> dict[str, set[str]]:
 
 def test_the_revisions_form_one_line() -> None:
     revisions = schema.history()
-    assert [r.id for r in revisions] == ["0001", "0002", "0003", "0004", "0005", "0006"]
-    assert [r.down for r in revisions] == [None, "0001", "0002", "0003", "0004", "0005"]
-    assert schema.head() == "0006"
+    assert [r.id for r in revisions] == ["0001", "0002", "0003", "0004", "0005", "0006", "0007"]
+    assert [r.down for r in revisions] == [None, "0001", "0002", "0003", "0004", "0005", "0006"]
+    assert schema.head() == "0007"
 
 
 def test_a_new_database_at_head_is_what_the_models_say(url: str) -> None:
@@ -178,8 +179,31 @@ async def test_a_data_folder_of_the_previous_release_is_served(tmp_path: Path) -
         assert _insured_name(settings.db_url) == "SOCIETE MARITIME"  # folded again
         search = Search.of(server.hub.layout, "allocations", {"insured_name": "ârmement"})
         assert [hit async for hit in q.search_rows(store, search, "GIE000001")] != []
+        older = _grids(settings.db_url, "IS NULL")  # their grids' JSON, their office codes
+        assert older and all(codes == _codes(grid) for grid, codes in older)
         await _send(tmp_path, server.sftp_port, server.web_port)
         assert await _movements(store) == 23
+        newer = _grids(settings.db_url, "IS NOT NULL")  # a grid read from the content
+        assert newer and all(grid == "[]" and codes.strip() for grid, codes in newer)
+
+
+def _grids(url: str, content_start: str) -> list[tuple[str, str]]:
+    """(grid_json, office_codes) of the répartitions' rows whose `content_start` is as said."""
+    query = (
+        "SELECT grid_json, office_codes FROM flowoccurrence "
+        f"WHERE layout = 'allocation' AND content_start {content_start}"
+    )
+    engine = sync_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [(str(grid), str(codes)) for grid, codes in conn.execute(sa.text(query))]
+    finally:
+        engine.dispose()
+
+
+def _codes(grid_json: str) -> str:
+    codes = [line["office_code"].strip() for line in json.loads(grid_json)]
+    return f" {' '.join(codes)} " if codes else ""
 
 
 def _older_insured_name(url: str) -> None:

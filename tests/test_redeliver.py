@@ -14,7 +14,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hubkit import FAST, HubUnderTest, Party, hub_running, make_parties, run_bdi, short_home
+from hubkit import (
+    FAST,
+    HubUnderTest,
+    Party,
+    file_flows,
+    hub_running,
+    make_parties,
+    run_bdi,
+    short_home,
+)
 from support import SAMPLES
 
 from bdi.crypto import OpenPGP
@@ -73,8 +82,8 @@ async def test_a_delivery_is_sent_again_under_a_free_name_as_a_new_movement(
         store, RECIPIENT, q.FileCriteria(start=date(2000, 1, 1), end=date(2100, 1, 1)), 1, 50
     )
     assert {m.id for m in listed.items} == {original.id, again.id}  # the Suivi lists it
-    flows = await q.file_flows(store, RECIPIENT, again.id or 0)
-    before = await q.file_flows(store, RECIPIENT, original.id)
+    flows = await file_flows(hub, RECIPIENT, again.id or 0)
+    before = await file_flows(hub, RECIPIENT, original.id)
     assert flows and before and len(flows) == len(before)
     assert all(f.hit.comment.startswith(COMMENT) for f in flows)
     assert [f.hit.flow_id for f in flows] == [f.hit.flow_id for f in before]  # same flows

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hubkit import HubUnderTest, Party, days_earlier, db_rows, make_parties
+from hubkit import HubUnderTest, Party, days_earlier, db_rows, file_flows, make_parties
 from support import SAMPLES
 
 from bdi.config import Settings
@@ -75,7 +75,7 @@ async def comments(hub: HubUnderTest, user: str) -> dict[str, list[str]]:
     page = await q.file_page(store, user, ALL_TIME, 1, 100)
     out = {}
     for movement in page.items:
-        flows = await q.file_flows(store, user, movement.id or 0)
+        flows = await file_flows(hub, user, movement.id or 0)
         out[movement.file_name] = [f.hit.comment for f in flows or []]
     return out
 

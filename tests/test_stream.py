@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hubkit import HubUnderTest, Party, db_rows, hub_running
+from hubkit import HubUnderTest, Party, db_rows, file_flows, hub_running
 from sqlalchemy import Connection
 from support import SAMPLES
 
@@ -124,14 +124,29 @@ async def route(
         query = (
             "SELECT m.recipient_id, m.file_name, m.size, m.sha256, o.seq, o.layout, o.flow_code,"
             " o.optiflux_key, o.control, o.comment, o.fields_json, o.lines_json, o.grid_json,"
+            " o.content_start, o.content_end, o.office_codes,"
             " f.flow_key FROM flowoccurrence o JOIN movement m ON m.id = o.movement_id"
             " JOIN flow f ON f.id = o.flow_id ORDER BY m.recipient_id, o.seq"
         )
         flows = db_rows(hub.server.hub.settings, query)
+        grids = await shown_grids(hub)
         contents = hub.server.hub.settings.data / "contents"
         staged = list(hub.server.hub.settings.mailboxes.glob("*/.staging/*"))
         assert not staged, staged  # every sealed file placed, none left over
-    return received, [*flows, ("contents", sorted(p.name for p in contents.glob("*")))]
+    return received, [*flows, ("contents", sorted(p.name for p in contents.glob("*"))), grids]
+
+
+async def shown_grids(hub: HubUnderTest) -> tuple[Any, ...]:
+    """What the Suivi's detail pages show of each répartition's grid, read from the content
+    at the flow's place in it: each grid line is its flow's (the same clé)."""
+    movements = db_rows(hub.server.hub.settings, "SELECT id, recipient_id FROM movement")
+    shown = []
+    for movement, recipient in sorted(movements):
+        for flow in await file_flows(hub, recipient, movement) or []:
+            clé = flow.hit.values["optiflux_key"]
+            assert flow.grid and {g["optiflux_key"] for g in flow.grid} == {clé}
+            shown.append((movement, clé, tuple(g["office_code"] for g in flow.grid)))
+    return ("grids", *shown)
 
 
 @pytest.mark.parametrize("seals", [0, 2])
@@ -184,7 +199,7 @@ async def test_a_section_refused_after_its_flows_were_made_leaves_none(
     received, rows = small
     logs = {n: v for n, v in received.items() if n.endswith(".log")}
     assert len(logs) == 1, logs
-    assert len(rows) - 1 == 3 + 4
+    assert len(rows) - 2 == 3 + 4 == len(rows[-1]) - 1  # each flow's grid shown
 
 
 async def test_flow_rows_are_stored_a_bounded_batch_at_a_time(
@@ -205,7 +220,7 @@ async def test_flow_rows_are_stored_a_bounded_batch_at_a_time(
     data = big_flows(sample, 300)
     received, rows = await route(tmp_path, parties, data, "RCOU010234_00311_000001.edi",
                                  "COU010234", True, monkeypatch)  # fmt: skip
-    assert sum(batches) == 300 == len(rows) - 1
+    assert sum(batches) == 300 == len(rows) - 2
     assert max(batches) == 16
     assert list(received) == ["CIE000311/RCOU010234_00311_000001.edi"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from hubkit import HubUnderTest, Party, hub_running
+from hubkit import HubUnderTest, Party, file_flows, hub_running
 from sqlalchemy import text
 from support import SAMPLES
 from test_suivi_support import (
@@ -292,7 +292,7 @@ async def test_file_search_detail_and_content_for_sender_or_recipient_only(
     assert empty.total == 0
     rgie = next(m for m in page.items if m.file_name.startswith("RGIE"))
     assert rgie.id is not None
-    flows = await q.file_flows(store, GENERALI, rgie.id)
+    flows = await file_flows(routed, GENERALI, rgie.id)
     assert flows is not None and [f.hit.values["optiflux_key"] for f in flows] == [MAR]
     assert [g["office_code"] for g in flows[0].grid] == ["00311", "00452", "00638", "88889"]
     contents = routed.server.hub.contents()
@@ -300,7 +300,7 @@ async def test_file_search_detail_and_content_for_sender_or_recipient_only(
     assert data is not None and data.startswith(b"1111111111R")
     for user in (BROKER, LEADER, AXA, COGEAS):  # LEADER and AXA got other files of that upload
         assert await q.movement(store, user, rgie.id) is None
-        assert await q.file_flows(store, user, rgie.id) is None
+        assert await file_flows(routed, user, rgie.id) is None
         assert await q.content(store, contents, user, rgie.id) is None
 
 
