@@ -69,6 +69,7 @@ SEALS_AT_ONCE = 2  # recipients sealed while the upload is read, per job
 READ = 1 << 20  # bytes read back from the spill at a time
 FEED = 2 << 20  # bytes a sealer's pump moves at a time (see `_Sealer`)
 ROWS_BATCH = 2000  # flow rows per batch stored, `.log` files per batch recorded
+AHEAD = 8 << 20  # bytes of a section still being checked handed to its sealer at a time
 LOGGED_SECTIONS = 20  # refused sections logged one by one; the rest are counted
 T = TypeVar("T")
 RowRecord = tuple[int, str, dict[str, Any]]  # a flow's section, key and Suivi row
@@ -319,6 +320,7 @@ class _Recipient:
     spans: list[tuple[int, int]] = field(default_factory=list)
     size: int = 0
     sealer: _Sealer | None = None
+    ahead: bool = False  # its sealer has bytes of the section being checked (`_Job._ahead`)
 
 
 @dataclass(slots=True)
@@ -387,6 +389,8 @@ class _Job:
         self.mark = self.spills.rows.mark()
         self.sealing = 0
         self.ready: dict[str, bool] = {}
+        self.fed = 0  # the file's bytes up to this one are with a sealer, or refused
+        self.may_ahead: tuple[int, bool] = (0, False)  # a section: may it go ahead?
 
     def context(self) -> CheckContext:
         return CheckContext(self.upload.upload_name, self.upload.sender, self.can_receive,
@@ -404,6 +408,48 @@ class _Job:
     def flow(self, section: SectionReport, flow: Flow) -> None:
         row = occurrence(self.hub.layout, self.upload, section.recipient_id, flow, 0)[2]
         self.spills.rows.add((section.number, flow.key, row))
+        if section.end - max(self.fed, section.start) >= AHEAD:
+            self._ahead(section)
+
+    def _ahead(self, report: SectionReport) -> None:
+        """A big section with no problem so far: its bytes read since the last time go to
+        its recipient's sealer now, so that gpg seals them while the rest is checked rather
+        than after the section's end (a section may be most of the file). Should it end
+        refused, that sealer is dropped (`_refused`) and its recipient sealed without it."""
+        start, self.fed = max(self.fed, report.start), report.end
+        if not self._goes_ahead(report):
+            return
+        recipient = self.recipients.get(report.recipient_id)
+        if recipient is None:
+            recipient = self.recipients[report.recipient_id] = _Recipient(report.recipient_id)
+        if recipient.sealer is None:
+            big = recipient.size + report.end - report.start > preparing.CONTENT_IN_ROW
+            if not (big and self._may_seal()):
+                return
+            recipient.sealer = self._sealer(recipient.id)
+            for span in recipient.spans:
+                recipient.sealer.feed(*span)
+            start = report.start
+        elif not recipient.ahead:
+            start = report.start
+        recipient.sealer.feed(start, report.end)
+        recipient.ahead = True
+
+    def _goes_ahead(self, report: SectionReport) -> bool:
+        """Whether the section's header passes the checks made at its end (`_header_checks`):
+        sent by the uploader to a participant who may receive it. Asked once a section."""
+        if self.may_ahead[0] != report.number:
+            r, upload = report, self.upload
+            ok = (
+                r.sender_id == upload.sender
+                and r.file_type == upload.upload_name[:1]
+                and r.recipient_id in self.keys
+                and self.can_receive(r.recipient_id)
+                and self.hub.layout.route_allowed(r.sender_id, r.recipient_id, r.file_type,
+                                                  r.flow_code)
+            )  # fmt: skip
+            self.may_ahead = (report.number, ok)
+        return self.may_ahead[1]
 
     def section(self, report: SectionReport) -> None:
         if report.accepted:
@@ -415,6 +461,12 @@ class _Job:
         self.mark = self.spills.rows.mark()
 
     def _refused(self, report: SectionReport) -> None:
+        recipient = self.recipients.get(report.recipient_id)
+        if recipient is not None and recipient.ahead:  # its sealer has this section's bytes
+            assert recipient.sealer is not None
+            recipient.sealer.abort()
+            recipient.sealer, recipient.ahead = None, False
+            self.sealing -= 1
         for code in {p.code.value for p in report.problems}:
             self.refused[code] += 1
         if len(self.first_refused) < LOGGED_SECTIONS:
@@ -435,8 +487,10 @@ class _Job:
         self.placed[report.number] = (recipient.id, recipient.size - report.start)
         recipient.spans.append((report.start, report.end))
         recipient.size += report.end - report.start
+        start = max(self.fed, report.start) if recipient.ahead else report.start
+        recipient.ahead = False
         if recipient.sealer is not None:
-            recipient.sealer.feed(report.start, report.end)
+            recipient.sealer.feed(start, report.end)
         elif recipient.size > preparing.CONTENT_IN_ROW and self._may_seal():
             recipient.sealer = self._sealer(recipient.id)
             for start, end in recipient.spans:
@@ -470,6 +524,9 @@ class _Job:
         prepared = Prepared(report, self.big_logs)
         files = False
         for recipient in self.recipients.values():
+            if not recipient.spans:  # only met in a section gone ahead, then refused
+                assert recipient.sealer is None
+                continue
             content, staged, sealed = self._delivery(recipient)
             prepared.contents[recipient.id] = content
             files = files or content.data is None

@@ -157,6 +157,7 @@ async def test_a_streamed_upload_has_the_small_paths_outcome(
     and Suivi rows either way, whether recipients are sealed while the upload is read
     (SEALS_AT_ONCE) or after it; contents past the store's bound (100 bytes here) as files."""
     monkeypatch.setattr(stream, "SEALS_AT_ONCE", seals)
+    monkeypatch.setattr(stream, "AHEAD", 1000)  # sections sealed while checked, if sealers
     monkeypatch.setattr(stream, "ROWS_BATCH", 2)  # several batches of flows and `.log` files
     monkeypatch.setattr(bulk, "ROWS_PER_STATEMENT", 3)  # on SQLite, several statements
     monkeypatch.setattr(stream, "FEED", 1000)  # sealed bytes moved in several chunks
@@ -170,13 +171,18 @@ async def test_a_streamed_upload_has_the_small_paths_outcome(
     assert len([n for n in received if not n.endswith(".log")]) == 3
 
 
+@pytest.mark.parametrize("ahead", [stream.AHEAD, 1000])
 async def test_a_section_refused_after_its_flows_were_made_leaves_none(
-    tmp_path: Path, parties: dict[str, Party], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, parties: dict[str, Party], monkeypatch: pytest.MonkeyPatch, ahead: int
 ) -> None:
     """A section refused by its footer's count, after its flows were spilled, between two
     good ones (batches of 2 rows): the same deliveries, `.log` and Suivi rows as the small
-    path's, numbered without the refused section's flows."""
+    path's, numbered without the refused section's flows. With `ahead` 1000, each section's
+    bytes go to the sealer while it is checked: the refused one's spoil that sealer, and the
+    recipient is sealed again without them."""
     monkeypatch.setattr(stream, "ROWS_BATCH", 2)
+    monkeypatch.setattr(stream, "AHEAD", ahead)
+    monkeypatch.setattr(prepare, "CONTENT_IN_ROW", 100)  # contents as files, sealed at once
     name = "RCOU010234_00311_000001.edi"
     sample = (SAMPLES / name).read_bytes()
     good, bad, last = big_flows(sample, 3), big_flows(sample, 2), big_flows(sample, 4)
