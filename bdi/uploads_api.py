@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bdi.admin.api import client_address
 from bdi.defender import Defender, Event
 from bdi.hub import Hub
 from bdi.suivi.auth import Lockout, check_password
@@ -77,7 +78,7 @@ class UploadsApi:
         if credentials is None:
             return None
         user, password = credentials
-        address = request.client.host if request.client else ""
+        address = client_address(request)
         if self.lockout.locked(user, address):
             log.info("uploads_api.login_locked", participant=user, address=address)
             self._failed(address, unknown=False)

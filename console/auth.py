@@ -47,10 +47,6 @@ class Ctx:
         return f"exploitation:{self.name}"
 
 
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else ""
-
-
 @dataclass(frozen=True, slots=True)
 class Sessions:
     """Reads, opens and closes the console's sessions and sets their cookie."""

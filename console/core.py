@@ -15,9 +15,10 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Router
 from starlette.templating import Jinja2Templates
 
+from bdi.admin.api import client_address
 from bdi.admin.service import AdminService
 from bdi.console import formats
-from bdi.console.auth import Ctx, Sessions, client_address
+from bdi.console.auth import Ctx, Sessions
 from bdi.hub import Hub
 from bdi.suivi.auth import CSRF_FIELD, Lockout, csrf_ok
 

@@ -11,8 +11,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from bdi.admin.api import client_address
 from bdi.admin.operators import check_login
-from bdi.console.auth import Ctx, client_address
+from bdi.console.auth import Ctx
 from bdi.console.core import FORM_LIMITS, Console, log
 from bdi.suivi.auth import CSRF_FIELD, Session, csrf_ok
 

@@ -26,6 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from bdi.admin.api import client_address
 from bdi.hub import Hub
 from bdi.routing.layout import Column
 from bdi.store import sessions
@@ -103,10 +104,6 @@ def path_id(request: Request, name: str) -> int:
     if value > MAX_ID:
         raise not_found()
     return value
-
-
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else ""
 
 
 def _no_failure_hook(address: str, unknown: bool) -> None:
