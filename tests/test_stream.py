@@ -20,6 +20,7 @@ from bdi.routing.model import Flow, SectionReport
 from bdi.routing.scan import CheckContext, FileChecked, SectionChecked, check_lines
 from bdi.store import bulk
 from bdi.store.jobs import Occurrence
+from bdi.suivi import contents as suivi_contents
 
 NAME = "RGIE000001_00311_000001.edi"  # three sections for three companies
 SENDER = "GIE000001"
@@ -183,6 +184,9 @@ async def test_a_section_refused_after_its_flows_were_made_leaves_none(
     monkeypatch.setattr(stream, "ROWS_BATCH", 2)
     monkeypatch.setattr(stream, "AHEAD", ahead)
     monkeypatch.setattr(prepare, "CONTENT_IN_ROW", 100)  # contents as files, sealed at once
+    monkeypatch.setattr(
+        suivi_contents, "GRID_WINDOW", 1 if ahead == 1000 else 1 << 20
+    )  # a read a grid
     name = "RCOU010234_00311_000001.edi"
     sample = (SAMPLES / name).read_bytes()
     good, bad, last = big_flows(sample, 3), big_flows(sample, 2), big_flows(sample, 4)
