@@ -278,3 +278,20 @@ async def test_a_streamed_upload_killed_while_read_then_while_its_flows_are_stor
     assert flow_rows(settings, name) == [flows]  # one movement, each flow once
     assert inbox_names(settings, RECIPIENT) == [name]  # placed once, under its own name
     assert inbox_names(settings, SENDER) == []
+    assert_records_in_content(settings, name)
+
+
+def assert_records_in_content(settings: Settings, name: str) -> None:
+    """Each flow's row points at its own records in the content, as stored again after
+    the restart: its head record first, with its clé, one flow after the other."""
+    query = (
+        "SELECT o.content_start, o.content_end, o.optiflux_key, m.content_path FROM movement m"
+        " JOIN flowoccurrence o ON o.movement_id = m.id WHERE m.file_name = :n ORDER BY o.seq"
+    )
+    rows = db_rows(settings, query, n=name)
+    content = (settings.data / "contents" / rows[0][3]).read_bytes()
+    end = content.index(b"\n") + 1  # after the section's header
+    for start, stop, clé, _ in rows:
+        head = content[start : start + 640]
+        assert start == end and head[:10] == b"2222222222" and clé.encode() in head
+        end = stop
