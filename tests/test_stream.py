@@ -159,7 +159,8 @@ async def test_a_streamed_upload_has_the_small_paths_outcome(
     (SEALS_AT_ONCE) or after it; contents past the store's bound (100 bytes here) as files."""
     monkeypatch.setattr(stream, "SEALS_AT_ONCE", seals)
     monkeypatch.setattr(stream, "AHEAD", 1000)  # sections sealed while checked, if sealers
-    monkeypatch.setattr(stream, "ROWS_BATCH", 2)  # several batches of flows and `.log` files
+    monkeypatch.setattr(stream, "ROWS_BATCH", 2)  # several batches of flows
+    monkeypatch.setattr(stream, "LOGS_BATCH", 2)  # and of `.log` files
     monkeypatch.setattr(bulk, "ROWS_PER_STATEMENT", 3)  # on SQLite, several statements
     monkeypatch.setattr(stream, "FEED", 1000)  # sealed bytes moved in several chunks
     monkeypatch.setattr(prepare, "CONTENT_IN_ROW", 100)
