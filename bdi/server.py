@@ -17,6 +17,7 @@ import asyncssh
 import structlog
 from asyncssh.kex import get_kex_algs
 from asyncssh.mac import get_mac_algs
+from asyncssh.public_key import get_public_key_algs
 
 from bdi import probes
 from bdi.cluster import Cluster
@@ -39,7 +40,7 @@ from bdi.pipeline.spool import Spool
 from bdi.pipeline.workers import Pipeline
 from bdi.sftp import HubSFTPServer
 from bdi.shared import shared_limits
-from bdi.ssh import Doors, HubSSHServer, Sessions
+from bdi.ssh import Doors, HubSSHServer, Sessions, refuse_unoffered_signatures
 from bdi.store.journal import Journal, sync_engine
 from bdi.watch import watch_forever
 from bdi.web import web_server
@@ -243,6 +244,20 @@ OPENSSH_MACS = (
 )
 
 
+# OpenSSH 9.2p1's PubkeyAcceptedAlgorithms less certificates (the hub registers plain keys):
+# no SHA-1 'ssh-rsa' (OpenSSH >= 8.8), whose signatures the hub refuses (`ssh.py`)
+OPENSSH_PUBKEYS = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+)
+
+
 def _supported(names: tuple[str, ...], known: list[bytes]) -> list[str]:
     """`names`, in order, less those this asyncssh lacks (sntrup761 needs liboqs)."""
     return [name for name in names if name.encode() in known]
@@ -250,12 +265,14 @@ def _supported(names: tuple[str, ...], known: list[bytes]) -> list[str]:
 
 SSH_KEX_ALGS = _supported(OPENSSH_KEX, get_kex_algs())
 SSH_MAC_ALGS = _supported(OPENSSH_MACS, get_mac_algs())
+SSH_SIG_ALGS = _supported(OPENSSH_PUBKEYS, get_public_key_algs())
 
 
 async def _listen(
     doors: Doors, sftp: Callable[[asyncssh.SSHServerChannel[bytes]], HubSFTPServer]
 ) -> asyncssh.SSHAcceptor:
     settings = doors.hub.settings
+    refuse_unoffered_signatures()
     return await asyncssh.listen(
         settings.host,
         settings.sftp_port,
@@ -266,6 +283,7 @@ async def _listen(
         encryption_algs=list(settings.ssh_ciphers),  # AES-GCM first: +40 % small files
         kex_algs=SSH_KEX_ALGS,
         mac_algs=SSH_MAC_ALGS,  # the host key algorithms: those of its key (ssh-ed25519)
+        signature_algs=SSH_SIG_ALGS,  # those a participant's key may sign with
         login_timeout=settings.login_grace_s,
         agent_forwarding=False,
         x11_forwarding=False,

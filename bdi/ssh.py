@@ -23,6 +23,7 @@ from typing import Protocol
 
 import asyncssh
 import structlog
+from asyncssh.packet import PacketDecodeError, SSHPacket
 from sqlalchemy import bindparam, select, update
 from sqlmodel import col
 
@@ -299,6 +300,43 @@ class Doors:
             LastLogins(hub.store),
             asyncio.Semaphore(ACCOUNT_READS_AT_ONCE),
         )
+
+
+_SIGNATURES_CHECKED = "_bdi_checks_signature_algorithms"
+
+
+def refuse_unoffered_signatures() -> None:
+    """Have asyncssh's server refuse a key login signed with an algorithm it does not offer
+    (`signature_algs`, sent as server-sig-algs): asyncssh checks the signature whatever its
+    algorithm, so a client could still sign with SHA-1 ('ssh-rsa'), which OpenSSH refuses
+    since 8.8. Like the SFTP handlers, the method is its class's, for every server of the
+    process: the hub's are its only ones."""
+    cls = asyncssh.SSHServerConnection
+    lenient = cls.validate_public_key
+    if getattr(lenient, _SIGNATURES_CHECKED, False):
+        return
+
+    async def validate(
+        conn: asyncssh.SSHServerConnection, username: str, key_data: bytes, msg: bytes,
+        signature: bytes,
+    ) -> bool:  # fmt: skip
+        algorithm = signature_algorithm(signature) if msg else b""
+        if msg and algorithm not in getattr(conn, "_sig_algs"):  # noqa: B009
+            shown = algorithm.decode("ascii", "replace")
+            log.info("ssh.signature_refused", participant=username, algorithm=shown)
+            return False
+        return await lenient(conn, username, key_data, msg, signature)
+
+    setattr(validate, _SIGNATURES_CHECKED, True)
+    cls.validate_public_key = validate  # type: ignore[method-assign,assignment]
+
+
+def signature_algorithm(signature: bytes) -> bytes:
+    """The algorithm an SSH signature names (its first string); b"" if it names none."""
+    try:
+        return SSHPacket(signature).get_string()
+    except PacketDecodeError:
+        return b""
 
 
 class HubSSHServer(asyncssh.SSHServer):

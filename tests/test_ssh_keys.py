@@ -25,11 +25,13 @@ async def hub(tmp_path: Path, parties: dict[str, Party]) -> AsyncIterator[HubUnd
         yield running
 
 
-async def connect_with(hub: HubUnderTest, user: str, key: asyncssh.SSHKey) -> list[str]:
+async def connect_with(
+    hub: HubUnderTest, user: str, key: asyncssh.SSHKey, **options: object
+) -> list[str]:
     async with (
         asyncssh.connect(
             "127.0.0.1", hub.port, username=user, client_keys=[key], password=None,
-            known_hosts=None, agent_path=None, preferred_auth="publickey",
+            known_hosts=None, agent_path=None, preferred_auth="publickey", **options,
         ) as conn,
         conn.start_sftp_client() as sftp,
     ):  # fmt: skip
@@ -46,6 +48,34 @@ async def test_registered_ssh_key_opens_the_session(hub: HubUnderTest) -> None:
         await connect_with(hub, "COU010234", other)
     with pytest.raises(asyncssh.PermissionDenied):
         await connect_with(hub, "CIE000311", key)  # a key opens only its own mailbox
+
+
+async def test_an_rsa_key_signs_with_sha2_and_a_sha1_signature_is_refused(
+    hub: HubUnderTest,
+) -> None:
+    """As OpenSSH since 8.8: an RSA key logs in with its SHA-2 signatures (rsa-sha2-256/512,
+    the only RSA ones the hub's server-sig-algs names); a client signing with SHA-1
+    ('ssh-rsa') anyway is refused, with its right key."""
+    key = asyncssh.generate_private_key("ssh-rsa", key_size=2048)
+    await service_for(hub.server.hub, "test").set_ssh_key(
+        "COU010234", key.export_public_key().decode()
+    )
+    assert "inbox" in await connect_with(hub, "COU010234", key)
+    assert "inbox" in await connect_with(hub, "COU010234", key, signature_algs=["rsa-sha2-512"])
+    with pytest.raises(asyncssh.PermissionDenied):
+        await connect_with(hub, "COU010234", key, signature_algs=["ssh-rsa"])
+    async with asyncssh.connect(
+        "127.0.0.1",
+        hub.port,
+        username="COU010234",
+        password=hub.parties["COU010234"].password,
+        known_hosts=None,
+        agent_path=None,
+        client_keys=None,
+    ) as conn:  # what the server offers: SHA-2 for RSA keys, never SHA-1
+        offered = set(getattr(conn, "_server_sig_algs"))  # noqa: B009
+    assert {b"rsa-sha2-256", b"rsa-sha2-512", b"ssh-ed25519"} <= offered
+    assert b"ssh-rsa" not in offered
 
 
 async def test_logins_are_recorded(hub: HubUnderTest) -> None:
