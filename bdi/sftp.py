@@ -17,7 +17,7 @@ import asyncssh
 import structlog
 from asyncssh import SFTPAttrs, SFTPName
 from asyncssh.constants import FXP_WRITE
-from asyncssh.packet import SSHPacket, String, UInt64
+from asyncssh.packet import PacketDecodeError, SSHPacket, String, UInt64
 from asyncssh.sftp import SFTPServerHandler
 
 from bdi.mailbox.view import (
@@ -132,11 +132,26 @@ def tolerate_write_trailers() -> None:
         return
 
     async def write(handler: SFTPServerHandler, packet: SSHPacket) -> object:
-        handle, offset, data = packet.get_string(), packet.get_uint64(), packet.get_string()
+        handle = packet.get_string()
+        try:
+            offset, data = packet.get_uint64(), packet.get_string()
+        except PacketDecodeError:  # answered as a bad message; its upload is given up
+            _garbled(handler, handle)
+            raise
         return await strict(handler, SSHPacket(String(handle) + UInt64(offset) + String(data)))
 
     setattr(write, _TRAILER_TOLERATED, True)
     table[FXP_WRITE] = write
+
+
+def _garbled(handler: SFTPServerHandler, handle: bytes) -> None:
+    """A WRITE on `handle` could not be read: its upload is missing bytes the client believes
+    sent (it may go on writing after the error), so the upload is discarded and the handle
+    killed, as after a failed write, rather than taken in at its close, truncated."""
+    server = getattr(handler, "_server")  # noqa: B009
+    file_obj = getattr(handler, "_file_handles").get(handle)  # noqa: B009
+    if isinstance(server, HubSFTPServer) and isinstance(file_obj, UploadHandle):
+        server.view.garbled(file_obj)
 
 
 class HubSFTPServer(asyncssh.SFTPServer):

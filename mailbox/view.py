@@ -95,6 +95,10 @@ class Detached(ViewError):
     """The temporary upload a handle writes left its name through another handle."""
 
 
+class Garbled(ViewError):
+    """A write request that could not be read: what the upload holds is not known."""
+
+
 class Busy(ViewError):
     """The temporary upload is being taken in: it cannot be opened, renamed nor removed."""
 
@@ -526,6 +530,12 @@ class MailboxView:
                 self.quota.release(self.participant, grows)
             self._fail(handle, exc)
             raise
+
+    def garbled(self, handle: UploadHandle) -> None:
+        """A write request on this handle could not be read: the upload is discarded and
+        the handle dead, as after a failed write (its close takes nothing in)."""
+        if handle.error is None:
+            self._fail(handle, Garbled("requête d'écriture illisible: dépôt abandonné"))
 
     def _fail(self, handle: UploadHandle, error: Exception) -> Exception:
         """Kill the handle with `error` (returned, to be raised)."""

@@ -22,6 +22,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 import pytest_asyncio
+from asyncssh.constants import FXP_WRITE
+from asyncssh.packet import String, UInt64
 from hubkit import HubUnderTest, Party, hub_running, make_parties, until
 from sqlmodel import col, select
 from support import SAMPLES, Held
@@ -94,6 +96,28 @@ async def test_after_a_write_too_large_every_write_and_the_close_fail(
         with pytest.raises(asyncssh.SFTPNoSuchFile):
             await sftp.stat(path)
         assert not outbox(hub)  # no .part, no hidden upload
+    await hub.settled()
+    assert await job_sizes(hub, name) == []
+
+
+async def test_after_a_write_request_that_cannot_be_read_the_upload_is_given_up(
+    hub: HubUnderTest,
+) -> None:
+    """A WRITE whose offset or data cannot be read (a broken client) is answered as a bad
+    message, and what it carried is missing from the upload: its handle is dead as after a
+    failed write; its later writes and its close fail, and nothing is taken in."""
+    name = "RCOU010234_00311_000120.edi"
+    async with hub.sftp(SENDER) as sftp:
+        f = await sftp.open(f"/outbox/{name}", "wb")
+        await f.write(SAMPLE[:1000])
+        handler, handle = getattr(sftp, "_handler"), getattr(f, "_handle")  # noqa: B009
+        with pytest.raises(asyncssh.SFTPBadMessage):  # the offset, and no data
+            await handler._make_request(FXP_WRITE, String(handle), UInt64(1000))
+        with pytest.raises(asyncssh.SFTPFailure, match="illisible"):
+            await f.write(SAMPLE[1000:2000], 1000)
+        with pytest.raises(asyncssh.SFTPFailure, match="illisible"):
+            await f.close()
+        assert not outbox(hub)  # no hidden upload left
     await hub.settled()
     assert await job_sizes(hub, name) == []
 
