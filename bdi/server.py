@@ -56,6 +56,7 @@ class RunningServer:
     sessions: Sessions
     web_port: int
     doors: Doors
+    recent: RecentUploads
 
     @property
     def sftp_port(self) -> int:
@@ -63,7 +64,7 @@ class RunningServer:
 
     async def sweep_temporary_uploads(self) -> int:
         """Delete the temporary uploads untouched for `temporary_upload_max_age_s`."""
-        return await _sweep_temporaries(self.hub)
+        return await _sweep_temporaries(self.hub, self.recent)
 
 
 def sftp_factory(
@@ -100,20 +101,20 @@ async def _watch_sessions(hub: Hub, sessions: Sessions) -> None:
             await sessions.enforce(hub)
 
 
-async def _sweep_temporaries(hub: Hub) -> int:
-    max_age = hub.settings.temporary_upload_max_age_s
-    removed = await asyncio.to_thread(sweep_temporaries, hub.mailboxes, max_age, time.time())
+async def _sweep_temporaries(hub: Hub, recent: RecentUploads) -> int:
+    max_age, held = hub.settings.temporary_upload_max_age_s, recent.writing.held()
+    removed = await asyncio.to_thread(sweep_temporaries, hub.mailboxes, max_age, time.time(), held)
     if removed:
         log.info("uploads.swept", removed=removed, max_age_s=max_age)
     return removed
 
 
-async def _sweep_temporaries_forever(hub: Hub) -> None:
+async def _sweep_temporaries_forever(hub: Hub, recent: RecentUploads) -> None:
     """Temporary uploads nobody renamed nor resumed do not stay forever (HUB.md)."""
     while True:
         await asyncio.sleep(hub.settings.temporary_upload_sweep_s)
         try:
-            await _sweep_temporaries(hub)
+            await _sweep_temporaries(hub, recent)
         except Exception as exc:  # tried again at the next turn; the server goes on
             log.error("uploads.sweep_failed", exc_info=exc)
 
@@ -135,12 +136,12 @@ def defender_policy(settings: Settings) -> DefenderPolicy:
     )
 
 
-def _background(hub: Hub, sessions: Sessions) -> list[asyncio.Task[None]]:
+def _background(hub: Hub, sessions: Sessions, recent: RecentUploads) -> list[asyncio.Task[None]]:
     """The server's periodic work: sessions whose credentials changed, old temporary uploads,
     and, when alerts are on, their sending and the watch that raises them."""
     tasks = [
         asyncio.create_task(_watch_sessions(hub, sessions)),
-        asyncio.create_task(_sweep_temporaries_forever(hub)),
+        asyncio.create_task(_sweep_temporaries_forever(hub, recent)),
     ]
     if hub.alerts is not None and hub.settings.smtp_host:
         tasks.append(asyncio.create_task(hub.alerts.run()))
@@ -193,7 +194,7 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         stack.push_async_callback(_finish, asyncio.create_task(doors.last_logins.run()))
         acceptor = await _listen(doors, sftp_factory(hub, stored, spool, recent))
         stack.push_async_callback(_close, acceptor)
-        for task in _background(hub, sessions):
+        for task in _background(hub, sessions, recent):
             stack.callback(task.cancel)
 
         async def read_state() -> State:
@@ -206,7 +207,7 @@ async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
         web_port = await stack.enter_async_context(
             web_server(hub, web_secret(settings), defender, routes, sharing)
         )
-        server = RunningServer(hub, pipeline, acceptor, sessions, web_port, doors)
+        server = RunningServer(hub, pipeline, acceptor, sessions, web_port, doors, recent)
         log.info("server.started", host=settings.host, sftp_port=server.sftp_port,
                  web_port=web_port, resumed=resumed, swept=removed,
                  open_files=open_files)  # fmt: skip

@@ -32,7 +32,7 @@ import posixpath
 import stat
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
@@ -264,6 +264,10 @@ class OpenTemporaries:
         for handle in handles:
             handle.detach(error)
         return len(handles)
+
+    def held(self) -> frozenset[Path]:
+        """The temporary uploads some handle has open."""
+        return frozenset(self._handles)
 
     def check(self, path: Path) -> None:
         if path in self._taking:
@@ -649,14 +653,17 @@ class MailboxView:
         return size
 
 
-def sweep_temporaries(mailboxes: Mailboxes, max_age_s: float, now: float) -> int:
+def sweep_temporaries(
+    mailboxes: Mailboxes, max_age_s: float, now: float, held: Collection[Path] = ()
+) -> int:
     """Remove the temporary uploads untouched (not written) for `max_age_s`: never renamed,
-    never resumed. Returns how many."""
+    never resumed, and not open in a session now (`held`: its handle would go on writing
+    into a file gone from its name). Returns how many."""
     removed = 0
     for folder in mailboxes.root.iterdir():
         outbox = mailboxes.outbox(folder.name)
         if outbox.is_dir():
-            removed += sum(_stale(p, max_age_s, now) for p in outbox.iterdir())
+            removed += sum(_stale(p, max_age_s, now) for p in outbox.iterdir() if p not in held)
     return removed
 
 

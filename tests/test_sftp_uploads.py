@@ -25,7 +25,7 @@ import asyncssh
 import pytest
 import pytest_asyncio
 from dblock import database_locked
-from hubkit import HubUnderTest, Party, hub_running, make_parties
+from hubkit import HubUnderTest, Party, db_rows, hub_running, make_parties
 from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 from structlog.testing import capture_logs
@@ -181,8 +181,17 @@ async def test_the_server_sweeps_old_temporary_uploads(tmp_path: Path) -> None:
             zero.sftp(SENDER) as client,
         ):
             await put(client, "/outbox/forgotten.part", b"half")
+            held = await client.open("/outbox/RCOU010234_00311_000777.edi.part", "wb")
+            await held.write(BIG[:100])  # an upload still open in a session: not swept
             assert await zero.server.sweep_temporary_uploads() == 1
             assert "forgotten.part" not in await listed(client)
+            await held.write(BIG[100:], 100)
+            await held.close()
+            part = "/outbox/RCOU010234_00311_000777.edi"
+            await client.rename(f"{part}.part", part)  # taken in whole, at its rename
+            sizes = db_rows(zero.settings, "SELECT size FROM job WHERE upload_name = :n",
+                            n="RCOU010234_00311_000777.edi")  # fmt: skip
+            assert sizes == [(len(BIG),)]
     assert Settings().temporary_upload_max_age_s == 24 * 3600
 
 
