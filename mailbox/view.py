@@ -520,6 +520,8 @@ class MailboxView:
         it): the handle is dead, its later writes fail alike."""
         if handle.error is not None:
             raise _again(handle.error)
+        if handle.temporary:
+            self.writing.check(handle.path)  # being taken in: busy, the handle kept
         end = handle.at(offset) + len(data)
         if end > self.max_upload:
             too_large = f"fichier plus grand que le maximum de {self.max_upload} octets"
@@ -619,10 +621,10 @@ class MailboxView:
             source.replace(target)
             return
         size = source.stat().st_size
-        self.writing.check(source)
-        self._detach(source, "fichier pris en charge entre-temps")
-        with self.writing.taking_in(source):
+        with self.writing.taking_in(source):  # the handles on it may not write meanwhile
             await self.spool.take_in(self.participant, source, new.name)
+        # taken in: the other handles on it lose it (if the take-in failed, they write on)
+        self._detach(source, "fichier pris en charge entre-temps")
         if self.quota is not None:  # moved to the spool: out of the outbox
             self.quota.release(self.participant, size)
         self.recent.add(self.participant, new.name, size)

@@ -231,6 +231,27 @@ async def test_a_take_in_failing_on_a_locked_database_leaves_nothing_and_tells_l
     assert await jobs(hub) == [*known_jobs, name]
 
 
+async def test_a_take_in_failing_leaves_the_other_sessions_handles_writing(
+    hub: HubUnderTest, sftp: asyncssh.SFTPClient
+) -> None:
+    """A rename whose take-in fails (the database locked) leaves the temporary upload as it
+    was, and the handles other sessions hold on it too: they write on, and the rename that
+    later takes it in has their bytes."""
+    name, part = "RCOU010234_00311_000721.edi", "/outbox/held.part"
+    await put(sftp, part, BIG[:100_000])
+    async with hub.sftp(SENDER) as other:
+        held = await other.open(part, "ab")
+        with database_locked(hub.settings), pytest.raises(asyncssh.SFTPFailure):
+            await sftp.rename(part, f"/outbox/{name}")
+        await held.write(BIG[100_000:])
+        await held.close()
+    assert (await sftp.stat(part)).size == len(BIG)
+    await sftp.rename(part, f"/outbox/{name}")
+    assert (await jobs(hub))[-1] == name
+    sizes = db_rows(hub.settings, "SELECT size FROM job WHERE upload_name = :n", n=name)
+    assert sizes == [(len(BIG),)]
+
+
 async def test_a_name_too_long_for_a_file_is_refused_cleanly(
     hub: HubUnderTest, sftp: asyncssh.SFTPClient
 ) -> None:
