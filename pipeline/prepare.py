@@ -267,8 +267,8 @@ def delivered(reports: Sequence[SectionReport]) -> dict[int, tuple[str, str, int
 def delivered_sections(
     hub: Hub, stream: IO[bytes], outputs: Sequence[OutputRef]
 ) -> dict[int, tuple[str, str, int]]:
-    """Section number -> (flow code, recipient) of every delivered section, from the headers
-    (a resumed job: its check report is gone, its outputs' byte ranges are stored)."""
+    """The `Sections` of a resumed job, from the headers of its plaintext and its outputs'
+    byte ranges (its check report is gone; the ranges are stored)."""
     starts = {start: (o.participant_id, shift) for o in outputs if o.kind == "delivery"
               for start, shift in shifts(ranges(o.ranges)).items()}  # fmt: skip
     code = hub.layout.header.field("flow_code")

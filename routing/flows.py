@@ -50,8 +50,8 @@ def grid_records(records: bytes, layout: Layout, flow_layout: str) -> list[dict[
         return []
     codec = codecs_for(layout)[layout.layouts[ALLOCATION].records[GRID_MARKER]]
     out = []
-    for raw in records.splitlines():
-        text = raw.decode(layout.encoding)
+    for raw in records.split(b"\n"):  # lines as the checks cut them
+        text = raw.removesuffix(b"\r").decode(layout.encoding)
         if text[:10] == GRID_MARKER:
             out.append(json.loads(codec.json_text(text)))
     return out
