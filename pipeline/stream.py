@@ -417,22 +417,16 @@ class _Job:
         its recipient's sealer now, so that gpg seals them while the rest is checked rather
         than after the section's end (a section may be most of the file). Should it end
         refused, that sealer is dropped (`_refused`) and its recipient sealed without it."""
-        start, self.fed = max(self.fed, report.start), report.end
+        fed, self.fed = self.fed, report.end
         if not self._goes_ahead(report):
             return
-        recipient = self.recipients.get(report.recipient_id)
-        if recipient is None:
-            recipient = self.recipients[report.recipient_id] = _Recipient(report.recipient_id)
+        recipient = self._recipient(report.recipient_id)
         if recipient.sealer is None:
             big = recipient.size + report.end - report.start > preparing.CONTENT_IN_ROW
             if not (big and self._may_seal()):
                 return
-            recipient.sealer = self._sealer(recipient.id)
-            for span in recipient.spans:
-                recipient.sealer.feed(*span)
-            start = report.start
-        elif not recipient.ahead:
-            start = report.start
+            recipient.sealer = self._sealer(recipient)
+        start = max(fed, report.start) if recipient.ahead else report.start
         recipient.sealer.feed(start, report.end)
         recipient.ahead = True
 
@@ -481,10 +475,14 @@ class _Job:
         else:
             self.spills.logs.add((name, report.number, lines))
 
-    def _route(self, report: SectionReport) -> None:
-        recipient = self.recipients.get(report.recipient_id)
+    def _recipient(self, recipient_id: str) -> _Recipient:
+        recipient = self.recipients.get(recipient_id)
         if recipient is None:
-            recipient = self.recipients[report.recipient_id] = _Recipient(report.recipient_id)
+            recipient = self.recipients[recipient_id] = _Recipient(recipient_id)
+        return recipient
+
+    def _route(self, report: SectionReport) -> None:
+        recipient = self._recipient(report.recipient_id)
         self.placed[report.number] = (recipient.id, recipient.size - report.start)
         recipient.spans.append((report.start, report.end))
         recipient.size += report.end - report.start
@@ -493,21 +491,25 @@ class _Job:
         if recipient.sealer is not None:
             recipient.sealer.feed(start, report.end)
         elif recipient.size > preparing.CONTENT_IN_ROW and self._may_seal():
-            recipient.sealer = self._sealer(recipient.id)
-            for start, end in recipient.spans:
-                recipient.sealer.feed(start, end)
+            recipient.sealer = self._sealer(recipient)
 
     def _may_seal(self) -> bool:
         return self.sealing < SEALS_AT_ONCE and self.hub.pgp.reserve_process()
 
-    def _sealer(self, recipient: str) -> _Sealer:
+    def _sealer(self, recipient: _Recipient) -> _Sealer:
+        """A sealer for the recipient, in the gpg place `_may_seal` took, given the bytes of
+        its sections accepted so far."""
         self.sealing += 1
         try:
             self.hub.contents().mkdir(parents=True, exist_ok=True, mode=0o700)
-            return _Sealer(self.hub, self.job, recipient, self.keys[recipient], self.spill)
+            key = self.keys[recipient.id]
+            sealer = _Sealer(self.hub, self.job, recipient.id, key, self.spill)
         except BaseException:
             self.hub.pgp.release_process()
             raise
+        for span in recipient.spans:
+            sealer.feed(*span)
+        return sealer
 
     def abort(self) -> None:
         for recipient in self.recipients.values():
