@@ -526,7 +526,7 @@ class SuiviApp:
         if number > found.page.pages:
             raise HTTPException(400, "numéro de page hors du fichier")
         flows = found.page.items
-        if any(f.span is not None for f in flows):
+        if any(contents.has_grid(f) for f in flows):
             src = await contents.source_of(store, self.hub.contents(), found.movement)
             flows = await contents.with_grids(src, flows, layout)
         return self.render(

@@ -19,7 +19,7 @@ from typing import Protocol
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from bdi.routing.flows import grid_records
+from bdi.routing.flows import ALLOCATION, grid_records
 from bdi.routing.layout import Layout
 from bdi.store.models import Movement, StoredContent
 from bdi.store.repo import Store
@@ -98,6 +98,11 @@ async def source_of(store: Store, contents: Path, row: Movement) -> Source | Non
     return await asyncio.to_thread(_file_source, contents, row.content_path)
 
 
+def has_grid(flow: queries.FileFlow) -> bool:
+    """A répartition whose grid is to be read from the content (not an older row's JSON)."""
+    return flow.span is not None and flow.hit.layout == ALLOCATION
+
+
 async def with_grids(
     src: Source | None, flows: list[queries.FileFlow], layout: Layout
 ) -> list[queries.FileFlow]:
@@ -105,7 +110,8 @@ async def with_grids(
     consecutive flows by one read of up to GRID_WINDOW bytes (a page of 100 répartitions is
     one read of ~320 KB). A content gone leaves the grids empty."""
     out = list(flows)
-    for window in _windows([(i, f.span) for i, f in enumerate(flows) if f.span is not None]):
+    spans = [(i, f.span) for i, f in enumerate(flows) if has_grid(f) and f.span is not None]
+    for window in _windows(spans):
         low, high = window[0][1][0], max(span[1] for _, span in window)
         try:
             data = b"" if src is None else await src.read(low, high - low)
