@@ -48,9 +48,15 @@ class Node:
         self.process = subprocess.Popen(argv, env=environ, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE)  # fmt: skip
 
+    def exit_message(self) -> str:
+        """Why the node stopped: its exit code and what it wrote on stderr."""
+        assert self.process.stderr is not None
+        told = self.process.stderr.read().decode(errors="replace")
+        return f"{self.name} exited {self.process.returncode}: {told[-4000:]}"
+
     async def listening(self) -> None:
         async def accepts() -> bool:
-            assert self.process.poll() is None, self.process.stderr
+            assert self.process.poll() is None, self.exit_message()
             try:
                 _, writer = await asyncio.open_connection("127.0.0.1", self.port)
             except OSError:
