@@ -36,7 +36,7 @@ import struct
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -76,6 +76,57 @@ T = TypeVar("T")
 RowRecord = tuple[int, str, dict[str, Any]]  # a flow's section, key and Suivi row
 LogRecord = tuple[str, int, list[str]]  # a refused section's `.log`: name, section, lines
 _LENGTH = struct.Struct("<I")
+_CONTENT_FROM_NOW = (-1, -1)  # told to a sealer's pump: write the content file from now on
+
+
+def open_spill(folder: Path) -> int:
+    """An anonymous file for the plaintext, which may become a content file of its own
+    (`link_content`): O_TMPFILE without O_EXCL (tempfile's has it: never linkable)."""
+    try:
+        return os.open(folder, os.O_TMPFILE | os.O_RDWR, 0o600)
+    except (AttributeError, OSError):  # no O_TMPFILE here: a file unlinked at once
+        fd, name = tempfile.mkstemp(dir=str(folder))
+        Path(name).unlink()
+        return fd
+
+
+def copy_spans(
+    spill: int, spans: Iterable[tuple[int, int]], out: int | None, digest: Any = None
+) -> None:
+    """Bytes of the spill into the file `out` (if any) and `digest` (if any)."""
+    for start, end in spans:
+        while start < end:
+            chunk = os.pread(spill, min(READ, end - start), start)
+            if not chunk:
+                raise ValueError(f"the plaintext ends before byte {end}")
+            start += len(chunk)
+            if digest is not None:
+                digest.update(chunk)
+            if out is not None:
+                _write_all(out, chunk)
+
+
+def link_content(spill: int, path: Path) -> None:
+    """The plaintext is a recipient's content whole: the spill, made durable, becomes its
+    content file by a second name rather than a copy (a gigabyte written once, not twice).
+    Copied where it cannot be linked (no O_TMPFILE, another file system)."""
+    os.fsync(spill)
+    path.unlink(missing_ok=True)  # a run of the job again
+    try:  # linkat(AT_SYMLINK_FOLLOW) through /proc: os.link's plain link() gives EXDEV
+        proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.link(str(spill), path, src_dir_fd=proc, follow_symlinks=True)
+        finally:
+            os.close(proc)
+        return
+    except OSError as exc:
+        log.info("content.copied", path=str(path), reason=str(exc))
+    out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        copy_spans(spill, [(0, os.fstat(spill).st_size)], out)
+        os.fsync(out)
+    finally:
+        os.close(out)
 
 
 class _Active:
@@ -186,12 +237,16 @@ class _Sealer:
     Each of the pump's system calls releases the interpreter lock, and taking it back may
     wait the switch interval behind the checks: big chunks, few calls."""
 
-    def __init__(self, hub: Hub, job: JobRef, recipient: str, fingerprint: str, spill: int):
+    def __init__(self, hub: Hub, job: JobRef, recipient: str, fingerprint: str, spill: int,
+                 content: bool = True):  # fmt: skip
         self.name = f"{job.id:08d}-{recipient}.edi"  # a run of the job again rewrites its own
         self.path = hub.contents() / self.name
         self.staged = hub.mailboxes.staged_path(recipient, f"{job.id}-{recipient}.pgp")
         self.spill, self.digest = spill, hashlib.sha256()
-        self.out = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        # the content file, written as the bytes go by; -1 while the upload may still be
+        # this recipient's content whole (the spill itself becomes the file: `link_content`)
+        self.out = self._open() if content else -1
+        self.pumped: list[tuple[int, int]] = []  # the spans moved so far
         read, self.pipe = pipe()
         self.error: BaseException | None = None
         self.pump_error: BaseException | None = None
@@ -211,13 +266,25 @@ class _Sealer:
         except BaseException as exc:  # raised in the job's thread at close
             self.error = exc
 
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+
     def feed(self, start: int, end: int) -> None:
         """A section's bytes, from the spill, to the content file and to gpg (by the pump)."""
         self.spans.put((start, end))
 
+    def keep_content(self) -> None:
+        """The upload is no longer this recipient's content whole: from now on the pump
+        writes the content file, first with the bytes it has already moved."""
+        self.spans.put(_CONTENT_FROM_NOW)
+
     def _pump(self) -> None:
         try:
             while (span := self.spans.get()) is not None and not self.stopping:
+                if span is _CONTENT_FROM_NOW:
+                    self._content_so_far()
+                    continue
+                self.pumped.append(span)
                 self._copy(*span)
         except BaseException as exc:  # raised in the job's thread at close
             self.pump_error = exc
@@ -235,13 +302,19 @@ class _Sealer:
                 raise ValueError(f"the plaintext ends before byte {end}")
             start += read
             chunk = view[:read]
-            _write_all(self.out, chunk)
+            if self.out >= 0:
+                _write_all(self.out, chunk)
             self.digest.update(chunk)
             if self.pipe >= 0:
                 try:
                     _write_all(self.pipe, chunk)
                 except BrokenPipeError:  # gpg is gone: its error comes at close
                     self._close_pipe()
+
+    def _content_so_far(self) -> None:
+        if self.out < 0:
+            self.out = self._open()
+            copy_spans(self.spill, self.pumped, self.out)
 
     def _close_pipe(self) -> None:
         if self.pipe >= 0:
@@ -252,14 +325,20 @@ class _Sealer:
         self.spans.put(None)
         self.pump.join()
 
-    def close(self) -> Content:
-        """The delivery is sealed and its content durable."""
+    def close(self, whole: bool) -> Content:
+        """The delivery is sealed and its content durable; `whole`: the spill is the
+        content (else a content file not written yet is written now)."""
         self._end_pump()
         self.thread.join()
         if self.pump_error is not None:
             raise self.pump_error
         if self.error is not None:
             raise self.error
+        if self.out < 0:
+            if whole:
+                link_content(self.spill, self.path)
+                return Content(self.name, self.digest.hexdigest())
+            self._content_so_far()
         os.fsync(self.out)
         os.close(self.out)
         self.out = -1
@@ -391,6 +470,9 @@ class _Job:
         self.sealing = 0
         self.ready: dict[str, bool] = {}
         self.fed = 0  # the file's bytes up to this one are with a sealer, or refused
+        # so far the plaintext is one recipient's sections one after the other: its content
+        # whole, which the spill itself becomes (`link_content`) instead of a copy
+        self.whole, self.sole, self.next_start = True, "", 0
         self.may_ahead: tuple[int, bool] = (0, False)  # a section: may it go ahead?
 
     def context(self) -> CheckContext:
@@ -454,6 +536,26 @@ class _Job:
             self.spills.rows.drop_since(self.mark)
             self._refused(report)
         self.mark = self.spills.rows.mark()
+        self._follow_whole(report)
+
+    def _follow_whole(self, report: SectionReport) -> None:
+        """Whether the plaintext may still be one recipient's content whole; once it may
+        not, every sealer writes its recipient's content file itself."""
+        sole = self.sole or report.recipient_id
+        if self.whole and not (
+            report.accepted and report.start == self.next_start and report.recipient_id == sole
+        ):
+            self.whole = False
+            for recipient in self.recipients.values():
+                if recipient.sealer is not None:
+                    recipient.sealer.keep_content()
+        self.sole, self.next_start = sole, report.end
+
+    def _whole(self, recipient: _Recipient) -> bool:
+        """The plaintext is this recipient's content, byte for byte."""
+        spans = recipient.spans
+        size = os.fstat(self.spill).st_size
+        return self.whole and bool(spans) and spans[0][0] == 0 and spans[-1][1] == size
 
     def _refused(self, report: SectionReport) -> None:
         recipient = self.recipients.get(report.recipient_id)
@@ -503,7 +605,7 @@ class _Job:
         try:
             self.hub.contents().mkdir(parents=True, exist_ok=True, mode=0o700)
             key = self.keys[recipient.id]
-            sealer = _Sealer(self.hub, self.job, recipient.id, key, self.spill)
+            sealer = _Sealer(self.hub, self.job, recipient.id, key, self.spill, not self.whole)
         except BaseException:
             self.hub.pgp.release_process()
             raise
@@ -553,7 +655,7 @@ class _Job:
         """A recipient's content, and its sealed delivery: a file of its staging folder, or
         the message itself when small (kept in the store)."""
         if recipient.sealer is not None:
-            content = recipient.sealer.close()
+            content = recipient.sealer.close(self._whole(recipient))
             return content, recipient.sealer.staged, None
         if recipient.size <= preparing.CONTENT_IN_ROW:
             data = b"".join(os.pread(self.spill, end - start, start)
@@ -564,19 +666,16 @@ class _Job:
         name = f"{self.job.id:08d}-{recipient.id}.edi"
         path = self.hub.contents() / name
         digest = hashlib.sha256()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            for start, end in recipient.spans:
-                while start < end:
-                    chunk = os.pread(self.spill, min(READ, end - start), start)
-                    if not chunk:
-                        raise ValueError(f"the plaintext ends before byte {end}")
-                    start += len(chunk)
-                    digest.update(chunk)
-                    _write_all(fd, chunk)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self._whole(recipient):
+            copy_spans(self.spill, recipient.spans, None, digest)
+            link_content(self.spill, path)
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            try:
+                copy_spans(self.spill, recipient.spans, fd, digest)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         staged = seal(self.hub, self.job, path, recipient.id, self.keys[recipient.id])
         return Content(name, digest.hexdigest()), staged, None
 
@@ -589,11 +688,11 @@ def _again(first: list[Occurrence], rest: Batches) -> Batches:
 def prepare_streamed(hub: Hub, job: JobRef, sender: Party, keys: dict[str, str],
                      now: datetime) -> Prepared:  # fmt: skip
     """`prepare` for a big upload (see the module's docstring)."""
-    spill = tempfile.TemporaryFile(dir=str(hub.settings.spool))  # noqa: SIM115
+    spill = open_spill(hub.settings.spool)
     try:
-        return _prepare(hub, job, sender, keys, now, spill.fileno())
+        return _prepare(hub, job, sender, keys, now, spill)
     finally:
-        spill.close()
+        os.close(spill)
 
 
 def _prepare(hub: Hub, job: JobRef, sender: Party, keys: dict[str, str], now: datetime,

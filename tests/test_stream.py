@@ -5,7 +5,9 @@ not grow with the number of sections or flows."""
 from __future__ import annotations
 
 import gc
+import hashlib
 import io
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from bdi.routing.scan import CheckContext, FileChecked, SectionChecked, check_li
 from bdi.store import bulk
 from bdi.store.jobs import Occurrence
 from bdi.suivi import contents as suivi_contents
+from bdi.suivi import queries as q
 
 NAME = "RGIE000001_00311_000001.edi"  # three sections for three companies
 SENDER = "GIE000001"
@@ -40,6 +43,15 @@ def big_flows(sample: bytes, flows: int) -> bytes:
     count = int(footer[35:43]) * flows
     end = footer[:35] + b"%08d" % count + footer[43:]
     return header + b"".join(body) * flows + end
+
+
+def numbered(section: bytes, number: int) -> bytes:
+    """The section's number in its header and in its footer (columns 33-35)."""
+    head, _, rest = section.partition(b"\n")
+    body, _, end = rest.rstrip(b"\n").rpartition(b"\n")
+    head = head[: HEADER_NUMBER.start] + b"%03d" % number + head[HEADER_NUMBER.stop :]
+    end = end[:32] + b"%03d" % number + end[35:]
+    return head + b"\n" + body + b"\n" + end + b"\n"
 
 
 # -- the checks, pure -------------------------------------------------------------------
@@ -131,10 +143,20 @@ async def route(
         )
         flows = db_rows(hub.server.hub.settings, query)
         grids = await shown_grids(hub)
+        await assert_contents(hub)
         contents = hub.server.hub.settings.data / "contents"
         staged = list(hub.server.hub.settings.mailboxes.glob("*/.staging/*"))
         assert not staged, staged  # every sealed file placed, none left over
     return received, [*flows, ("contents", sorted(p.name for p in contents.glob("*"))), grids]
+
+
+async def assert_contents(hub: HubUnderTest) -> None:
+    """Each file's content, as the Suivi shows it, is what its movement's sha256 says."""
+    inner = hub.server.hub
+    movements = db_rows(inner.settings, "SELECT id, recipient_id, sha256 FROM movement")
+    for movement, recipient, sha256 in movements:
+        data = await q.content(inner.store, inner.contents(), recipient, movement)
+        assert data is not None and hashlib.sha256(data).hexdigest() == sha256
 
 
 async def shown_grids(hub: HubUnderTest) -> tuple[Any, ...]:
@@ -195,14 +217,6 @@ async def test_a_section_refused_after_its_flows_were_made_leaves_none(
     wrong = footer[:35] + b"%08d" % (int(footer[35:43]) + 1) + footer[43:]
     bad = bad.replace(footer, wrong)
 
-    def numbered(section: bytes, number: int) -> bytes:
-        """The section's number in its header and in its footer (columns 33-35)."""
-        head, _, rest = section.partition(b"\n")
-        body, _, end = rest.rstrip(b"\n").rpartition(b"\n")
-        head = head[: HEADER_NUMBER.start] + b"%03d" % number + head[HEADER_NUMBER.stop :]
-        end = end[:32] + b"%03d" % number + end[35:]
-        return head + b"\n" + body + b"\n" + end + b"\n"
-
     data = good + numbered(bad, 2) + numbered(last, 3)
     small = await route(tmp_path, parties, data, name, "COU010234", False, monkeypatch)
     streamed = await route(tmp_path, parties, data, name, "COU010234", True, monkeypatch)
@@ -256,3 +270,32 @@ async def test_a_streamed_upload_signed_by_another_key_leaves_only_its_log(
         assert not list((settings.data / "contents").glob("*"))
         assert not list(settings.mailboxes.glob("*/.staging/*"))
         assert not list(settings.spool.iterdir())
+
+
+@pytest.mark.parametrize("linked", [True, False])
+async def test_an_upload_that_is_one_recipients_content_whole_is_kept_once(
+    tmp_path: Path, parties: dict[str, Party], monkeypatch: pytest.MonkeyPatch, linked: bool
+) -> None:
+    """Three sections, all for one recipient, one after the other: the plaintext is its
+    content, and the spill becomes the content file by a second name (else, where it cannot
+    be linked, by a copy): the Suivi shows the plaintext, the delivery opens to it."""
+    monkeypatch.setattr(stream, "AHEAD", 1000)  # sealed while read: the sealer's path
+    monkeypatch.setattr(prepare, "CONTENT_IN_ROW", 100)
+    links: list[str] = []
+    real = os.link
+
+    def link(src: str, dst: str, **kwargs: Any) -> None:
+        links.append(str(dst))
+        if not linked:
+            raise OSError(18, "Invalid cross-device link")
+        real(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "link", link)
+    sample = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
+    data = b"".join(numbered(big_flows(sample, 10 * n), n) for n in (1, 2, 3))
+    received, _ = await route(tmp_path, parties, data, "RCOU010234_00311_000001.edi",
+                                 "COU010234", True, monkeypatch)  # fmt: skip
+    assert received == {"CIE000311/RCOU010234_00311_000001.edi": data}
+    assert len(links) == 1 and links[0].endswith("-CIE000311.edi")
+    content = tmp_path / "streamed" / "data" / "contents" / Path(links[0]).name
+    assert content.read_bytes() == data
