@@ -71,6 +71,7 @@ class Prepared:
     more: Batches | None = None  # the next batches, for a big file
     streamed: Streamed | None = None  # more `.log` files, kept in the store with the plan
     movements: dict[str, int] = field(default_factory=dict)  # recipient -> id, once planned
+    drafts: dict[str, int] = field(default_factory=dict)  # recipient -> its draft's number
 
     def close(self) -> None:
         if self.more is not None:

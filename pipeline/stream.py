@@ -14,15 +14,15 @@ checks end:
   holding its decryption's place and waiting for another could wait forever on others
   doing the same); other recipients are sealed once the upload is read, as before, and a
   recipient's content of up to CONTENT_IN_ROW is sealed in memory and kept in the store;
-- its flows (handed over by the checks one at a time) are written as Suivi rows to a spill
-  of their own, dropped again if the section ends refused, and stored in batches once the
-  plan has given them their movements;
-- refused, its `.log` goes to a third spill, named and recorded with the plan in batches.
+- its flows (handed over by the checks one at a time, for a section that may be delivered)
+  are stored as Suivi rows as they come, under draft movements that no participant sees
+  (`rows.py`, `store.drafts`), taken back if the section ends refused;
+- refused, its `.log` goes to a spill, named and recorded with the plan in batches.
 
-Nothing of this is recorded before the plan: the signature is only known at the end of the
-plaintext, so an upload refused then (or by a file-level check) leaves nothing but its
-`.log`; its sealed files and contents are removed. A crash before the plan runs the job
-again from its upload.
+The signature is only known at the end of the plaintext: the plan adopts the drafts of the
+recipients delivered and removes the others, so an upload refused then (or by a file-level
+check) leaves nothing but its `.log`; its sealed files and contents are removed. A crash
+before the plan runs the job again from its upload, its drafts removed first.
 """
 
 from __future__ import annotations
@@ -50,17 +50,13 @@ from bdi.hub import Hub
 from bdi.mailbox.storage import fsync_dir
 from bdi.pipeline import prepare as preparing
 from bdi.pipeline.plan import LOG_IN_STORE, Content, Upload, occurrence
-from bdi.pipeline.prepare import (
-    Batches,
-    Prepared,
-    recipient_ready,
-    seal,
-    seal_small,
-)
+from bdi.pipeline.prepare import Prepared, recipient_ready, seal, seal_small
+from bdi.pipeline.rows import DraftRows
 from bdi.routing.logs import LogFile, log_files, log_line, log_name, whole_upload_log
 from bdi.routing.model import FileReport, Flow, SectionReport
 from bdi.routing.scan import CheckContext, SectionChecked, check_lines
-from bdi.store.jobs import JobRef, Occurrence, Party
+from bdi.store.jobs import JobRef, Party, clear_drafts
+from bdi.store.journal import Journal
 
 log = structlog.get_logger("bdi.pipeline")
 STREAM_ABOVE = 64 * 1024  # uploads (sealed bytes) bigger than this take this path
@@ -68,12 +64,10 @@ WAIT_S = 0.002  # the checks, caught up with gpg, look again for plaintext after
 SEALS_AT_ONCE = 2  # recipients sealed while the upload is read, per job
 READ = 1 << 20  # bytes read back from the spill at a time
 FEED = 2 << 20  # bytes a sealer's pump moves at a time (see `_Sealer`)
-ROWS_BATCH = 1000  # flow rows per batch stored (3 held at most: 2 000 gave +4 MB at 1 GiB)
 LOGS_BATCH = 2000  # `.log` files per batch recorded
 AHEAD = 8 << 20  # bytes of a section still being checked handed to its sealer at a time
 LOGGED_SECTIONS = 20  # refused sections logged one by one; the rest are counted
 T = TypeVar("T")
-RowRecord = tuple[int, str, dict[str, Any]]  # a flow's section, key and Suivi row
 LogRecord = tuple[str, int, list[str]]  # a refused section's `.log`: name, section, lines
 _LENGTH = struct.Struct("<I")
 _CONTENT_FROM_NOW = (-1, -1)  # told to a sealer's pump: write the content file from now on
@@ -131,7 +125,7 @@ def link_content(spill: int, path: Path) -> None:
 
 class _Active:
     """How many streamed jobs of this process are between their first byte read and their
-    rows stored: the upkeep's indexing of the Suivi's text waits for none to be (its
+    plan: the upkeep's indexing of the Suivi's text waits for none to be (its
     transactions would queue with theirs in the journal). A process runs one hub (several in
     the tests, where this only delays indexing, which the searches do not need)."""
 
@@ -358,7 +352,7 @@ class _Sealer:
 
 class _Spill(Generic[T]):
     """Records (marshalled) appended to an anonymous file of the spool, read back in
-    batches; those written since a mark can be dropped."""
+    batches."""
 
     def __init__(self, folder: Path) -> None:
         # a buffer of a megabyte: each write or read of the file's own releases the
@@ -372,16 +366,6 @@ class _Spill(Generic[T]):
         self.file.write(data)
         self.count += 1
         self.size += _LENGTH.size + len(data)
-
-    def mark(self) -> tuple[int, int]:
-        return self.size, self.count
-
-    def drop_since(self, mark: tuple[int, int]) -> None:
-        if self.count == mark[1]:
-            return
-        self.file.seek(mark[0])
-        self.file.truncate()
-        self.size, self.count = mark
 
     def records(self) -> Iterator[T]:
         self.file.flush()
@@ -405,9 +389,8 @@ class _Recipient:
 
 @dataclass(slots=True)
 class Spills:
-    """A streamed job's flow rows and section `.log` files, until they are recorded."""
+    """A streamed job's section `.log` files, until they are recorded."""
 
-    rows: _Spill[RowRecord]
     logs: _Spill[LogRecord]
     closed: bool = False
 
@@ -419,29 +402,11 @@ class Spills:
         return self.logs.count
 
     def close(self) -> None:
-        """Called once the job's rows are stored (or it failed), maybe twice."""
+        """Called once the job is planned (or it failed), maybe twice."""
         if not self.closed:
             self.closed = True
             _ACTIVE.add(-1)
-        self.rows.close()
         self.logs.close()
-
-    def occurrences(self, placed: dict[int, tuple[str, int]]) -> Batches:
-        """The flow rows of the delivered sections (section -> its recipient and the shift
-        of its bytes into the recipient's content), in batches, numbered per recipient in
-        file order."""
-        seq: Counter[str] = Counter()
-        records = self.rows.records()
-        while batch := list(itertools.islice(records, ROWS_BATCH)):
-            rows: list[Occurrence] = []
-            for section, key, row in batch:
-                recipient, shift = placed[section]
-                row["content_start"] += shift
-                row["content_end"] += shift
-                row["seq"] = seq[recipient]
-                seq[recipient] += 1
-                rows.append((recipient, key, row))
-            yield rows
 
     def log_batches(self) -> Iterator[list[LogFile]]:
         records = self.logs.records()
@@ -453,20 +418,17 @@ class _Job:
     """One streamed upload being read: routes each section as its checks end."""
 
     def __init__(self, hub: Hub, job: JobRef, keys: dict[str, str], now: datetime,
-                 spill: int) -> None:  # fmt: skip
+                 spill: int, journal: Journal) -> None:  # fmt: skip
         self.hub, self.job, self.keys, self.now, self.spill = hub, job, keys, now, spill
         assert job.id is not None
         self.upload = Upload(job.id, job.participant_id, job.upload_name, job.received_at)
         self.recipients: dict[str, _Recipient] = {}
         self.accepted: list[SectionReport] = []
-        self.placed: dict[int, tuple[str, int]] = {}  # section -> recipient, `shifts`
         self.refused: Counter[str] = Counter()  # problem codes of the refused sections
         self.first_refused: list[SectionReport] = []  # the first LOGGED_SECTIONS of them
-        self.spills = Spills(
-            _Spill[RowRecord](hub.settings.spool), _Spill[LogRecord](hub.settings.spool)
-        )
+        self.spills = Spills(_Spill[LogRecord](hub.settings.spool))
+        self.rows = DraftRows(journal, job.id, job.received_at)
         self.big_logs: list[LogFile] = []  # past LOG_IN_STORE: placed as files, kept here
-        self.mark = self.spills.rows.mark()
         self.sealing = 0
         self.ready: dict[str, bool] = {}
         self.fed = 0  # the file's bytes up to this one are with a sealer, or refused
@@ -489,8 +451,13 @@ class _Job:
         return ready
 
     def flow(self, section: SectionReport, flow: Flow) -> None:
-        row = occurrence(self.hub.layout, self.upload, section.recipient_id, flow, 0)[2]
-        self.spills.rows.add((section.number, flow.key, row))
+        """A flow of the section being read: its row stored now if the section may be
+        delivered (else it will be refused); its bytes maybe sealed ahead."""
+        if self._goes_ahead(section):
+            recipient = self._recipient(section.recipient_id)
+            shift = recipient.size - section.start  # its accepted sections come before
+            row = occurrence(self.hub.layout, self.upload, recipient.id, flow, 0, shift)
+            self.rows.add(section.number, recipient.id, row)
         if section.end - max(self.fed, section.start) >= AHEAD:
             self._ahead(section)
 
@@ -533,9 +500,8 @@ class _Job:
             self.accepted.append(report)
             self._route(report)
         else:
-            self.spills.rows.drop_since(self.mark)
+            self.rows.refused(report.number)
             self._refused(report)
-        self.mark = self.spills.rows.mark()
         self._follow_whole(report)
 
     def _follow_whole(self, report: SectionReport) -> None:
@@ -585,7 +551,6 @@ class _Job:
 
     def _route(self, report: SectionReport) -> None:
         recipient = self._recipient(report.recipient_id)
-        self.placed[report.number] = (recipient.id, recipient.size - report.start)
         recipient.spans.append((report.start, report.end))
         recipient.size += report.end - report.start
         start = max(self.fed, report.start) if recipient.ahead else report.start
@@ -619,6 +584,15 @@ class _Job:
                 recipient.sealer.abort()
         self.spills.close()
 
+    def drafted(self, prepared: Prepared) -> Prepared:
+        """Once the upload is read: the rows not stored yet go with the plan, which adopts
+        the drafts of the recipients delivered (and removes the others)."""
+        rows = self.rows.rest()
+        if prepared.report is not None and prepared.report.accepted:
+            prepared.flows = rows
+        prepared.drafts = self.rows.numbers
+        return prepared
+
     def finish(self, report: FileReport) -> Prepared:
         """The upload is read and signed by its sender: its deliveries sealed, the rest to
         record with its plan."""
@@ -641,13 +615,6 @@ class _Job:
                 prepared.sealed[recipient.id] = sealed
         if files:
             fsync_dir(self.hub.contents())  # their names too, before a movement refers to them
-        batches = self.spills.occurrences(self.placed)
-        first = next(batches, [])
-        if len(first) < ROWS_BATCH:  # with the plan
-            prepared.flows = first
-            batches.close()
-        else:  # all by the batch, after it
-            prepared.more = _again(first, batches)
         prepared.streamed = self.spills
         return prepared
 
@@ -680,24 +647,21 @@ class _Job:
         return Content(name, digest.hexdigest()), staged, None
 
 
-def _again(first: list[Occurrence], rest: Batches) -> Batches:
-    yield first
-    yield from rest
-
-
 def prepare_streamed(hub: Hub, job: JobRef, sender: Party, keys: dict[str, str],
-                     now: datetime) -> Prepared:  # fmt: skip
+                     now: datetime, journal: Journal) -> Prepared:  # fmt: skip
     """`prepare` for a big upload (see the module's docstring)."""
+    assert job.id is not None
+    journal.call(partial(clear_drafts, job_id=job.id))  # a previous run's
     spill = open_spill(hub.settings.spool)
     try:
-        return _prepare(hub, job, sender, keys, now, spill)
+        return _prepare(hub, job, sender, keys, now, spill, journal)
     finally:
         os.close(spill)
 
 
 def _prepare(hub: Hub, job: JobRef, sender: Party, keys: dict[str, str], now: datetime,
-             spill: int) -> Prepared:  # fmt: skip
-    work = _Job(hub, job, keys, now, spill)
+             spill: int, journal: Journal) -> Prepared:  # fmt: skip
+    work = _Job(hub, job, keys, now, spill, journal)
     decryption = _Decryption(hub, job, spill)
     try:
         report = None
@@ -711,14 +675,16 @@ def _prepare(hub: Hub, job: JobRef, sender: Party, keys: dict[str, str], now: da
     except BaseException:
         decryption.cancel()
         work.abort()
+        work.rows.wait()
         raise
     if not verdict.ok or verdict.signer != sender.fingerprint:
         work.abort()
-        return _refused(hub, job, verdict, now)
+        return work.drafted(_refused(hub, job, verdict, now))
     try:
-        prepared = work.finish(report)
+        prepared = work.drafted(work.finish(report))
     except BaseException:
         work.abort()
+        work.rows.wait()
         raise
     _count(hub, prepared, work)
     return prepared

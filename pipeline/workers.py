@@ -278,7 +278,7 @@ class Pipeline:
         keys = {p.id: p.fingerprint for p in people.values() if p.active}
         now = local_time(self.hub, utcnow())
         if streams(job):
-            prepared = prepare_streamed(self.hub, job, plain.sender, keys, now)
+            prepared = prepare_streamed(self.hub, job, plain.sender, keys, now, self.journal)
         else:
             prepared = prepare(self.hub, job, plain, keys, now)
         if prepared.report is not None:
@@ -305,7 +305,8 @@ class Pipeline:
         logs = streamed.log_count if streamed is not None else 0
         outcome = _outcome(outputs, logs) if ends else None
         save = partial(save_plan, job_id=job.id, planned=planned, at=utcnow(),
-                       occurrences=prepared.flows, outcome=outcome)  # fmt: skip
+                       occurrences=prepared.flows, outcome=outcome,
+                       drafts=prepared.drafts)  # fmt: skip
         first: list[str] = []  # the first `.log` names, logged
         if streamed is not None and logs:
             save = partial(_with_logs, save=save, upload=upload, streamed=streamed,

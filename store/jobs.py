@@ -9,7 +9,7 @@ sets every value it derives rather than building on a previous run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -51,6 +51,18 @@ _CLOSE = (
     .values(state="done", outcome=bindparam("b_outcome"), finished_at=bindparam("b_at"),
             data=None)
 )  # fmt: skip
+DRAFT = "draft"  # an output's kind while it is a draft (`store.drafts`)
+Draft = tuple[int, int]  # a draft's output id and movement id
+_DRAFTS = (
+    select(OUTPUT.c.seq, OUTPUT.c.id, MOVEMENT.c.id)
+    .join(MOVEMENT, MOVEMENT.c.output_id == OUTPUT.c.id)
+    .where(OUTPUT.c.job_id == bindparam("b_job"), OUTPUT.c.kind == DRAFT)
+)
+_HELD = (
+    update(JOB)
+    .where(JOB.c.id == bindparam("b_job"), _OWNED, JOB.c.state == "received")
+    .values(state="received")  # a no-op write: it takes the job's row until the commit
+)
 _FINISH = (
     _CLOSE,
     update(OUTPUT).where(OUTPUT.c.job_id == bindparam("b_job"), OUTPUT.c.delivered_at.is_(None))
@@ -226,43 +238,97 @@ def save_plan(
     at: datetime,
     occurrences: Sequence[Occurrence] = (),
     outcome: str | None = None,
+    drafts: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """A job's outputs and movements (and its first flows); the job becomes `planned`. An
     output kept in the store is put in its inbox here, delivered `at`; given the `outcome`
-    (every output is so kept), the job ends in the same transaction.
-    Sets the rows' ids; returns each recipient's movement id."""
+    (every output is so kept), the job ends in the same transaction. A recipient's draft
+    (`store.drafts`, rows stored while the upload was read; `drafts`: recipient -> its number)
+    becomes its output and movement; the job's other drafts go. Sets the rows' ids; returns
+    each recipient's movement id."""
     movements: dict[str, int] = {}
+    found = job_drafts(conn, job_id) if drafts else {}
+    adopted: set[int] = set()
     hold_names(conn, ((item.output.participant_id, item.output.name) for item in planned))
     for item in planned:
-        output = item.output
-        if item.stored is not None:
-            output.delivered_at = at
-        output.id = output_id = insert_row(conn, OUTPUT, output.row())
-        if item.stored is not None:
-            add_file(conn, output.participant_id, output.name, output_id, item.stored, at)
+        draft = None
+        if item.movement is not None and drafts and item.movement.recipient_id in drafts:
+            draft = found.get(draft_seq(drafts[item.movement.recipient_id]))
+            adopted.update(draft[:1] if draft else ())
+        _save_output(conn, item, at, draft)
         if item.movement is not None:
-            item.movement.output_id = output_id
-            item.movement.delivered = item.stored is not None
-            item.movement.id = insert_row(conn, MOVEMENT, item.movement.row())
-            movements[item.movement.recipient_id] = item.movement.id
-            if item.content is not None:
-                insert_rows(
-                    conn, CONTENT, [{"movement_id": item.movement.id, "data": item.content}]
-                )
+            movements[item.movement.recipient_id] = _save_movement(conn, item, draft)
+    if found:
+        clear_drafts(conn, job_id, keep=adopted)
     add_occurrences(conn, movements, occurrences)
     node = bound(conn)
     if outcome is None:
-        _fenced(execute(conn, _PLANNED, {"b_job": job_id, "b_node": node}), job_id)
+        fenced(execute(conn, _PLANNED, {"b_job": job_id, "b_node": node}), job_id)
     else:  # its outputs and movements are already written delivered: only the job to close
         params = {"b_job": job_id, "b_outcome": outcome, "b_at": at, "b_node": node}
-        _fenced(execute(conn, _CLOSE, params), job_id)
+        fenced(execute(conn, _CLOSE, params), job_id)
     return movements
 
 
-def _fenced(cursor: Any, job_id: int) -> None:
+def _save_output(conn: Connection, item: PlannedOutput, at: datetime, draft: Draft | None) -> None:
+    output = item.output
+    if item.stored is not None:
+        output.delivered_at = at
+    if draft is None:
+        output.id = insert_row(conn, OUTPUT, output.row())
+    else:
+        output.id = draft[0]
+        conn.execute(update(OUTPUT).where(OUTPUT.c.id == draft[0]).values(output.row()))
+    if item.stored is not None:
+        add_file(conn, output.participant_id, output.name, output.id, item.stored, at)
+
+
+def _save_movement(conn: Connection, item: PlannedOutput, draft: Draft | None) -> int:
+    movement = item.movement
+    assert movement is not None and item.output.id is not None
+    movement.output_id = item.output.id
+    movement.delivered = item.stored is not None
+    if draft is None:
+        movement.id = insert_row(conn, MOVEMENT, movement.row())
+    else:
+        movement.id = draft[1]
+        conn.execute(update(MOVEMENT).where(MOVEMENT.c.id == draft[1]).values(movement.row()))
+    if item.content is not None:
+        insert_rows(conn, CONTENT, [{"movement_id": movement.id, "data": item.content}])
+    return movement.id
+
+
+def fenced(cursor: Any, job_id: int) -> None:
     """The job moved on only if it is still this node's; else nothing it wrote stays."""
     if cursor.rowcount != 1:
         raise JobTaken(f"job {job_id} is another node's now")
+
+
+def hold_job(conn: Connection, job_id: int) -> None:
+    """Fence a write before the plan: the job must still be this node's, and not planned."""
+    fenced(execute(conn, _HELD, {"b_job": job_id, "b_node": bound(conn)}), job_id)
+
+
+def draft_seq(number: int) -> int:
+    """The seq of a job's `number`th draft output (below the quarantine notices')."""
+    return -1000 - number
+
+
+def job_drafts(conn: Connection, job_id: int) -> dict[int, Draft]:
+    """The job's drafts, by their outputs' seq."""
+    return {seq: (output, movement)
+            for seq, output, movement in conn.execute(_DRAFTS, {"b_job": job_id})}  # fmt: skip
+
+
+def clear_drafts(conn: Connection, job_id: int, keep: Collection[int] = ()) -> None:
+    """The job's drafts (`store.drafts`) but the outputs `keep`, with their rows."""
+    outputs = [o for o, _ in job_drafts(conn, job_id).values() if o not in keep]
+    if not outputs:
+        return
+    movements = select(MOVEMENT.c.id).where(MOVEMENT.c.output_id.in_(outputs))
+    conn.execute(delete(OCCURRENCE).where(OCCURRENCE.c.movement_id.in_(movements)))
+    conn.execute(delete(MOVEMENT).where(MOVEMENT.c.output_id.in_(outputs)))
+    conn.execute(delete(OUTPUT).where(OUTPUT.c.id.in_(outputs)))
 
 
 def add_occurrences(
@@ -298,7 +364,7 @@ def clear_occurrences(conn: Connection, movement_ids: Sequence[int]) -> None:
 def finish_job(conn: Connection, job_id: int, outcome: str, at: datetime) -> None:
     """Every output of the job is in place: record it, with the job's end."""
     params = {"b_job": job_id, "b_outcome": outcome, "b_at": at, "b_node": bound(conn)}
-    _fenced(execute(conn, _FINISH[0], params), job_id)
+    fenced(execute(conn, _FINISH[0], params), job_id)
     for statement in _FINISH[1:]:
         execute(conn, statement, params)
 
@@ -342,6 +408,7 @@ def quarantine_job(
 ) -> None:
     """Set the job aside until an admin retries it, and put the sender's INTERNE `.log` (the
     notice, kept in the store) in its inbox, in one transaction."""
+    clear_drafts(conn, job_id)  # rows of its last run: it runs again from its upload
     notices = conn.execute(
         select(func.count()).where(OUTPUT.c.job_id == job_id, OUTPUT.c.seq < 0)
     ).scalar_one()

@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 from support import SAMPLES
 
 from bdi.pipeline import prepare, stream
+from bdi.pipeline import rows as draft_rows
 from bdi.routing.model import Flow, SectionReport
 from bdi.routing.scan import CheckContext, FileChecked, SectionChecked, check_lines
 from bdi.store import bulk
@@ -142,6 +143,9 @@ async def route(
             " JOIN flow f ON f.id = o.flow_id ORDER BY m.recipient_id, o.seq"
         )
         flows = db_rows(hub.server.hub.settings, query)
+        drafts = "SELECT o.id FROM output o LEFT JOIN movement m ON m.output_id = o.id WHERE" \
+                 " o.kind = 'draft' OR m.recipient_id = ''"  # fmt: skip
+        assert not db_rows(hub.server.hub.settings, drafts)  # every draft adopted or gone
         grids = await shown_grids(hub)
         await assert_contents(hub)
         contents = hub.server.hub.settings.data / "contents"
@@ -181,7 +185,7 @@ async def test_a_streamed_upload_has_the_small_paths_outcome(
     (SEALS_AT_ONCE) or after it; contents past the store's bound (100 bytes here) as files."""
     monkeypatch.setattr(stream, "SEALS_AT_ONCE", seals)
     monkeypatch.setattr(stream, "AHEAD", 1000)  # sections sealed while checked, if sealers
-    monkeypatch.setattr(stream, "ROWS_BATCH", 2)  # several batches of flows
+    monkeypatch.setattr(draft_rows, "ROWS_BATCH", 2)  # several batches of flows
     monkeypatch.setattr(stream, "LOGS_BATCH", 2)  # and of `.log` files
     monkeypatch.setattr(bulk, "ROWS_PER_STATEMENT", 3)  # on SQLite, several statements
     monkeypatch.setattr(stream, "FEED", 1000)  # sealed bytes moved in several chunks
@@ -204,7 +208,7 @@ async def test_a_section_refused_after_its_flows_were_made_leaves_none(
     path's, numbered without the refused section's flows. With `ahead` 1000, each section's
     bytes go to the sealer while it is checked: the refused one's spoil that sealer, and the
     recipient is sealed again without them."""
-    monkeypatch.setattr(stream, "ROWS_BATCH", 2)
+    monkeypatch.setattr(draft_rows, "ROWS_BATCH", 2)
     monkeypatch.setattr(stream, "AHEAD", ahead)
     monkeypatch.setattr(prepare, "CONTENT_IN_ROW", 100)  # contents as files, sealed at once
     monkeypatch.setattr(
@@ -230,33 +234,50 @@ async def test_a_section_refused_after_its_flows_were_made_leaves_none(
 async def test_flow_rows_are_stored_a_bounded_batch_at_a_time(
     tmp_path: Path, parties: dict[str, Party], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The rows of a 300-flow section never all wait in memory: with ROWS_BATCH 16, no
-    batch handed to the store is bigger, and no more than BATCHES_IN_FLIGHT wait there."""
-    monkeypatch.setattr(stream, "ROWS_BATCH", 16)
+    """The rows of a 300-flow section never all wait in memory: with ROWS_BATCH 16, they
+    are stored while the upload is read, no batch bigger (the last 12 go with the plan), and
+    no more than ROWS_IN_FLIGHT batches wait for the store."""
+    monkeypatch.setattr(draft_rows, "ROWS_BATCH", 16)
     batches: list[int] = []
+    waiting: list[int] = []
     real = bulk.add_occurrences
+    real_send = draft_rows.DraftRows._send
 
     def spy(conn: Connection, movements: dict[str, int], batch: Sequence[Occurrence]) -> None:
         batches.append(len(batch))
         real(conn, movements, batch)
 
-    monkeypatch.setattr("bdi.pipeline.workers.add_occurrences", spy)
+    def send(self: draft_rows.DraftRows) -> None:
+        real_send(self)
+        waiting.append(len(self.sent))
+
+    monkeypatch.setattr(bulk, "add_occurrences", spy)
+    monkeypatch.setattr(draft_rows.DraftRows, "_send", send)
     sample = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
     data = big_flows(sample, 300)
     received, rows = await route(tmp_path, parties, data, "RCOU010234_00311_000001.edi",
                                  "COU010234", True, monkeypatch)  # fmt: skip
-    assert sum(batches) == 300 == len(rows) - 2
-    assert max(batches) == 16
+    assert sum(batches) == 288 and len(rows) - 2 == 300
+    assert max(batches) == 16 and max(waiting) == draft_rows.ROWS_IN_FLIGHT
     assert list(received) == ["CIE000311/RCOU010234_00311_000001.edi"]
 
 
 async def test_a_streamed_upload_signed_by_another_key_leaves_only_its_log(
     tmp_path: Path, parties: dict[str, Party], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The signature is known at the end of the plaintext, after the sealing began: the
-    refusal removes what was sealed and kept."""
+    """The signature is known at the end of the plaintext, after the sealing began and
+    rows were stored under drafts: the refusal removes what was sealed, kept and stored."""
     monkeypatch.setattr(stream, "STREAM_ABOVE", -1)
     monkeypatch.setattr(prepare, "CONTENT_IN_ROW", 100)
+    monkeypatch.setattr(draft_rows, "ROWS_BATCH", 8)
+    stored: list[int] = []
+    real = bulk.add_occurrences
+
+    def spy(conn: Connection, movements: dict[str, int], batch: Sequence[Occurrence]) -> None:
+        stored.append(len(batch))
+        real(conn, movements, batch)
+
+    monkeypatch.setattr(bulk, "add_occurrences", spy)
     name = "RCOU010234_00311_000001.edi"
     data = big_flows((SAMPLES / name).read_bytes(), 100)
     async with hub_running(tmp_path / "data", parties) as hub:
@@ -270,6 +291,10 @@ async def test_a_streamed_upload_signed_by_another_key_leaves_only_its_log(
         assert not list((settings.data / "contents").glob("*"))
         assert not list(settings.mailboxes.glob("*/.staging/*"))
         assert not list(settings.spool.iterdir())
+        assert sum(stored) == 96  # stored while read, then removed:
+        for table in ("flowoccurrence", "movement"):
+            assert db_rows(settings, f"SELECT count(*) FROM {table}") == [(0,)]
+        assert db_rows(settings, "SELECT kind FROM output") == [("log",)]
 
 
 @pytest.mark.parametrize("linked", [True, False])
