@@ -128,4 +128,4 @@ async def test_a_job_run_again_removes_the_drafts_of_its_last_run(journal: Journ
     await journal.run(store)
     await journal.run(partial(clear_drafts, job_id=job_id))
     for name in ("flowoccurrence", "movement", "output"):
-        assert await journal.run(lambda c, n=name: table(c, f"SELECT * FROM {n}")) == []
+        assert await journal.run(partial(table, sql=f"SELECT * FROM {name}")) == []
