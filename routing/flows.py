@@ -80,7 +80,7 @@ class FlowBuilder:
         self._reset()
 
     def _reset(self) -> None:
-        self.head: dict[str, Value] | None = None
+        self.head: Mapping[str, Value] | None = None
         self.head_json: str | None = None
         self.head_line = self.start = self.end = 0
         self.states: list[str] = []
@@ -104,7 +104,7 @@ class FlowBuilder:
     def _add(self, line: int, marker: str, text: str, at: tuple[int, int]) -> None:
         if self.head is None:
             codec = self.codecs[self.layout.records[marker]]
-            self.head, self.head_line, self.start = codec.decode(text), line, at[0]
+            self.head, self.head_line, self.start = codec.lazy(text), line, at[0]
             self.head_json = codec.json_text(text)
         elif marker == GRID_MARKER and self.office is not None:
             self.offices.append(text[self.office].strip())
@@ -121,7 +121,7 @@ class FlowBuilder:
         if marker == self.layout.flow_starts_with:
             self.lines.append(FlowLine(line, aggregate_control(state), codec.decode(text)))
         if marker == self.layout.flow_ends_with:
-            self.head, self.head_json = codec.decode(text), codec.json_text(text)
+            self.head, self.head_json = codec.lazy(text), codec.json_text(text)
             self.states = [state]
             return self._complete()
         return None

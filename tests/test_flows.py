@@ -14,7 +14,7 @@ from support import SAMPLES, manifest
 
 from bdi.pipeline.plan import Content, Upload, occurrence, plan_outputs
 from bdi.routing.errors import Code
-from bdi.routing.fields import RecordCodec, Value, codecs_for, decode_field
+from bdi.routing.fields import LazyRecord, RecordCodec, Value, codecs_for, decode_field
 from bdi.routing.flows import grid_records, iter_flows
 from bdi.routing.layout import FieldSpec, default_layout
 from bdi.routing.logs import log_files
@@ -174,13 +174,18 @@ def test_the_checks_decode_no_record_of_a_refused_section(monkeypatch: pytest.Mo
     record, name, raw, _ = BAD_VALUES[0]
     data = with_field(five_sections(), BAD_LINE, record, name, raw)
     decoded: list[str] = []
-    decode = RecordCodec.decode
+    decode, lazy = RecordCodec.decode, RecordCodec.lazy
 
     def spy(codec: RecordCodec, text: str) -> dict[str, Value]:
         decoded.append(text)
         return decode(codec, text)
 
+    def lazy_spy(codec: RecordCodec, text: str) -> LazyRecord:
+        decoded.append(text)
+        return lazy(codec, text)
+
     monkeypatch.setattr(RecordCodec, "decode", spy)
+    monkeypatch.setattr(RecordCodec, "lazy", lazy_spy)
     assert len(plan(data, collect=True).rows) == len(RECIPIENTS) - 1
     lines = data.decode(LAYOUT.encoding).split("\n")
     good = [line for i, line in enumerate(lines) if i // 7 != BAD_SECTION - 1]
@@ -245,3 +250,24 @@ def test_iter_flows_passes_over_what_has_no_layout() -> None:
     assert flows[0].fields["allocation_effective_date"] is None
     assert len(flows[0].offices) == 3
     assert len(grid_records(data[flows[0].start : flows[0].end], LAYOUT, "allocation")) == 3
+
+
+def test_a_lazy_record_reads_as_the_whole_decoded_record() -> None:
+    """Field by field (each decoded alone when read) and whole, every record of the good
+    samples gives what `decode` gives; an unknown name is a KeyError, as in a dict."""
+    codecs = codecs_for(LAYOUT)
+    seen = 0
+    for path in sorted(SAMPLES.glob("*.edi")):
+        for line in path.read_text(LAYOUT.encoding).splitlines():
+            codec = next((c for c in codecs.values() if c.spec.marker == line[:10]), None)
+            if codec is None:
+                continue
+            whole = codec.decode(line)
+            assert {name: codec.lazy(line)[name] for name in whole} == whole
+            lazy = codec.lazy(line)
+            assert lazy == whole and dict(lazy) == whole and len(lazy) == len(whole)
+            assert lazy.get("no such field") is None
+            with pytest.raises(KeyError):
+                codec.lazy(line)["no such field"]
+            seen += 1
+    assert seen > 20
