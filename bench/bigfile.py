@@ -19,7 +19,10 @@ Each is sealed beforehand by the sender with `gpg -z 0` (256 MiB travel over SFT
 Bare gpg ("floor"), measured just before and just after each hub run (their mean): the hub's
 own OpenPGP calls on the same file, with the same keys, in this process: decrypt+verify of
 the sealed file with the hub's home into a file, then sign+encrypt of that plain text to the
-recipient into a file (gpg's default compression, as the hub seals).
+recipient into a file (gpg's default compression, as the hub seals). Each of the three
+measures starts after `sync`: without it, bare gpg's decrypt of a gigabyte took 7-11 s right
+after the file was made and sealed, against 3.4-3.9 s on an idle disk (a floor that slow made
+the hub look twice as close to it).
 Hub: the upload over SFTP (one session, asyncssh), then the time from the close (the upload
 taken in) until its job is done (its spool file gone, the delivery in the recipient's inbox);
 the server's RSS polled every 20 ms from before the upload (after one small warm-up upload)
@@ -466,8 +469,11 @@ def one_case(work: Path, hub: Hub, parties: dict[str, Party], case: Case, n: int
              emit: Emit) -> bool:  # fmt: skip
     recipient = parties[RECIPIENT].fingerprint
     warm = warm_up_file(work, parties[SENDER], hub, n)
+    os.sync()  # each measure starts with no dirty page of the steps before (see the docstring)
     before = bare_gpg(hub, recipient, case, work)
+    os.sync()
     run = hub_run(hub, case, warm, work / f"server-{n}.log")
+    os.sync()
     after = bare_gpg(hub, recipient, case, work)
     if run.logs != case.refused:
         raise BenchError(f"{case.name}: {run.logs} .log files, {case.refused} expected")
