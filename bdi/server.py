@@ -104,9 +104,10 @@ async def _watch_sessions(hub: Hub, sessions: Sessions) -> None:
 async def _sweep_temporaries(hub: Hub, recent: RecentUploads) -> int:
     max_age, held = hub.settings.temporary_upload_max_age_s, recent.writing.held()
     removed = await asyncio.to_thread(sweep_temporaries, hub.mailboxes, max_age, time.time(), held)
+    detached = recent.writing.swept(removed)  # opened meanwhile: on the event loop, as we are
     if removed:
-        log.info("uploads.swept", removed=removed, max_age_s=max_age)
-    return removed
+        log.info("uploads.swept", removed=len(removed), max_age_s=max_age, detached=detached)
+    return len(removed)
 
 
 async def _sweep_temporaries_forever(hub: Hub, recent: RecentUploads) -> None:

@@ -269,6 +269,12 @@ class OpenTemporaries:
         """The temporary uploads some handle has open."""
         return frozenset(self._handles)
 
+    def swept(self, paths: Collection[Path]) -> int:
+        """Temporary uploads the sweep removed: a handle opened on one after the sweep took
+        `held` would write into a file gone from its name; it dies instead (how many)."""
+        why = Detached("fichier temporaire supprimé : inactif depuis trop longtemps")
+        return sum(self.detach(path, why) for path in paths)
+
     def check(self, path: Path) -> None:
         if path in self._taking:
             raise Busy("fichier en cours de prise en charge")
@@ -657,15 +663,16 @@ class MailboxView:
 
 def sweep_temporaries(
     mailboxes: Mailboxes, max_age_s: float, now: float, held: Collection[Path] = ()
-) -> int:
+) -> list[Path]:
     """Remove the temporary uploads untouched (not written) for `max_age_s`: never renamed,
     never resumed, and not open in a session now (`held`: its handle would go on writing
-    into a file gone from its name). Returns how many."""
-    removed = 0
+    into a file gone from its name; one opened since is `OpenTemporaries.swept`). Returns
+    those removed."""
+    removed: list[Path] = []
     for folder in mailboxes.root.iterdir():
         outbox = mailboxes.outbox(folder.name)
         if outbox.is_dir():
-            removed += sum(_stale(p, max_age_s, now) for p in outbox.iterdir() if p not in held)
+            removed += [p for p in outbox.iterdir() if p not in held and _stale(p, max_age_s, now)]
     return removed
 
 

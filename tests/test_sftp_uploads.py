@@ -195,6 +195,36 @@ async def test_the_server_sweeps_old_temporary_uploads(tmp_path: Path) -> None:
     assert Settings().temporary_upload_max_age_s == 24 * 3600
 
 
+async def test_a_temporary_upload_opened_while_the_sweep_ran_is_not_written_into_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep looks at the handles open, then removes files in a thread: a session opening
+    one in between (played here by a sweep that saw no handle) must not write on into a file
+    gone from its name. Its handle dies with a clear error; the name starts afresh."""
+    data = tmp_path / "data"
+    part = "/outbox/RCOU010234_00311_000778.edi.part"
+    with make_parties([SENDER]) as own:
+        async with (
+            hub_running(data, own, temporary_upload_max_age_s=0) as zero,
+            zero.sftp(SENDER) as client,
+        ):
+            late = await client.open(part, "wb")
+            await late.write(BIG[:100])
+            writing = zero.server.recent.writing
+            monkeypatch.setattr(writing, "held", frozenset)  # the sweep looked before the open
+            assert await zero.server.sweep_temporary_uploads() == 1
+            with pytest.raises(asyncssh.SFTPFailure, match="inactif depuis trop longtemps"):
+                await late.write(BIG[100:200], 100)
+            with pytest.raises(asyncssh.SFTPError):
+                await late.close()
+            assert await listed(client) == set()  # nothing of it left, nothing taken in
+            await put(client, part, BIG)  # the name starts afresh
+            await client.rename(part, part.removesuffix(".part"))
+            sizes = db_rows(zero.settings, "SELECT size FROM job WHERE upload_name = :n",
+                            n="RCOU010234_00311_000778.edi")  # fmt: skip
+            assert sizes == [(len(BIG),)]
+
+
 # -- 4 and 5. failures: nothing left, nothing leaked ------------------------------------------
 def leaks(message: str) -> list[str]:
     return [word for word in LEAKS if word in message.lower()]

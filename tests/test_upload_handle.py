@@ -135,5 +135,5 @@ def test_the_sweep_removes_only_temporary_uploads_untouched_long_enough(tmp_path
     for name, age in ages.items():
         (outbox / name).write_bytes(b"x")
         os.utime(outbox / name, (now - age, now - age))
-    assert sweep_temporaries(mailboxes, 86_400, now) == 3
+    assert len(sweep_temporaries(mailboxes, 86_400, now)) == 3
     assert {p.name for p in outbox.iterdir()} == {"young.part", "young.filepart", ".up-0123"}
