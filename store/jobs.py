@@ -274,13 +274,17 @@ def _save_output(conn: Connection, item: PlannedOutput, at: datetime, draft: Dra
     output = item.output
     if item.stored is not None:
         output.delivered_at = at
-    if draft is None:
-        output.id = insert_row(conn, OUTPUT, output.row())
-    else:
-        output.id = draft[0]
-        conn.execute(update(OUTPUT).where(OUTPUT.c.id == draft[0]).values(output.row()))
+    output.id = _insert_or_adopt(conn, OUTPUT, output.row(), draft[0] if draft else None)
     if item.stored is not None:
         add_file(conn, output.participant_id, output.name, output.id, item.stored, at)
+
+
+def _insert_or_adopt(conn: Connection, table: Table, row: dict[str, Any], draft: int | None) -> int:
+    """A new row, or the draft's row (`draft`: its id) made this one."""
+    if draft is None:
+        return insert_row(conn, table, row)
+    conn.execute(update(table).where(table.c.id == draft).values(row))
+    return draft
 
 
 def _save_movement(conn: Connection, item: PlannedOutput, draft: Draft | None) -> int:
@@ -288,11 +292,7 @@ def _save_movement(conn: Connection, item: PlannedOutput, draft: Draft | None) -
     assert movement is not None and item.output.id is not None
     movement.output_id = item.output.id
     movement.delivered = item.stored is not None
-    if draft is None:
-        movement.id = insert_row(conn, MOVEMENT, movement.row())
-    else:
-        movement.id = draft[1]
-        conn.execute(update(MOVEMENT).where(MOVEMENT.c.id == draft[1]).values(movement.row()))
+    movement.id = _insert_or_adopt(conn, MOVEMENT, movement.row(), draft[1] if draft else None)
     if item.content is not None:
         insert_rows(conn, CONTENT, [{"movement_id": movement.id, "data": item.content}])
     return movement.id
