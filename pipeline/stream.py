@@ -358,14 +358,13 @@ class _Spill(Generic[T]):
         # a buffer of a megabyte: each write or read of the file's own releases the
         # interpreter lock, and taking it back may wait the switch interval behind others
         self.file: IO[bytes] = tempfile.TemporaryFile(dir=str(folder), buffering=READ)  # noqa: SIM115
-        self.count = self.size = 0  # the size kept here: `tell` is a system call
+        self.count = 0
 
     def add(self, record: T) -> None:
         data = marshal.dumps(record)  # type: ignore[arg-type]
         self.file.write(_LENGTH.pack(len(data)))
         self.file.write(data)
         self.count += 1
-        self.size += _LENGTH.size + len(data)
 
     def records(self) -> Iterator[T]:
         self.file.flush()
