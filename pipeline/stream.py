@@ -583,6 +583,11 @@ class _Job:
                 recipient.sealer.abort()
         self.spills.close()
 
+    def fail(self) -> None:
+        """The job failed: nothing of it stays but its drafts (its next run removes them)."""
+        self.abort()
+        self.rows.wait()
+
     def drafted(self, prepared: Prepared) -> Prepared:
         """Once the upload is read: the rows not stored yet go with the plan, which adopts
         the drafts of the recipients delivered (and removes the others)."""
@@ -673,8 +678,7 @@ def _prepare(hub: Hub, job: JobRef, sender: Party, keys: dict[str, str], now: da
         verdict = decryption.result()
     except BaseException:
         decryption.cancel()
-        work.abort()
-        work.rows.wait()
+        work.fail()
         raise
     if not verdict.ok or verdict.signer != sender.fingerprint:
         work.abort()
@@ -682,8 +686,7 @@ def _prepare(hub: Hub, job: JobRef, sender: Party, keys: dict[str, str], now: da
     try:
         prepared = work.drafted(work.finish(report))
     except BaseException:
-        work.abort()
-        work.rows.wait()
+        work.fail()
         raise
     _count(hub, prepared, work)
     return prepared
