@@ -208,18 +208,6 @@ class _Decryption:
         self.thread.join()
 
 
-def lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Lines, their terminators kept, split on b"\\n" only (as a binary file iterates)."""
-    rest = b""
-    for chunk in chunks:
-        parts = (rest + chunk).split(b"\n")
-        rest = parts.pop()
-        for part in parts:
-            yield part + b"\n"
-    if rest:
-        yield rest
-
-
 class _Sealer:
     """One recipient's delivery sealed while the upload is read: its sections' bytes go
     to its content file (for the Suivi) and down a pipe to gpg, which writes the sealed
@@ -669,7 +657,7 @@ def _prepare(hub: Hub, job: JobRef, sender: Party, keys: dict[str, str], now: da
     decryption = _Decryption(hub, job, spill)
     try:
         report = None
-        for event in check_lines(lines(decryption.plaintext()), work.context()):
+        for event in check_lines(decryption.plaintext(), work.context()):
             if isinstance(event, SectionChecked):
                 work.section(event.report)
             else:

@@ -167,6 +167,7 @@ class RecordCodec:
     decoders: tuple[tuple[str, int, int, Decoder], ...]  # name, slice, `decode_field` of it
     decode_all: Callable[[str], dict[str, Value]]  # the same, as one compiled function
     json_all: Callable[[str], str]  # `json_text`'s, compiled likewise
+    checked_total: Callable[[str], int | None]  # `valid` and `amount_total` in one call
     by_name: Mapping[str, tuple[int, int, Decoder]]  # a name's last field, as in the dict
 
     def valid(self, text: str) -> bool:
@@ -228,7 +229,32 @@ def compile_record(spec: RecordSpec) -> RecordCodec:
     decoders = tuple((f.name, f.start, f.end, field_decoder(f)) for f in spec.fields)
     by_name = {name: (start, end, decoder) for name, start, end, decoder in decoders}
     return RecordCodec(spec, whole, per_field, dates, amounts, decoders, _decode_all(decoders),
-                       _json_all(decoders), by_name)  # fmt: skip
+                       _json_all(decoders), _checked_total(whole, dates, amounts),
+                       by_name)  # fmt: skip
+
+
+def _checked_total(
+    whole: re.Pattern[str], dates: tuple[FieldSpec, ...], amounts: tuple[tuple[int, int], ...]
+) -> Callable[[str], int | None]:
+    """One function for a record's checks when it passes them: its `amount_total` if it is
+    `valid`, else None (the caller then looks for what is wrong the long way). A big file's
+    every record is checked (420 000 in 256 MiB), and the calls and loops of `valid` and
+    `amount_total` cost more than their regex. Its amount fields are digits when it is valid."""
+    body = ["def checked(t):", "    if w(t) is None:", "        return None"]
+    for f in dates:
+        body += [f"    if not rd(t[{f.start}:{f.end}]):", "        return None"]
+    if amounts:
+        body += [
+            "    d = " + " + ".join(f"t[{a}:{b}]" for a, b in amounts),
+            "    if not (d.isascii() and d.isdigit()):",
+            "        return None",
+            "    return " + " + ".join(f"int(t[{a}:{b}])" for a, b in amounts),
+        ]
+    else:
+        body.append("    return 0")
+    names: dict[str, object] = {"w": whole.fullmatch, "rd": _real_date}
+    exec(compile("\n".join(body) + "\n", "<record check>", "exec"), names)  # our own source
+    return cast(Callable[[str], int | None], names["checked"])
 
 
 class LazyRecord(Mapping[str, Value]):

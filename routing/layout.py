@@ -183,6 +183,19 @@ class Layout:
         return any(rule.allows(s_class, r_class, file_type, flow_code) for rule in self.routing)
 
 
+@cache
+def single_byte(encoding: str) -> str:
+    """The files' encoding, which must write every character as one byte (ISO-8859-1): the
+    checks count a line's place in the file in characters (`scan.check_text`). Any byte
+    pair read as one character gives it away."""
+    pairs = bytearray(2 * 256 * 256)
+    pairs[0::2] = b"".join(bytes([i]) * 256 for i in range(256))
+    pairs[1::2] = bytes(range(256)) * 256
+    if len(pairs.decode(encoding, errors="replace")) != len(pairs):
+        raise ValueError(f"layout: {encoding} does not write each character as one byte")
+    return encoding
+
+
 def _field(raw: Mapping[str, Any]) -> FieldSpec:
     return FieldSpec(
         name=raw["name"],
@@ -266,7 +279,7 @@ def build_layout(doc: Mapping[str, Any]) -> Layout:
     suivi = doc["suivi"]
     return Layout(
         record_length=length,
-        encoding=doc["meta"]["encoding"],
+        encoding=single_byte(doc["meta"]["encoding"]),
         format_version=doc["meta"]["format_version"],
         formats=MappingProxyType({k: v for k, v in doc["formats"].items() if isinstance(v, str)}),
         file_types=MappingProxyType(

@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 
 from bdi.routing.errors import Code, Problem
 from bdi.routing.fields import RecordCodec, codecs_for
@@ -100,6 +101,29 @@ def _runs(sequence: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """A functional record type of a flow layout, as its lines are checked."""
+
+    marker: str
+    letter: str  # in the section's order (`FlowLayout.order_regex`)
+    codec: RecordCodec
+    ends: bool  # it ends a flow (it starts one where flows have no end record)
+
+
+@cache
+def _records(layout: Layout, name: str | None) -> Mapping[str, _Record]:
+    """A flow layout's record types by marker (none without a flow layout)."""
+    if name is None:
+        return {}
+    flow_layout, codecs = layout.layouts[name], codecs_for(layout)
+    ends = flow_layout.flow_ends_with or flow_layout.flow_starts_with
+    return {
+        marker: _Record(marker, marker[0], codecs[name], marker == ends)
+        for marker, name in flow_layout.records.items()
+    }
+
+
 class _Section:
     """The running state of one section while its lines go by."""
 
@@ -128,6 +152,7 @@ class _Section:
         self.flows: list[Flow] = []
         self.flow_starts = 0
         self.flow_layout = self._header(line, text)
+        self.records = _records(ctx.layout, self.flow_layout and self.flow_layout.name)
         self.builder = (
             FlowBuilder(
                 self.flow_layout,
@@ -179,21 +204,20 @@ class _Section:
             return self.layout.flow_layout(code)
         return None
 
-    def line(self, line: int, at: tuple[int, int], text: str) -> None:
-        """One line after the header, at bytes `at` of the file (terminator included)."""
-        self.report.last_line, self.report.end = line, at[1]
-        if text[:10] == FOOTER:
-            self._footer(line, text)
-            return
-        problem = _length_problem(line, text, self.layout.record_length)
-        if problem:
-            self._add(problem)
-            return
+    def line(self, line: int, start: int, end: int, text: str) -> None:
+        """One line after the header, from byte `start` to `end` of the file (terminator
+        included)."""
+        report = self.report
+        report.last_line, report.end = line, end
         marker = text[:10]
-        if marker == REJECT:
+        if marker == FOOTER:
+            self._footer(line, text)
+        elif len(text) != self.layout.record_length:
+            self._add(_length_problem(line, text, self.layout.record_length))
+        elif marker == REJECT:
             self._reject(line, text)
-        elif self.flow_layout is not None and marker in self.flow_layout.records:
-            self._functional(line, marker, text, at)
+        elif (record := self.records.get(marker)) is not None:
+            self._functional(line, record, text, start, end)
         else:
             self._add(Problem(Code.TYPE_ENREG, line, marker))
 
@@ -220,26 +244,26 @@ class _Section:
             )
             self.pending_reject = None
 
-    def _functional(self, line: int, marker: str, text: str, at: tuple[int, int]) -> None:
-        assert self.flow_layout is not None
-        ends = self.flow_layout.flow_ends_with or self.flow_layout.flow_starts_with
-        if self.settled:  # counted for the report's flow counts, not checked further
-            self.functional += 1
-            self.flow_starts += marker == ends
-            return
-        self._unanswered_reject()
+    def _functional(self, line: int, record: _Record, text: str, start: int, end: int) -> None:
         self.functional += 1
+        self.flow_starts += record.ends
+        if self.settled:  # counted for the report's flow counts, not checked further
+            return
+        if self.pending_reject is not None:
+            self._unanswered_reject()
         if self.first_functional is None:
             self.first_functional = line
-        self.order.append(marker[0])
-        codec = self.codecs[self.flow_layout.records[marker]]
-        self.total += codec.amount_total(text)
-        self._format(line, codec, text)
+        self.order.append(record.letter)
+        codec = record.codec
+        total = codec.checked_total(text)
+        if total is None:
+            total = codec.amount_total(text)
+            self._format(line, codec, text)
+        self.total += total
         if text[10] in REJECTED_STATES:
             self.pending_reject = line
-        self.flow_starts += marker == ends
         if self.builder is not None:
-            flow = self.builder.record(line, marker, text, at)
+            flow = self.builder.record(line, record.marker, text, start, end)
             if flow is not None:
                 self._flow(flow)
 
@@ -331,44 +355,75 @@ class _Section:
         return out
 
 
-def _decode_line(raw: bytes, encoding: str) -> str:
-    if raw.endswith(b"\n"):
-        raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
-    return raw.decode(encoding)
+def check_lines(pieces: Iterable[bytes], ctx: CheckContext) -> Iterator[Event]:
+    """Check a file given as its bytes, in pieces cut anywhere (its lines, as a binary file
+    iterates; or the chunks of a big plaintext): `check_text` of their text."""
+    encoding = ctx.layout.encoding
+    return check_text((piece.decode(encoding) for piece in pieces), ctx)
 
 
-def check_lines(lines: Iterable[bytes], ctx: CheckContext) -> Iterator[Event]:
-    """Check a file given as its raw lines (terminators kept); one event per section, then
-    one `FileChecked` with the file problems and every section report."""
-    layout = ctx.layout
-    report = FileReport(
-        upload_name=ctx.upload_name, problems=name_problems(ctx.upload_name, layout)
-    )
-    orphans: list[Problem] = []
-    section: _Section | None = None
+def check_text(pieces: Iterable[str], ctx: CheckContext) -> Iterator[Event]:
+    """Check a file given as its decoded text, in pieces cut anywhere; one event per
+    section, then one `FileChecked` with the file problems and every section report.
+
+    Lines end at "\n" (a "\r" before it is dropped too); a line's offsets in the file are
+    those of its characters, one byte each (`layout.single_byte`). Cutting a megabyte of
+    text at once costs less than cutting its bytes line by line, then decoding each."""
+    file = _FileCheck(ctx)
     number = offset = 0
-    for line_no, raw in enumerate(lines, start=1):
-        end = offset + len(raw)
-        text = _decode_line(raw, layout.encoding)
-        marker = text[:10]
-        if marker == HEADER:
-            if section is not None:
-                yield _closed(section, report, ctx)
+    rest = ""
+    for piece in pieces:
+        lines = (rest + piece).split("\n") if rest else piece.split("\n")
+        rest = lines.pop()
+        for text in lines:
             number += 1
-            section = _Section(ctx, number, line_no, offset, text)
-            section.report.end = end
-        elif section is not None:
-            section.line(line_no, (offset, end), text)
+            end = offset + len(text) + 1
+            event = file.line(number, offset, end, text[:-1] if text[-1:] == "\r" else text)
+            if event is not None:
+                yield event
+            offset = end
+    if rest:  # a last line with no terminator
+        event = file.line(number + 1, offset, offset + len(rest), rest)
+        if event is not None:
+            yield event
+    yield from file.end()
+
+
+class _FileCheck:
+    """A file's checks as its lines go by: the section being read, and the file's report."""
+
+    def __init__(self, ctx: CheckContext) -> None:
+        self.ctx = ctx
+        self.report = FileReport(
+            upload_name=ctx.upload_name, problems=name_problems(ctx.upload_name, ctx.layout)
+        )
+        self.orphans: list[Problem] = []
+        self.section: _Section | None = None
+        self.sections = 0
+
+    def line(self, number: int, start: int, end: int, text: str) -> SectionChecked | None:
+        """One line (terminator dropped): the event of the section it closes, if any."""
+        section = self.section
+        if text[:10] == HEADER:
+            closed = None if section is None else _closed(section, self.report, self.ctx)
+            self.sections += 1
+            self.section = _Section(self.ctx, self.sections, number, start, text)
+            self.section.report.end = end
+            return closed
+        if section is not None:
+            section.line(number, start, end, text)
             if section.footer_seen:
-                yield _closed(section, report, ctx)
-                section = None
+                self.section = None
+                return _closed(section, self.report, self.ctx)
         elif text.strip(" "):
-            orphans.append(Problem(Code.HORS_SECTION, line_no))
-        offset = end
-    if section is not None:
-        yield _closed(section, report, ctx)
-    report.problems += [Problem(Code.VIDE)] if number == 0 else orphans
-    yield FileChecked(report)
+            self.orphans.append(Problem(Code.HORS_SECTION, number))
+        return None
+
+    def end(self) -> Iterator[Event]:
+        if self.section is not None:
+            yield _closed(self.section, self.report, self.ctx)
+        self.report.problems += [Problem(Code.VIDE)] if self.sections == 0 else self.orphans
+        yield FileChecked(self.report)
 
 
 def _closed(section: _Section, report: FileReport, ctx: CheckContext) -> SectionChecked:

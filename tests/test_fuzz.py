@@ -231,10 +231,12 @@ def assert_faithful(record: RecordSpec, line: str) -> None:
     """Each field of a 640-character record decodes to a typed value only when its text is
     the very text `encode_field` writes for that value; to its own text (None if blank) when
     it is not of its kind. Never to a value made up from a text its check refuses. Its JSON
-    written from its text is that of its values."""
+    written from its text is that of its values; its checks' fast path agrees with theirs."""
     codec = codecs_for(LAYOUT)[record.name]
     values = codec.decode(line)
     assert codec.json_text(line) == fields_json(values)  # the Suivi's JSON, from the text
+    # the checks' one call for a record that passes them: its total, or None when it fails
+    assert codec.checked_total(line) == (codec.amount_total(line) if codec.valid(line) else None)
     for spec in record.fields:
         text, value = line[spec.start : spec.end], values[spec.name]
         if value is None:

@@ -101,10 +101,29 @@ def test_flows_are_handed_over_as_they_complete_not_kept_with_their_section() ->
     assert len(again.flows) == 50
 
 
-def test_lines_are_cut_on_newlines_only_across_chunks() -> None:
-    chunks = [b"ab\r", b"\ncd", b"\n\ne", b"f"]
-    assert list(stream.lines(iter(chunks))) == [b"ab\r\n", b"cd\n", b"\n", b"ef"]
-    assert list(io.BytesIO(b"".join(chunks))) == list(stream.lines(iter(chunks)))
+def _checked(pieces: list[bytes]) -> list[tuple[Any, ...]]:
+    ctx = CheckContext("RCOU010234_00311_000001.edi", "COU010234", collect_flows=True)
+    return [
+        (e.report, e.flows) if isinstance(e, SectionChecked) else (e.report,)
+        for e in check_lines(pieces, ctx)
+    ]
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+def test_a_file_in_pieces_cut_anywhere_is_checked_as_line_by_line(ending: bytes) -> None:
+    """A big plaintext's chunks end anywhere: in a record, between "\\r" and "\\n". Its
+    reports, flows and their offsets are those of the file read line by line, a last
+    line without terminator and stray "\\r" included."""
+    sample = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
+    lines = sample.splitlines()
+    data = ending.join(lines) + ending + lines[1] + b"\r"
+    by_line = _checked(list(io.BytesIO(data)))
+    sections = by_line[-1][0].sections
+    assert sections[-1].end == len(data) - len(lines[1]) - 1  # its footer's terminator in
+    assert [p.line for p in by_line[-1][0].problems] == [len(lines) + 1]  # the orphan
+    assert any(flows for _, flows, *_ in by_line[:-1])
+    for size in (1, 7, 640, 641, 642, 4096):
+        assert _checked([data[i : i + size] for i in range(0, len(data), size)]) == by_line
 
 
 # -- through the hub --------------------------------------------------------------------
