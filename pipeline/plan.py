@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
+from functools import cache
 
 from bdi.routing.fields import Value
 from bdi.routing.layout import Layout
@@ -52,20 +53,27 @@ def comment(layout: Layout, sender: str, recipient: str, flow: Flow) -> str:
     """The interpretation label of §8.3, with the reject reason appended; none for accounts."""
     if flow.layout == "financial_account":
         return ""
-    states = {"R": {"R", "C"}}.get(flow.control, {flow.control})
-    label = next(
+    label = _label(layout, sender[:3], recipient[:3], flow.control)
+    if flow.control == "R" and flow.reject_message:
+        return f"{label} : {flow.reject_message}" if label else flow.reject_message
+    return label
+
+
+@cache
+def _label(layout: Layout, sender_class: str, recipient_class: str, control: str) -> str:
+    """The label of the first rule for those classes and state: the same for each of a big
+    file's flows."""
+    states = {"R": {"R", "C"}}.get(control, {control})
+    return next(
         (
             rule.label
             for rule in layout.interpretations
-            if sender[:3] in rule.senders
-            and recipient[:3] in rule.recipients
+            if sender_class in rule.senders
+            and recipient_class in rule.recipients
             and states & rule.states
         ),
         "",
     )
-    if flow.control == "R" and flow.reject_message:
-        return f"{label} : {flow.reject_message}" if label else flow.reject_message
-    return label
 
 
 def occurrence(

@@ -16,17 +16,22 @@ ALLOCATION, GRID_MARKER = "allocation", "4444444444"  # a répartition and its g
 
 def aggregate_control(states: str) -> str:
     """Rejeté if any record is R or C, Validé if all are V, Suspens otherwise (§8.2)."""
-    if any(s in REJECTED_STATES for s in states):
+    if not REJECTED_STATES.isdisjoint(states):
         return "R"
-    return "V" if states and all(s == "V" for s in states) else "S"
+    return "V" if states and states.count("V") == len(states) else "S"
 
 
-def flow_key(parts: tuple[str, ...], values: Mapping[str, Value]) -> str:
-    """Join the `flow_key` fields; `a|b` takes b when a is blank."""
+def key_parts(flow_key: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """A layout's `flow_key`, each part as its choices (`a|b`: a, else b when a is blank)."""
+    return tuple(tuple(part.split("|")) for part in flow_key)
+
+
+def flow_key(parts: tuple[tuple[str, ...], ...], values: Mapping[str, Value]) -> str:
+    """Join the `flow_key` fields (`key_parts`)."""
     out = []
-    for part in parts:
+    for choices in parts:
         choice = ""
-        for name in part.split("|"):
+        for name in choices:
             choice = str(values.get(name) or "").strip()
             if choice:
                 break
@@ -77,6 +82,8 @@ class FlowBuilder:
         self.section = section
         self.codecs = codecs
         self.office = _office_slice(flow_layout, codecs)
+        self.key_parts = key_parts(flow_layout.flow_key)
+        self.starts, self.account = flow_layout.flow_starts_with, flow_layout.flow_ends_with
         self._reset()
 
     def _reset(self) -> None:
@@ -88,34 +95,30 @@ class FlowBuilder:
         self.offices: list[str] = []
         self.reject_message: str | None = None
 
-    def record(self, line: int, marker: str, text: str, at: tuple[int, int]) -> Flow | None:
-        """Take a functional record of this flow layout, at bytes `at` of the file (from its
-        start to after its terminator); return the flow it completes, if any."""
+    def record(self, line: int, marker: str, text: str, start: int, end: int) -> Flow | None:
+        """Take a functional record of this flow layout, from byte `start` of the file to
+        `end` (after its terminator); return the flow it completes, if any."""
+        if self.account is not None:
+            return self._add_account(line, marker, text, start, end)
         done = None
-        starts = marker == self.layout.flow_starts_with
-        if self.layout.flow_ends_with is None:
-            if starts:
-                done = self._complete()
-            if starts or self.head is not None:
-                self._add(line, marker, text, at)
-            return done
-        return self._add_account(line, marker, text, at)
-
-    def _add(self, line: int, marker: str, text: str, at: tuple[int, int]) -> None:
-        if self.head is None:
+        if marker == self.starts:
+            done = self._complete()
             codec = self.codecs[self.layout.records[marker]]
-            self.head, self.head_line, self.start = codec.lazy(text), line, at[0]
+            self.head, self.head_line, self.start = codec.lazy(text), line, start
             self.head_json = codec.json_text(text)
+        elif self.head is None:
+            return None
         elif marker == GRID_MARKER and self.office is not None:
             self.offices.append(text[self.office].strip())
-        self.states.append(_state(text))
-        self.end = at[1]
+        self.states.append(text[10:11])  # its control state ('' for a line too short)
+        self.end = end
+        return done
 
-    def _add_account(self, line: int, marker: str, text: str, at: tuple[int, int]) -> Flow | None:
+    def _add_account(self, line: int, marker: str, text: str, start: int, end: int) -> Flow | None:
         codec = self.codecs[self.layout.records[marker]]
         if not self.states:
-            self.head_line, self.start = line, at[0]
-        self.end = at[1]
+            self.head_line, self.start = line, start
+        self.end = end
         state = _state(text)
         self.states.append(state)
         if marker == self.layout.flow_starts_with:
@@ -142,7 +145,7 @@ class FlowBuilder:
             layout=self.layout.name,
             flow_code=self.flow_code,
             line=self.head_line,
-            key=flow_key(self.layout.flow_key, head),
+            key=flow_key(self.key_parts, head),
             optiflux_key=optiflux_key,
             control=aggregate_control("".join(self.states)),
             fields=head,
@@ -195,7 +198,7 @@ def iter_flows(
         elif marker == "7777777777":
             builder.reject(text[message.start : message.end])
         elif marker in builder.layout.records:
-            flow = builder.record(line, marker, text, at)
+            flow = builder.record(line, marker, text, *at)
             if flow is not None:
                 yield flow
 
