@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from bdi.routing.errors import Code
+from bdi.routing.order import OrderAutomaton
 
 LAYOUT_RESOURCE = "layout.toml"
 
@@ -67,6 +68,7 @@ class FlowLayout:
     flow_starts_with: str
     flow_ends_with: str | None
     order_regex: re.Pattern[str]
+    order: OrderAutomaton  # the same regex, walked record by record by the checks
     flow_key: tuple[str, ...]
 
 
@@ -231,6 +233,7 @@ def _flow_layout(name: str, raw: Mapping[str, Any], regex: str) -> FlowLayout:
         flow_starts_with=raw["flow_starts_with"],
         flow_ends_with=raw.get("flow_ends_with"),
         order_regex=re.compile(regex),
+        order=OrderAutomaton(regex),
         flow_key=tuple(raw["flow_key"]),
     )
 

@@ -20,6 +20,7 @@ from bdi.routing.fields import RecordCodec, codecs_for
 from bdi.routing.flows import REJECTED_STATES, FlowBuilder
 from bdi.routing.layout import FlowLayout, Layout, RecordSpec, default_layout
 from bdi.routing.model import FileReport, Flow, SectionReport
+from bdi.routing.order import OrderAutomaton, Runs
 
 HEADER, FOOTER, REJECT = "1111111111", "9999999999", "7777777777"
 STRUCTURAL = (Code.LONGUEUR, Code.FIN_MANQUANTE, Code.ENTETE, Code.TYPE_ENREG)
@@ -91,22 +92,13 @@ def _length_problem(line: int, text: str, length: int) -> Problem | None:
     return Problem(Code.LONGUEUR, line, f"{len(text)} au lieu de {length}")
 
 
-def _runs(sequence: str, limit: int = 60) -> str:
-    """'2 3 4×3 5' for the record types of a section, cut to `limit` characters."""
-    parts = [
-        m.group(0)[0] + (f"×{len(m.group(0))}" if len(m.group(0)) > 1 else "")
-        for m in re.finditer(r"(.)\1*", sequence)
-    ]
-    text = " ".join(parts)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 @dataclass(frozen=True, slots=True)
 class _Record:
     """A functional record type of a flow layout, as its lines are checked."""
 
     marker: str
-    letter: str  # in the section's order (`FlowLayout.order_regex`)
+    letter: str  # in the section's order (`FlowLayout.order`)
+    order: OrderAutomaton
     codec: RecordCodec
     ends: bool  # it ends a flow (it starts one where flows have no end record)
 
@@ -119,7 +111,7 @@ def _records(layout: Layout, name: str | None) -> Mapping[str, _Record]:
     flow_layout, codecs = layout.layouts[name], codecs_for(layout)
     ends = flow_layout.flow_ends_with or flow_layout.flow_starts_with
     return {
-        marker: _Record(marker, marker[0], codecs[name], marker == ends)
+        marker: _Record(marker, marker[0], flow_layout.order, codecs[name], marker == ends)
         for marker, name in flow_layout.records.items()
     }
 
@@ -144,7 +136,8 @@ class _Section:
         )
         self.problems: dict[Code, list[Problem]] = defaultdict(list)
         self.settled = False  # a structural problem found: only structural checks still run
-        self.order: list[str] = []
+        # the order of its records so far (`FlowLayout.order`) and its first runs
+        self.order, self.runs = OrderAutomaton.DEAD, Runs()
         self.functional = self.rejects = self.total = 0
         self.first_functional: int | None = None
         self.pending_reject: int | None = None
@@ -152,6 +145,8 @@ class _Section:
         self.flows: list[Flow] = []
         self.flow_starts = 0
         self.flow_layout = self._header(line, text)
+        if self.flow_layout is not None:
+            self.order = self.flow_layout.order.start
         self.records = _records(ctx.layout, self.flow_layout and self.flow_layout.name)
         self.builder = (
             FlowBuilder(
@@ -253,7 +248,9 @@ class _Section:
             self._unanswered_reject()
         if self.first_functional is None:
             self.first_functional = line
-        self.order.append(record.letter)
+        self.order = record.order.step(self.order, record.letter)
+        if not self.runs.full:
+            self.runs.add(record.letter)
         codec = record.codec
         total = codec.checked_total(text)
         if total is None:
@@ -315,11 +312,9 @@ class _Section:
             self._add(Problem(Code.FIN_MANQUANTE, report.last_line))
         if not self.settled:
             self._unanswered_reject()
-            if self.flow_layout is not None and not self.flow_layout.order_regex.fullmatch(
-                "".join(self.order)
-            ):
+            if self.flow_layout is not None and self.order not in self.flow_layout.order.accepting:
                 at = self.first_functional or report.first_line
-                self._add(Problem(Code.ORDRE, at, f"types {_runs(''.join(self.order)) or 'aucun'}"))
+                self._add(Problem(Code.ORDRE, at, f"types {self.runs.text() or 'aucun'}"))
             self._header_checks()
         report.problems = self._reported()
         if self.flow_layout is not None:
