@@ -124,7 +124,7 @@ class Flow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     layout: str
     flow_key: str
-    optiflux_key: str = Field(index=True)
+    optiflux_key: str  # searched as a substring only: by the trigram indexes (revision 0008)
 
 
 class FlowOccurrence(SQLModel, table=True):
