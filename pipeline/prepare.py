@@ -187,7 +187,8 @@ def check_plain(
     can_receive = partial(recipient_ready, hub, keys)
     ctx = CheckContext(upload.upload_name, upload.sender, can_receive, hub.layout, collect)
     flows: list[Flow] = []
-    for event in check_lines(stream, ctx):
+    for event in check_lines(iter(partial(stream.read, CHUNK), b""), ctx):  # not by line:
+        # a line may be as long as the plaintext (a compressed upload inflates to it)
         if isinstance(event, SectionChecked):
             flows.extend(event.flows)
         else:
@@ -245,7 +246,7 @@ def occurrence_batches(
     accepted = {number: code for number, (code, _, _) in sections.items()}
     seq = dict.fromkeys((recipient for _, recipient, _ in sections.values()), 0)
     if flows is None:
-        found = iter_flows(plain.checked(), hub.layout, accepted)
+        found = iter_flows(cut_lines(plain.checked()), hub.layout, accepted)
     else:  # a section accepted by its checks is not delivered if the file is refused
         found = (flow for flow in flows if flow.section in accepted)
     while batch := list(itertools.islice(found, BATCH)):
@@ -275,14 +276,29 @@ def delivered_sections(
     code = hub.layout.header.field("flow_code")
     found: dict[int, tuple[str, str, int]] = {}
     number, offset = 0, 0
-    for raw in stream:
+    for length, raw in cut_lines(stream):
         if raw[:10] == b"1111111111":
             number += 1
             if offset in starts:
                 flow_code = raw[code.start : code.end].decode(hub.layout.encoding)
                 found[number] = (flow_code, *starts[offset])
-        offset += len(raw)
+        offset += length
     return found
+
+
+LINE_KEPT = 1 << 16  # bytes of a line read again kept (a record has 640)
+
+
+def cut_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """A plaintext's lines, terminators kept, each with its length: one longer than
+    LINE_KEPT is cut there, the rest read and dropped. A line may be as long as the
+    plaintext (a compressed upload inflates to it), and iterating the file would hold it."""
+    while raw := stream.readline(LINE_KEPT):
+        length, tail = len(raw), raw
+        while len(tail) == LINE_KEPT and not tail.endswith(b"\n"):
+            tail = stream.readline(LINE_KEPT)
+            length += len(tail)
+        yield length, raw
 
 
 def ranges(text: str) -> list[tuple[int, int]]:

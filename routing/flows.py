@@ -167,21 +167,22 @@ class FlowBuilder:
 
 
 def iter_flows(
-    lines: Iterable[bytes], layout: Layout, accepted: Mapping[int, str]
+    lines: Iterable[tuple[int, bytes]], layout: Layout, accepted: Mapping[int, str]
 ) -> Iterator[Flow]:
     """The flows of the accepted sections of an already checked file, one at a time.
 
     `accepted` maps each delivered section number to its flow code. The file is read once
     more rather than keeping every flow of a big file in memory between check and storage.
     Total over any bytes and any `accepted` (a record its flow layout has no place for, or a
-    flow code without a layout, is passed over): a resumed job reads its file again here."""
+    flow code without a layout, is passed over): a resumed job reads its file again here.
+    Each line comes with its length in the file: a long one may be cut (`cut_lines`)."""
     codecs = codecs_for(layout)
     message = layout.reject.field("reject_message")
     builder: FlowBuilder | None = None
     number = 0
     offset = 0
-    for line, raw in enumerate(lines, start=1):
-        at = (offset, offset + len(raw))
+    for line, (length, raw) in enumerate(lines, start=1):
+        at = (offset, offset + length)
         offset = at[1]
         text = raw.rstrip(b"\r\n").decode(layout.encoding)
         marker = text[:10]

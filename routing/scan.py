@@ -86,10 +86,10 @@ def _slice(text: str, spec: RecordSpec, name: str) -> str:
     return text[f.start : f.end]
 
 
-def _length_problem(line: int, text: str, length: int) -> Problem | None:
-    if len(text) == length:
+def _length_problem(line: int, width: int, length: int) -> Problem | None:
+    if width == length:
         return None
-    return Problem(Code.LONGUEUR, line, f"{len(text)} au lieu de {length}")
+    return Problem(Code.LONGUEUR, line, f"{width} au lieu de {length}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +119,9 @@ def _records(layout: Layout, name: str | None) -> Mapping[str, _Record]:
 class _Section:
     """The running state of one section while its lines go by."""
 
-    def __init__(self, ctx: CheckContext, number: int, line: int, offset: int, text: str) -> None:
+    def __init__(
+        self, ctx: CheckContext, number: int, line: int, offset: int, text: str, width: int
+    ) -> None:
         self.ctx, self.layout, self.header_text = ctx, ctx.layout, text
         self.codecs = codecs_for(ctx.layout)
         header = self.layout.header
@@ -144,7 +146,7 @@ class _Section:
         self.footer_seen = False
         self.flows: list[Flow] = []
         self.flow_starts = 0
-        self.flow_layout = self._header(line, text)
+        self.flow_layout = self._header(line, text, width)
         if self.flow_layout is not None:
             self.order = self.flow_layout.order.start
         self.records = _records(ctx.layout, self.flow_layout and self.flow_layout.name)
@@ -167,13 +169,13 @@ class _Section:
             # values is ever decoded (a value its check refused must not be read as valid)
             self.builder = None
 
-    def _header(self, line: int, text: str) -> FlowLayout | None:
+    def _header(self, line: int, text: str, width: int) -> FlowLayout | None:
         """Structural header checks (ENTETE); the flow layout the section's records follow."""
         length = self.layout.record_length
-        self._add(_length_problem(line, text, length))
+        self._add(_length_problem(line, width, length))
         bad = (
             [f.name for f in self.codecs[self.layout.header.name].bad_fields(text)]
-            if (len(text) == length)
+            if (width == length)
             else []
         )
         number = _slice(text, self.layout.header, "section_number")
@@ -199,16 +201,16 @@ class _Section:
             return self.layout.flow_layout(code)
         return None
 
-    def line(self, line: int, start: int, end: int, text: str) -> None:
+    def line(self, line: int, start: int, end: int, text: str, width: int) -> None:
         """One line after the header, from byte `start` to `end` of the file (terminator
-        included)."""
+        included), `width` characters long (its text may be cut past them: `check_text`)."""
         report = self.report
         report.last_line, report.end = line, end
         marker = text[:10]
         if marker == FOOTER:
-            self._footer(line, text)
-        elif len(text) != self.layout.record_length:
-            self._add(_length_problem(line, text, self.layout.record_length))
+            self._footer(line, text, width)
+        elif width != self.layout.record_length:
+            self._add(_length_problem(line, width, self.layout.record_length))
         elif marker == REJECT:
             self._reject(line, text)
         elif (record := self.records.get(marker)) is not None:
@@ -270,10 +272,10 @@ class _Section:
         else:
             self.flows.append(flow)
 
-    def _footer(self, line: int, text: str) -> None:
+    def _footer(self, line: int, text: str, width: int) -> None:
         self.footer_seen = True
         self._unanswered_reject()
-        problem = _length_problem(line, text, self.layout.record_length)
+        problem = _length_problem(line, width, self.layout.record_length)
         if problem:
             self._add(problem)
             return
@@ -361,27 +363,82 @@ def check_text(pieces: Iterable[str], ctx: CheckContext) -> Iterator[Event]:
     """Check a file given as its decoded text, in pieces cut anywhere; one event per
     section, then one `FileChecked` with the file problems and every section report.
 
-    Lines end at "\n" (a "\r" before it is dropped too); a line's offsets in the file are
+    Lines end at "\\n" (a "\\r" before it is dropped too); a line's offsets in the file are
     those of its characters, one byte each (`layout.single_byte`). Cutting a megabyte of
-    text at once costs less than cutting its bytes line by line, then decoding each."""
+    text at once costs less than cutting its bytes line by line, then decoding each. A line
+    longer than LINE_KEPT is kept cut (`_LongLine`): a file of one line of a gigabyte took
+    twice its size in memory, and time growing with its square."""
     file = _FileCheck(ctx)
     number = offset = 0
-    rest = ""
+    rest, long = "", None
     for piece in pieces:
+        if long is not None:  # the line being read is too long: its end, maybe
+            piece = long.add(piece)
+            if long.open:
+                continue
+            number += 1
+            offset, event = long.deliver(file, number, offset)
+            if event is not None:
+                yield event
+            long = None
         lines = (rest + piece).split("\n") if rest else piece.split("\n")
         rest = lines.pop()
         for text in lines:
             number += 1
             end = offset + len(text) + 1
-            event = file.line(number, offset, end, text[:-1] if text[-1:] == "\r" else text)
+            if text[-1:] == "\r":
+                text = text[:-1]
+            event = file.line(number, offset, end, text, len(text))
             if event is not None:
                 yield event
             offset = end
-    if rest:  # a last line with no terminator
-        event = file.line(number + 1, offset, offset + len(rest), rest)
+        if len(rest) > LINE_KEPT:
+            rest, long = "", _LongLine(rest)
+    if long is not None or rest:  # a last line with no terminator
+        _, event = (long or _LongLine(rest)).deliver(file, number + 1, offset, terminated=False)
         if event is not None:
             yield event
     yield from file.end()
+
+
+LINE_KEPT = 1 << 16  # characters of a line kept for its checks (a record has 640)
+
+
+class _LongLine:
+    """A line too long to be kept whole: its first LINE_KEPT characters, its width, and
+    whether it holds anything but spaces (a line outside any section is an error then)."""
+
+    def __init__(self, text: str) -> None:
+        self.kept, self.width, self.open = text[:LINE_KEPT], 0, True
+        self.blank, self.last = True, ""  # blank up to its last character, which is last
+        self._more(text)
+
+    def _more(self, text: str) -> None:
+        if text:
+            n = len(text)
+            spaces = text.count(" ", 0, n - 1) == n - 1  # counted, not copied
+            self.blank = self.blank and self.last in ("", " ") and spaces
+            self.width += n
+            self.last = text[-1]
+
+    def add(self, piece: str) -> str:
+        """The next piece of the file: what follows the line's end (the whole piece is the
+        line's while it goes on)."""
+        end = piece.find("\n")
+        self._more(piece if end < 0 else piece[:end])
+        self.open = end < 0
+        return "" if end < 0 else piece[end + 1 :]
+
+    def deliver(
+        self, file: _FileCheck, number: int, start: int, terminated: bool = True
+    ) -> tuple[int, SectionChecked | None]:
+        """Give the line to the checks, from byte `start`: where the next one starts, and
+        the event of the section it closes, if any."""
+        end = start + self.width + terminated
+        cr = terminated and self.last == "\r"  # dropped, as a short line's
+        blank = self.blank and (cr or self.last == " ")
+        text = self.kept if blank else self.kept + "x"  # not blank, whatever it keeps
+        return end, file.line(number, start, end, text, self.width - cr)
 
 
 class _FileCheck:
@@ -396,17 +453,20 @@ class _FileCheck:
         self.section: _Section | None = None
         self.sections = 0
 
-    def line(self, number: int, start: int, end: int, text: str) -> SectionChecked | None:
-        """One line (terminator dropped): the event of the section it closes, if any."""
+    def line(
+        self, number: int, start: int, end: int, text: str, width: int
+    ) -> SectionChecked | None:
+        """One line (terminator dropped), `width` characters long: the event of the section
+        it closes, if any."""
         section = self.section
         if text[:10] == HEADER:
             closed = None if section is None else _closed(section, self.report, self.ctx)
             self.sections += 1
-            self.section = _Section(self.ctx, self.sections, number, start, text)
+            self.section = _Section(self.ctx, self.sections, number, start, text, width)
             self.section.report.end = end
             return closed
         if section is not None:
-            section.line(number, start, end, text)
+            section.line(number, start, end, text, width)
             if section.footer_seen:
                 self.section = None
                 return _closed(section, self.report, self.ctx)

@@ -13,6 +13,7 @@ import pytest
 from support import SAMPLES, manifest
 
 from bdi.pipeline.plan import Content, Upload, occurrence, plan_outputs
+from bdi.pipeline.prepare import cut_lines
 from bdi.routing.errors import Code
 from bdi.routing.fields import LazyRecord, RecordCodec, Value, codecs_for, decode_field
 from bdi.routing.flows import grid_records, iter_flows
@@ -31,18 +32,18 @@ def test_second_pass_yields_the_checked_flows(sample: dict[str, str]) -> None:
     events = [e for e in check_lines(io.BytesIO(data), ctx) if isinstance(e, SectionChecked)]
     checked = [f for e in events for f in e.flows]
     accepted = {e.report.number: e.report.flow_code for e in events if e.report.accepted}
-    assert list(iter_flows(io.BytesIO(data), default_layout(), accepted)) == checked
+    assert list(iter_flows(cut_lines(io.BytesIO(data)), default_layout(), accepted)) == checked
     assert checked or not accepted
 
 
 def test_flow_keys_and_controls_of_the_samples() -> None:
     data = (SAMPLES / "PCIE000311_00311_000002.edi").read_bytes()
-    [flow] = iter_flows(io.BytesIO(data), default_layout(), {1: "PRI"})
+    [flow] = iter_flows(cut_lines(io.BytesIO(data)), default_layout(), {1: "PRI"})
     assert flow.key == "200800311MAR0001234001|AV-2008-002|01"
     assert flow.control == "R"
     assert flow.reject_message == "TAUX DE COURTAGE DIFFERENT DU TAUX DE L'APERITEUR"
     data = (SAMPLES / "CCOU010234_00311_000006.edi").read_bytes()
-    [account] = iter_flows(io.BytesIO(data), default_layout(), {1: "CPF"})
+    [account] = iter_flows(cut_lines(io.BytesIO(data)), default_layout(), {1: "CPF"})
     assert account.key == "10234|EUR|2008030001"
     assert len(account.lines) == 7 and account.fields["balance"] is not None
 
@@ -97,7 +98,7 @@ def plan(data: bytes, collect: bool) -> Planned:
     flows = [f for e in events if isinstance(e, SectionChecked) for f in e.flows]
     if not collect:
         accepted = {n: code for n, (code, _) in delivered.items()}
-        flows = list(iter_flows(io.BytesIO(data), LAYOUT, accepted))
+        flows = list(iter_flows(cut_lines(io.BytesIO(data)), LAYOUT, accepted))
     upload = Upload(1, CESAM, CESAM_FILE, NOW)
     seq = dict.fromkeys(RECIPIENTS, 0)
     rows = []
@@ -245,7 +246,8 @@ def test_iter_flows_passes_over_what_has_no_layout() -> None:
     lines[2] = b"3333333333" + lines[2][10:]  # no such record in a répartition
     lines[8] = lines[8][:5]  # section 2 loses its head record
     data = b"\n".join(lines)
-    flows = list(iter_flows(io.BytesIO(data), LAYOUT, {1: "REP", 2: "REP", 3: "XXX", 4: ""}))
+    accepted = {1: "REP", 2: "REP", 3: "XXX", 4: ""}
+    flows = list(iter_flows(cut_lines(io.BytesIO(data)), LAYOUT, accepted))
     assert [(f.section, f.control, f.key) for f in flows] == [(1, "V", "")]
     assert flows[0].fields["allocation_effective_date"] is None
     assert len(flows[0].offices) == 3

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import tracemalloc
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -88,3 +89,49 @@ def test_a_huge_section_takes_no_memory_per_record() -> None:
     assert not events[0].report.accepted  # its counts are the sample's: NOMBRE
     assert all(p.code is not Code.ORDRE for p in events[0].report.problems)
     assert peak < 1_000_000, peak
+
+
+def _one_line(first: bytes, megabytes: int, fill: bytes) -> Iterator[bytes]:
+    """`first`, then a line of `megabytes` MiB of `fill` in 1 MiB pieces, ended by "\\r\\n",
+    then 3 spaces with no terminator: a compressed upload inflates to such a file from a
+    few hundred bytes."""
+    yield first
+    for _ in range(megabytes):
+        yield fill * (1 << 20)
+    yield b"\r\n   "
+
+
+def _checked_in(pieces: Iterator[bytes]) -> tuple[list[Any], int]:
+    ctx = CheckContext("RCOU010234_00311_000001.edi", keep_sections=False)
+    tracemalloc.start()
+    try:
+        events = list(check_lines(pieces, ctx))
+        return events, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_line_of_64_mib_is_checked_in_bounded_memory() -> None:
+    """Its width and place are told as they are; it took twice its size, and joining its
+    pieces grew with the square of its size."""
+    header = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes().splitlines(keepends=True)[0]
+    events, peak = _checked_in(_one_line(header, 64, b"2"))
+    [section, _] = events
+    width = 64 << 20
+    assert [(p.code, p.detail) for p in section.report.problems if p.line == 2] == [
+        (Code.LONGUEUR, f"{width} au lieu de 640")
+    ]
+    assert section.report.end == len(header) + width + 2 + 3  # its "\r\n", the last line
+    assert peak < 4 << 20, peak  # a piece and its text
+
+
+@pytest.mark.parametrize("fill", [b" ", b"x"])
+def test_a_long_line_outside_sections_is_an_error_unless_blank(fill: bytes) -> None:
+    sample = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
+    events, peak = _checked_in(_one_line(sample, 2, fill))
+    lines = sample.count(b"\n")
+    assert [(p.code, p.line) for p in events[-1].report.problems] == (
+        [] if fill == b" " else [(Code.HORS_SECTION, lines + 1)]
+    )
+    assert events[0].report.accepted
+    assert peak < 4 << 20, peak

@@ -19,6 +19,7 @@ from support import SAMPLES
 
 from bdi.pipeline import prepare, stream
 from bdi.pipeline import rows as draft_rows
+from bdi.routing import scan
 from bdi.routing.model import Flow, SectionReport
 from bdi.routing.scan import CheckContext, FileChecked, SectionChecked, check_lines
 from bdi.store import bulk
@@ -126,6 +127,16 @@ def test_a_file_in_pieces_cut_anywhere_is_checked_as_line_by_line(ending: bytes)
         assert _checked([data[i : i + size] for i in range(0, len(data), size)]) == by_line
 
 
+def test_lines_read_again_are_cut_past_their_kept_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cut_lines`: each line's length in the file, its bytes whole up to LINE_KEPT (then
+    cut: the rest is read and dropped, never held), whatever the reads' boundaries."""
+    monkeypatch.setattr(prepare, "LINE_KEPT", 8)
+    lines = [b"\n", b"abc\r\n", b"1234567\n", b"12345678\n", b"x" * 8, b"y" * 30 + b"\n", b"z" * 17]
+    got = list(prepare.cut_lines(io.BytesIO(b"".join(lines))))
+    assert [length for length, _ in got] == [len(line) for line in lines[:4]] + [39, 17]
+    assert [raw for _, raw in got] == [*lines[:3], b"12345678", b"x" * 8, b"z" * 8]
+
+
 # -- through the hub --------------------------------------------------------------------
 
 
@@ -216,6 +227,29 @@ async def test_a_streamed_upload_has_the_small_paths_outcome(
     received = small[0]
     assert len([n for n in received if n.endswith(".log")]) == 12
     assert len([n for n in received if not n.endswith(".log")]) == 3
+
+
+async def test_a_line_longer_than_what_is_kept_of_it_is_refused_for_its_width(
+    tmp_path: Path, parties: dict[str, Party], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line of 5 000 bytes where 1 000 are kept (64 KiB in service: a compressed upload
+    may inflate to one line of a gigabyte): its section refused for its real width, the
+    others delivered, with their flows read again past it; the same either path."""
+    monkeypatch.setattr(scan, "LINE_KEPT", 1000)
+    monkeypatch.setattr(prepare, "LINE_KEPT", 1000)
+    monkeypatch.setattr(prepare, "FLOWS_IN_ONE_PASS", 100)  # the small path reads them again
+    monkeypatch.setattr(prepare, "CHUNK", 1500)  # the line over several pieces, each path
+    monkeypatch.setattr(stream, "READ", 1500)
+    lines = (SAMPLES / NAME).read_bytes().splitlines(keepends=True)
+    second = [i for i, line in enumerate(lines) if line.startswith(b"1111111111")][1]
+    data = b"".join([*lines[: second + 1], b"2" * 5000 + b"\r\n", *lines[second + 1 :]])
+    small = await route(tmp_path, parties, data, NAME, SENDER, False, monkeypatch)
+    streamed = await route(tmp_path, parties, data, NAME, SENDER, True, monkeypatch)
+    assert streamed == small
+    received, flows = small
+    [log] = [text for name, text in received.items() if name.endswith(".log")]
+    assert any("5000 au lieu de 640" in line for line in log), log
+    assert len(received) == 3 and len(flows) > 2  # two deliveries, their flows, the .log
 
 
 @pytest.mark.parametrize("ahead", [stream.AHEAD, 1000])
