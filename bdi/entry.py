@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 
 def main() -> None:
@@ -11,6 +12,14 @@ def main() -> None:
         from bdi.check import main as check
 
         sys.exit(check(sys.argv[2:]))
+    quiet_dependencies()
     from bdi.cli import app
 
     app()
+
+
+def quiet_dependencies() -> None:
+    """cryptography 51 warns that DSA is deprecated when asyncssh's modules name its key
+    types, at import: every command printed ten lines of it on stderr before its own (a
+    refusal is one line). The hub offers no DSA (`server.OPENSSH_PUBKEYS`): nothing to act on."""
+    warnings.filterwarnings("ignore", message="DSA is deprecated", module=r"asyncssh\.")
