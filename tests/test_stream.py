@@ -4,10 +4,13 @@ not grow with the number of sections or flows."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
 import io
 import os
+import subprocess
+import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -250,6 +253,39 @@ async def test_a_line_longer_than_what_is_kept_of_it_is_refused_for_its_width(
     [log] = [text for name, text in received.items() if name.endswith(".log")]
     assert any("5000 au lieu de 640" in line for line in log), log
     assert len(received) == 3 and len(flows) > 2  # two deliveries, their flows, the .log
+
+
+async def test_a_compressed_upload_of_one_huge_line_is_answered_in_bounded_memory(
+    tmp_path: Path, parties: dict[str, Party]
+) -> None:
+    """A line of 64 MiB inflated from a few hundred bytes (bzip2): the sender's `.log`, and
+    the hub's Python held a few MB for it. Found from outside: the small path read it by
+    file iteration, whole, then decoded it (256 MiB: the server's RSS +916 MB)."""
+    plain, sealed = tmp_path / "bomb.plain", tmp_path / "bomb.pgp"
+    with plain.open("wb") as out:
+        out.write((SAMPLES / NAME).read_bytes())
+        for _ in range(64):
+            out.write(b"2" * (1 << 20))
+        out.write(b"\n")
+    async with hub_running(tmp_path / "data", parties) as hub:
+        sender = parties[SENDER]
+        argv = ["gpg", "--homedir", str(sender.pgp.home), "--batch", "--trust-model", "always",
+                "--compress-algo", "bzip2", "--sign", "--encrypt", "-u", sender.fingerprint,
+                "-r", hub.hub_fingerprint, "--output", str(sealed), str(plain)]  # fmt: skip
+        await asyncio.to_thread(subprocess.run, argv, check=True, capture_output=True)
+        assert sealed.stat().st_size < 4096  # the small path's
+        tracemalloc.start()
+        try:
+            await hub.upload(SENDER, NAME, sealed.read_bytes())
+            await hub.settled()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        inbox = await hub.inbox(SENDER)
+    [log] = [data.decode("latin-1") for name, data in inbox.items() if name.endswith(".log")]
+    lines = (SAMPLES / NAME).read_bytes().count(b"\n")
+    assert f"line {lines + 1} HORS_SECTION" in log
+    assert peak < 32 << 20, peak
 
 
 @pytest.mark.parametrize("ahead", [stream.AHEAD, 1000])
