@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import json
 import os
 import random
@@ -61,6 +62,7 @@ from bdi.config import load_settings
 from bdi.datadir import initialise, open_hub
 from bdi.hub import Hub
 from bdi.pipeline.plan import Upload, occurrence
+from bdi.pipeline.prepare import cut_lines
 from bdi.routing.flows import iter_flows
 from bdi.routing.layout import default_layout
 from bdi.routing.writer import Record, parse_file, write_file
@@ -506,7 +508,7 @@ async def big_hub(data: Path, emit: Emit) -> BigFile:
 async def deliver(hub: Hub, plain: bytes, now: datetime) -> int:
     """The movement of `plain` and its flow occurrences, as the pipeline records them."""
     upload = Upload(0, CESAM, BIG_NAME, now)
-    flows = iter_flows(plain.splitlines(keepends=True), hub.layout, {1: "REP"})
+    flows = iter_flows(cut_lines(io.BytesIO(plain)), hub.layout, {1: "REP"})
     rows = [occurrence(hub.layout, upload, BROKER, f, seq) for seq, f in enumerate(flows)]
     async with hub.store.session() as s:
         job = Job(participant_id=CESAM, upload_name=BIG_NAME, spool_name="bench",
