@@ -437,7 +437,8 @@ class _LongLine:
         end = start + self.width + terminated
         cr = terminated and self.last == "\r"  # dropped, as a short line's
         blank = self.blank and (cr or self.last == " ")
-        text = self.kept if blank else self.kept + "x"  # not blank, whatever it keeps
+        # a mark past the kept characters only where they alone would look blank
+        text = self.kept + "x" if not blank and not self.kept.strip(" ") else self.kept
         return end, file.line(number, start, end, text, self.width - cr)
 
 

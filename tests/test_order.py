@@ -135,3 +135,14 @@ def test_a_long_line_outside_sections_is_an_error_unless_blank(fill: bytes) -> N
     )
     assert events[0].report.accepted
     assert peak < 4 << 20, peak
+
+
+def test_a_last_line_with_no_terminator_is_checked_as_it_is() -> None:
+    """The footer as the file's last bytes: the same reports as with its "\\n"."""
+    data = (SAMPLES / "RCOU010234_00311_000001.edi").read_bytes()
+    ctx = CheckContext("RCOU010234_00311_000001.edi")
+    with_end = last_report(check_lines([data], ctx))
+    without = last_report(check_lines([data.rstrip(b"\n")], ctx))
+    assert without.sections[0].accepted
+    assert [s.problems for s in without.sections] == [s.problems for s in with_end.sections]
+    assert without.sections[-1].end == len(data) - 1
