@@ -110,7 +110,7 @@ class FlowBuilder:
             return None
         elif marker == GRID_MARKER and self.office is not None:
             self.offices.append(text[self.office].strip())
-        self.states.append(text[10:11])  # its control state ('' for a line too short)
+        self.states.append(_state(text))
         self.end = end
         return done
 
